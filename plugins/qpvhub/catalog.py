@@ -1,0 +1,290 @@
+"""The source catalogue (`include/sources/*.yml`) and regions (`include/regions/*.yml`).
+
+Each file is validated by a pydantic model; errors name the file, the key and what was expected.
+Identifiers that will reach SQL are checked to be plain lowercase identifiers here, and are still
+always quoted with `psycopg.sql.Identifier` where used.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from qpvhub.errors import ConfigError
+
+IDENT_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+COLUMN_TYPES = {
+    "text": "text",
+    "integer": "integer",
+    "bigint": "bigint",
+    "double": "double precision",
+    "numeric": "numeric",
+    "boolean": "boolean",
+    "date": "date",
+    "smallint": "smallint",
+}
+GEOMETRY_TYPES = ("Point", "MultiPoint", "MultiLineString", "MultiPolygon")
+
+
+def _ident(value: str, what: str) -> str:
+    if not IDENT_RE.match(value):
+        raise ValueError(f"{what} {value!r} is not a plain SQL identifier (lowercase letters, digits, _)")
+    return value
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Column(Strict):
+    """A target column: where it comes from in the source, its type, its documentation."""
+
+    source: str | None = Field(default=None, description="source column name; None for a constant")
+    type: str = "text"
+    description: str
+    constant: Any = None
+    derived: bool = Field(default=False, description="filled by the source's transform SQL")
+    required: bool = True
+
+    @field_validator("type")
+    @classmethod
+    def _type(cls, v: str) -> str:
+        if v not in COLUMN_TYPES:
+            raise ValueError(f"unknown column type {v!r}; expected one of {', '.join(COLUMN_TYPES)}")
+        return v
+
+    @model_validator(mode="after")
+    def _from_or_constant(self) -> Column:
+        given = [self.source is not None, self.constant is not None, self.derived]
+        if sum(given) != 1:
+            raise ValueError("a column needs exactly one of 'source' (source column name), 'constant', 'derived: true'")
+        return self
+
+
+class Geometry(Strict):
+    """Target geometry column; the source CRS is read from the file unless given."""
+
+    column: str = "geom"
+    type: Literal["Point", "MultiPoint", "MultiLineString", "MultiPolygon"]
+    srid: int = 2154
+    source_crs: str | None = None
+    description: str = "Geometry, EPSG:2154 (Lambert-93)"
+
+    @field_validator("column")
+    @classmethod
+    def _col(cls, v: str) -> str:
+        return _ident(v, "geometry column")
+
+
+class Target(Strict):
+    """Where a source lands: `schema.table`, optionally one LIST partition of it."""
+
+    schema_: Literal["ref", "src"] = Field(alias="schema")
+    table: str
+    partition: dict[str, Any] | None = None
+
+    @field_validator("table")
+    @classmethod
+    def _table(cls, v: str) -> str:
+        return _ident(v, "table")
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema_}.{self.table}"
+
+    @property
+    def physical_table(self) -> str:
+        """The table that is swapped: the partition table (`qpv_2015`) or the table itself."""
+        if self.partition:
+            (value,) = self.partition.values()
+            return _ident(f"{self.table}_{value}".lower(), "partition table")
+        return self.table
+
+
+class Expectation(Strict):
+    """One GX Core expectation: its class name in snake_case (as in GX docs) and its keyword arguments."""
+
+    expectation: str
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("expectation")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not re.match(r"^expect_[a-z0-9_]+$|^unexpected_rows$", v):
+            raise ValueError(f"{v!r} is not a GX expectation name (expect_…)")
+        return v
+
+
+class Quality(Strict):
+    policy: Literal["block", "warn"] = "block"
+    expectations: list[Expectation] = Field(default_factory=list)
+    min_rows: int = 1
+    max_drop_ratio: float = Field(default=0.5, ge=0, le=1, description="fail when rows < (1-ratio) × last load")
+
+
+class Source(Strict):
+    """One catalogue entry: a dataset, where it is, how to read it, where it lands, how it is checked."""
+
+    id: str
+    title: str
+    description: str = ""
+    publisher: str
+    licence: str
+    landing_page: str | None = None
+    url: str | None = Field(default=None, description="production URL (https, http, file); none → the sample")
+    sample: str | None = Field(default=None, description="offline sample, relative to include/")
+    sample_provenance: str | None = None
+    format: Literal["geojson", "csv"]
+    reader: dict[str, Any] = Field(default_factory=dict)
+    columns: dict[str, Column]
+    row_filter: dict[str, list[str]] = Field(
+        default_factory=dict, description="keep only rows whose source column has one of these values")
+    geometry: Geometry | None = None
+    keys: list[str] = Field(default_factory=list)
+    target: Target
+    transform: str | None = Field(default=None, description="SQL file under sql/transforms run on staging")
+    schedule: str | None = "@weekly"
+    millesime: str | None = None
+    quality: Quality = Field(default_factory=Quality)
+    tags: list[str] = Field(default_factory=list)
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        return _ident(v, "source id")
+
+    @field_validator("columns")
+    @classmethod
+    def _columns(cls, v: dict[str, Column]) -> dict[str, Column]:
+        for name in v:
+            _ident(name, "column")
+        if not v:
+            raise ValueError("at least one column is needed")
+        return v
+
+    @model_validator(mode="after")
+    def _keys(self) -> Source:
+        for key in self.keys:
+            if key not in self.columns:
+                raise ValueError(f"key {key!r} is not one of the columns")
+        if self.target.partition:
+            if len(self.target.partition) != 1:
+                raise ValueError("target.partition must name exactly one column")
+            (col,) = self.target.partition
+            if col not in self.columns:
+                raise ValueError(f"partition column {col!r} is not one of the columns")
+        return self
+
+    @model_validator(mode="after")
+    def _derived_needs_transform(self) -> Source:
+        derived = [n for n, c in self.columns.items() if c.derived]
+        if derived and not self.transform:
+            raise ValueError(f"columns {derived} are derived but no 'transform' SQL file is given")
+        if self.transform and not re.match(r"^[a-z0-9_]+\.sql$", self.transform):
+            raise ValueError("transform must be a file name under sql/transforms, e.g. qpv_2015.sql")
+        return self
+
+    @model_validator(mode="after")
+    def _somewhere(self) -> Source:
+        if not self.url and not self.sample:
+            raise ValueError("give 'url' (production) or 'sample' (bundled file), or both")
+        return self
+
+    @property
+    def asset_uri(self) -> str:
+        return f"qpvhub://{self.target.schema_}/{self.target.table}"
+
+
+class Region(Strict):
+    """A region served by the deployment: its départements and bounding box (EPSG:4326)."""
+
+    code: str
+    name: str
+    departements: list[str]
+    bbox: tuple[float, float, float, float]
+    contact: str | None = None
+
+    @field_validator("code")
+    @classmethod
+    def _code(cls, v: str) -> str:
+        if not re.match(r"^\d{2}$", v):
+            raise ValueError(f"region code {v!r} must be two digits (INSEE COG), e.g. '53'")
+        return v
+
+    @field_validator("departements")
+    @classmethod
+    def _deps(cls, v: list[str]) -> list[str]:
+        for d in v:
+            if not re.match(r"^(\d{2}|2[AB]|97\d)$", d):
+                raise ValueError(f"département code {d!r} is not a COG code (e.g. '35', '2A', '971')")
+        return v
+
+
+def _format_errors(path: Path, exc: ValidationError) -> str:
+    lines = [f"{path}: invalid catalogue file"]
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (typo?)"
+        lines.append(f"  - {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def _load_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: no such file") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def load_source(path: Path) -> Source:
+    """Load and validate one source file; the file name must be `<id>.yml`."""
+    data = _load_yaml(path)
+    try:
+        source = Source.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(path, exc)) from None
+    if path.stem != source.id:
+        raise ConfigError(f"{path}: id {source.id!r} must match the file name ({path.stem}.yml)")
+    return source
+
+
+def load_catalog(sources_dir: Path) -> dict[str, Source]:
+    """Every source of the catalogue, by id (sorted, so DAG lists are stable)."""
+    return {s.id: s for s in (load_source(p) for p in sorted(sources_dir.glob("*.yml")))}
+
+
+def load_region(path: Path) -> Region:
+    data = _load_yaml(path)
+    try:
+        region = Region.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(path, exc)) from None
+    if path.stem != region.code:
+        raise ConfigError(f"{path}: code {region.code!r} must match the file name ({path.stem}.yml)")
+    return region
+
+
+def load_regions(regions_dir: Path) -> dict[str, Region]:
+    return {r.code: r for r in (load_region(p) for p in sorted(regions_dir.glob("*.yml")))}
+
+
+def resolve_source(ref: str, sources_dir: Path) -> Source:
+    """A source given as an id of the catalogue or as a path to a spec file."""
+    if ref.endswith((".yml", ".yaml")) or "/" in ref:
+        return load_source(Path(ref))
+    path = sources_dir / f"{ref}.yml"
+    if not path.exists():
+        known = ", ".join(sorted(p.stem for p in sources_dir.glob("*.yml"))) or "none"
+        raise ConfigError(f"unknown source {ref!r} (catalogue {sources_dir}: {known})")
+    return load_source(path)

@@ -1,0 +1,136 @@
+"""Fetch a source's bytes (http(s) or file), detect change, archive the raw bytes immutably.
+
+HTTP uses timeouts, retries with backoff on 5xx/connection errors, a size limit, conditional
+requests (If-None-Match / If-Modified-Since) and checks Content-Length against what arrived.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import requests
+
+from qpvhub.errors import FetchError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_BYTES = 2 * 1024**3
+USER_AGENT = "qpvhub/0.1 (+https://github.com/qpvhub)"
+
+
+@dataclass
+class Fetched:
+    """What a fetch produced: a local file (None when the server said 304) and its lineage."""
+
+    url: str
+    path: Path | None
+    filename: str
+    sha256: str | None = None
+    bytes: int | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+    not_modified: bool = False
+
+    def lineage(self) -> dict:
+        d = asdict(self)
+        d["path"] = str(self.path) if self.path else None
+        return d
+
+
+def _filename(url: str) -> str:
+    name = unquote(urlsplit(url).path.rsplit("/", 1)[-1])
+    return name or "download"
+
+
+def _copy_hashing(src, dest: Path, max_bytes: int, url: str) -> tuple[str, int]:
+    h = hashlib.sha256()
+    n = 0
+    with dest.open("wb") as out:
+        for chunk in src:
+            if not chunk:
+                continue
+            n += len(chunk)
+            if n > max_bytes:
+                raise FetchError(f"{url}: larger than the size limit of {max_bytes} bytes")
+            h.update(chunk)
+            out.write(chunk)
+    return h.hexdigest(), n
+
+
+def fetch(
+    url: str,
+    workdir: Path,
+    *,
+    etag: str | None = None,
+    last_modified: str | None = None,
+    timeout: float = 60.0,
+    retries: int = 3,
+    backoff: float = 1.0,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> Fetched:
+    """Download `url` into `workdir`; with a previous etag/last_modified, a 304 gives `not_modified`."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    parts = urlsplit(url)
+    name = _filename(url)
+    dest = workdir / name
+    if parts.scheme == "file" or (parts.scheme == "" and url.startswith("/")):
+        src = Path(unquote(parts.path))
+        if not src.is_file():
+            raise FetchError(f"{url}: no such file")
+        with src.open("rb") as f:
+            sha, n = _copy_hashing(iter(lambda: f.read(1 << 20), b""), dest, max_bytes, url)
+        return Fetched(url=url, path=dest, filename=name, sha256=sha, bytes=n)
+    if parts.scheme not in ("http", "https"):
+        raise FetchError(f"{url}: unsupported URL scheme {parts.scheme!r} (http, https, file)")
+
+    headers = {"User-Agent": USER_AGENT}
+    if etag:
+        headers["If-None-Match"] = etag
+    if last_modified:
+        headers["If-Modified-Since"] = last_modified
+    last_error: Exception | None = None
+    for attempt in range(1, retries + 1):
+        try:
+            with requests.get(url, headers=headers, stream=True, timeout=(min(timeout, 15.0), timeout)) as resp:
+                if resp.status_code == 304:
+                    return Fetched(url=url, path=None, filename=name, etag=etag, last_modified=last_modified,
+                                   not_modified=True)
+                if resp.status_code >= 500:
+                    raise FetchError(f"{url}: HTTP {resp.status_code} {resp.reason}")
+                if resp.status_code >= 400:
+                    # A client error will not go away by retrying.
+                    raise _Final(FetchError(f"{url}: HTTP {resp.status_code} {resp.reason}"))
+                expected = resp.headers.get("Content-Length")
+                encoded = resp.headers.get("Content-Encoding")
+                sha, n = _copy_hashing(resp.raw.stream(1 << 20, decode_content=True), dest, max_bytes, url)
+                if expected is not None and not encoded and int(expected) != n:
+                    raise FetchError(f"{url}: truncated download, {n} of {expected} bytes received")
+                return Fetched(url=url, path=dest, filename=name, sha256=sha, bytes=n,
+                               etag=resp.headers.get("ETag"), last_modified=resp.headers.get("Last-Modified"))
+        except _Final as final:
+            raise final.error from None
+        except (requests.RequestException, FetchError) as exc:
+            last_error = exc
+            if attempt < retries:
+                wait = backoff * 2 ** (attempt - 1)
+                log.warning("fetch %s failed (attempt %d/%d): %s; retrying in %.1fs", url, attempt, retries, exc, wait)
+                time.sleep(wait)
+    if isinstance(last_error, FetchError):
+        raise last_error
+    raise FetchError(f"{url}: {type(last_error).__name__}: {last_error}") from last_error
+
+
+class _Final(Exception):
+    def __init__(self, error: FetchError) -> None:
+        self.error = error
+
+
+def copy_to(path: Path, dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(path, dest)

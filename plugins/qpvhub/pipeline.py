@@ -1,0 +1,264 @@
+"""The ingestion chain as steps (fetch → stage → validate → promote), shared by Airflow and the CLI.
+
+Each step takes the source and the run id and finds what it needs in PostGIS and the object store,
+so Airflow tasks may run on different workers. Every run is a row in `meta.source_runs`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import secrets
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from psycopg.types.json import Jsonb
+
+from qpvhub import __version__, load, quality
+from qpvhub.catalog import Source
+from qpvhub.config import Settings, load_settings
+from qpvhub.db import connect, migrate, resolve_uri
+from qpvhub.errors import QpvhubError, ValidationFailed
+from qpvhub.fetch import fetch
+from qpvhub.readers import get_reader
+from qpvhub.store import Store, open_store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Env:
+    """What a step needs: settings, the PostGIS URI and the store."""
+
+    settings: Settings
+    uri: str
+    store: Store
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None, *, migrate_db: bool = True) -> Env:
+        settings = settings or load_settings()
+        uri = resolve_uri(settings)
+        if migrate_db:
+            migrate(uri, settings)
+        return cls(settings=settings, uri=uri, store=open_store(settings.store))
+
+
+def new_run_id(now: dt.datetime | None = None) -> str:
+    now = now or dt.datetime.now(dt.UTC)
+    return now.strftime("%Y%m%dT%H%M%SZ") + "_" + secrets.token_hex(3)
+
+
+def source_url(env: Env, source: Source, *, sample: bool = False, url: str | None = None) -> str:
+    """The URL a run fetches: an explicit one, else the offline sample when asked, else production."""
+    if url:
+        return url
+    if sample or not source.url:
+        if not source.sample:
+            raise QpvhubError(f"source {source.id} has no offline sample")
+        return (env.settings.project / "include" / source.sample).resolve().as_uri()
+    return source.url or ""
+
+
+def _update(env: Env, run_id: str, **fields) -> None:
+    sets = ", ".join(f"{k} = %({k})s" for k in fields)
+    with connect(env.uri) as conn:
+        conn.execute(f"UPDATE meta.source_runs SET {sets} WHERE run_id = %(run_id)s",  # keys are ours
+                     {**{k: Jsonb(v) if isinstance(v, dict) else v for k, v in fields.items()}, "run_id": run_id})
+        conn.commit()
+
+
+def _add_timing(env: Env, run_id: str, step: str, seconds: float) -> None:
+    with connect(env.uri) as conn:
+        conn.execute("UPDATE meta.source_runs SET timings = timings || jsonb_build_object(%s::text, %s::float) "
+                      "WHERE run_id = %s", (step, round(seconds, 3), run_id))
+        conn.commit()
+
+
+def start_run(env: Env, source: Source, *, airflow_run_id: str | None = None, run_id: str | None = None) -> str:
+    run_id = run_id or new_run_id()
+    with connect(env.uri) as conn:
+        conn.execute(
+            "INSERT INTO meta.source_runs (run_id, source_id, airflow_run_id, status, target, code_version) "
+            "VALUES (%s, %s, %s, 'running', %s, %s)",
+            (run_id, source.id, airflow_run_id, source.target.qualified, __version__))
+        conn.commit()
+    return run_id
+
+
+def last_success(env: Env, source_id: str) -> dict | None:
+    with connect(env.uri) as conn:
+        row = conn.execute(
+            "SELECT run_id, sha256, etag, last_modified, rows_loaded, raw_key FROM meta.source_runs "
+            "WHERE source_id = %s AND status = 'success' ORDER BY finished_at DESC LIMIT 1", (source_id,)
+        ).fetchone()
+    if not row:
+        return None
+    return dict(zip(("run_id", "sha256", "etag", "last_modified", "rows_loaded", "raw_key"), row, strict=True))
+
+
+def fetch_step(env: Env, source: Source, run_id: str, url: str, *, force: bool = False) -> dict:
+    """Download, compare with the last success, archive raw bytes; return {'status', 'raw_key', …}."""
+    t0 = time.monotonic()
+    prev = None if force else last_success(env, source.id)
+    work = Path(tempfile.mkdtemp(prefix=f"qpvhub-{source.id}-"))
+    try:
+        got = fetch(url, work, etag=prev and prev["etag"], last_modified=prev and prev["last_modified"])
+        unchanged = got.not_modified or (prev is not None and got.sha256 == prev["sha256"])
+        if unchanged:
+            _update(env, run_id, status="skipped", urls=[url], finished_at=dt.datetime.now(dt.UTC),
+                    sha256=prev["sha256"], etag=got.etag, raw_key=prev["raw_key"])
+            log.info("source %s unchanged since run %s: skipped", source.id, prev["run_id"])
+            return {"status": "skipped", "previous_run": prev["run_id"]}
+        day = run_id[:4] + "-" + run_id[4:6] + "-" + run_id[6:8]
+        raw_key = f"raw/{source.id}/{day}/{run_id}/{got.filename}"
+        env.store.put_file(raw_key, got.path)
+        env.store.put_bytes(raw_key + ".sha256", f"{got.sha256}  {got.filename}\n".encode())
+        _update(env, run_id, urls=[url], etag=got.etag, last_modified=got.last_modified, sha256=got.sha256,
+                bytes=got.bytes, raw_key=raw_key)
+        _add_timing(env, run_id, "fetch", time.monotonic() - t0)
+        return {"status": "fetched", "raw_key": raw_key, "sha256": got.sha256, "bytes": got.bytes}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def stage_step(env: Env, source: Source, run_id: str, raw_key: str) -> load.StageResult:
+    """Read the archived raw file with the format's reader, COPY into staging, repair, transform."""
+    t0 = time.monotonic()
+    work = Path(tempfile.mkdtemp(prefix=f"qpvhub-{source.id}-"))
+    try:
+        path = work / raw_key.rsplit("/", 1)[-1]
+        env.store.download(raw_key, path)
+        reader = get_reader(source.format)(path, source.id, source.reader)
+        info = reader.open()
+        load.check_columns(source, info.columns, path.name)
+        srid = load.srid_of(info.crs, source.id) if source.geometry else None
+        raw_table, final_table = load.staging_names(source, run_id)
+        with connect(env.uri) as conn:
+            names = load.create_raw_staging(conn, source, raw_table)
+            batches = (load.convert_batch(b, source, path.name, run_id) for b in reader.batches())
+            load.copy_batches(conn, raw_table, names, batches)
+            result = load.build_final(conn, source, raw_table, final_table, srid, run_id)
+            if source.transform:
+                sql_path = env.settings.sql_dir / "transforms" / source.transform
+                load.run_transform(conn, sql_path.read_text(encoding="utf-8"), final_table)
+            load.create_check_view(conn, source, final_table)
+            conn.commit()
+        _update(env, run_id, rows_read=result.rows_read, rows_loaded=result.rows_loaded,
+                rows_rejected=result.rows_rejected, rows_repaired=result.rows_repaired)
+        _add_timing(env, run_id, "stage", time.monotonic() - t0)
+        log.info("source %s: %d rows read, %d staged, %d rejected, %d geometries repaired", source.id,
+                 result.rows_read, result.rows_loaded, result.rows_rejected, result.rows_repaired)
+        return result
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def validate_step(env: Env, source: Source, run_id: str) -> quality.ValidationReport:
+    """Run the source's suite on the staging table; block → quarantine and raise; warn → log."""
+    t0 = time.monotonic()
+    prev = last_success(env, source.id)
+    _, final_table = load.staging_names(source, run_id)
+    view = final_table[:55] + "__check"
+    exps = quality.build_expectations(source, prev["rows_loaded"] if prev else None)
+    report = quality.validate_table(env.uri, "staging", view, f"{source.id}", exps, source.quality.policy)
+    with connect(env.uri) as conn:
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO meta.validation_results (run_id, suite, expectation, column_name, success, "
+                "observed_value, unexpected_count, unexpected_percent, sample) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+                [(run_id, report.suite, r.expectation, r.column, r.success,
+                  None if r.observed_value is None else json.dumps(r.observed_value, ensure_ascii=False),
+                  r.unexpected_count, r.unexpected_percent, Jsonb(r.sample)) for r in report.results])
+        conn.commit()
+    report_json = json.dumps(report.to_json(), ensure_ascii=False, indent=2).encode()
+    env.store.put_bytes(f"quality/sources/{source.id}/{run_id}/validation.json", report_json, "application/json")
+    _update(env, run_id, validation=report.summary())
+    _add_timing(env, run_id, "validate", time.monotonic() - t0)
+    if not report.success:
+        if source.quality.policy == "block":
+            with connect(env.uri) as conn:
+                raw_key = conn.execute("SELECT raw_key FROM meta.source_runs WHERE run_id = %s",
+                                       (run_id,)).fetchone()[0]
+            qprefix = f"quarantine/{source.id}/{run_id}/"
+            if raw_key:
+                work = Path(tempfile.mkdtemp(prefix="qpvhub-q-"))
+                try:
+                    p = work / raw_key.rsplit("/", 1)[-1]
+                    env.store.download(raw_key, p)
+                    env.store.put_file(qprefix + p.name, p)
+                finally:
+                    shutil.rmtree(work, ignore_errors=True)
+            env.store.put_bytes(qprefix + "validation.json", report_json, "application/json")
+            raise ValidationFailed(source.id, report.text() + f"\n(raw batch and report in {qprefix})", report.to_json())
+        log.warning("source %s: validation failed in warn mode, promoting anyway:\n%s", source.id, report.text())
+    return report
+
+
+def promote_step(env: Env, source: Source, run_id: str) -> dict:
+    """Swap staging into the live table in one transaction, then record success."""
+    t0 = time.monotonic()
+    _, final_table = load.staging_names(source, run_id)
+    with connect(env.uri) as conn:
+        conn.execute(load_sql_drop_view(final_table))
+        load.promote(conn, source, final_table, run_id)
+        conn.execute(
+            "UPDATE meta.source_runs SET status = 'success', finished_at = now() WHERE run_id = %s", (run_id,))
+        conn.commit()
+    with connect(env.uri, autocommit=True) as conn:
+        from psycopg import sql
+
+        conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(source.target.schema_, source.target.physical_table)))
+    _add_timing(env, run_id, "promote", time.monotonic() - t0)
+    return {"status": "success", "target": source.target.qualified}
+
+
+def load_sql_drop_view(final_table: str):
+    from psycopg import sql
+
+    return sql.SQL("DROP VIEW IF EXISTS {}").format(sql.Identifier("staging", final_table[:55] + "__check"))
+
+
+def fail_run(env: Env, source: Source, run_id: str, error: BaseException | str) -> None:
+    """Mark a run failed and clear its staging tables; the live table is untouched."""
+    try:
+        with connect(env.uri) as conn:
+            load.drop_staging(conn, source, run_id)
+            conn.execute(
+                "UPDATE meta.source_runs SET status = 'failed', finished_at = now(), error = %s "
+                "WHERE run_id = %s AND status = 'running'", (str(error)[:10000], run_id))
+            conn.commit()
+    except QpvhubError as exc:  # the database itself may be what failed: say so, keep the first error
+        log.error("could not record failure of run %s: %s", run_id, exc)
+
+
+@dataclass
+class IngestResult:
+    run_id: str
+    status: str
+    rows_loaded: int | None = None
+    rows_rejected: int | None = None
+    rows_repaired: int | None = None
+    validation: dict | None = None
+
+
+def ingest(env: Env, source: Source, *, url: str | None = None, sample: bool = False, force: bool = False,
+           airflow_run_id: str | None = None) -> IngestResult:
+    """The whole chain for one source, as the CLI runs it."""
+    run_url = source_url(env, source, sample=sample, url=url)
+    run_id = start_run(env, source, airflow_run_id=airflow_run_id)
+    try:
+        fetched = fetch_step(env, source, run_id, run_url, force=force)
+        if fetched["status"] == "skipped":
+            return IngestResult(run_id, "skipped")
+        staged = stage_step(env, source, run_id, fetched["raw_key"])
+        report = validate_step(env, source, run_id)
+        promote_step(env, source, run_id)
+        return IngestResult(run_id, "success", staged.rows_loaded, staged.rows_rejected, staged.rows_repaired,
+                            report.summary())
+    except BaseException as exc:
+        fail_run(env, source, run_id, exc)
+        raise

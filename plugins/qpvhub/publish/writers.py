@@ -1,0 +1,72 @@
+"""Extract writers, one per format: same inputs give byte-identical files.
+
+Rows come sorted by (generation, code_qp); floats are rounded; GeoPackage timestamps are pinned to
+the data's own date (GDAL's OGR_CURRENT_DATE) so a re-publish of unchanged data changes nothing.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable
+from pathlib import Path
+
+import geopandas as gpd
+import pyogrio
+
+FLOAT_DIGITS = 6
+
+
+def _round(gdf: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    out = gdf.copy()
+    for c in out.columns:
+        if c != "geometry" and out[c].dtype.kind == "f":
+            out[c] = out[c].round(FLOAT_DIGITS)
+    return out
+
+
+def write_geojson(gdf: gpd.GeoDataFrame, path: Path, *, layer: str, description: str, stamp: str) -> None:
+    """GeoJSON RFC 7946 in EPSG:4326, coordinates to 7 decimals (~1 cm)."""
+    pyogrio.write_dataframe(_round(gdf.to_crs(4326)), path, driver="GeoJSON", layer=layer,
+                            layer_options={"RFC7946": "YES", "COORDINATE_PRECISION": "7", "WRITE_NAME": "NO"})
+
+
+def write_gpkg(gdf: gpd.GeoDataFrame, path: Path, *, layer: str, description: str, stamp: str) -> None:
+    """GeoPackage in EPSG:2154 (Lambert-93), with the layer's description."""
+    before = pyogrio.get_gdal_config_option("OGR_CURRENT_DATE")
+    pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": stamp})
+    try:
+        pyogrio.write_dataframe(_round(gdf.to_crs(2154)), path, driver="GPKG", layer=layer,
+                                layer_options={"DESCRIPTION": description, "IDENTIFIER": layer})
+    finally:
+        pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": before})
+
+
+def write_parquet(gdf: gpd.GeoDataFrame, path: Path, *, layer: str, description: str, stamp: str) -> None:
+    """GeoParquet 1.x in EPSG:4326, WKB geometries."""
+    _round(gdf.to_crs(4326)).to_parquet(path, index=False, compression="zstd", schema_version="1.0.0")
+
+
+def write_csv(gdf: gpd.GeoDataFrame, path: Path, *, layer: str, description: str, stamp: str) -> None:
+    """CSV UTF-8, `,`, no geometry column: a point inside each polygon as `lon`, `lat` (EPSG:4326).
+
+    Polygons as WKT would break spreadsheets (cells over 32,767 characters); the GeoJSON, GeoPackage
+    and GeoParquet files carry the perimeters.
+    """
+    df = _round(gdf.copy())
+    pts = gdf.to_crs(2154).representative_point().to_crs(4326)
+    df = df.drop(columns="geometry")
+    df["lon"] = pts.x.round(6)
+    df["lat"] = pts.y.round(6)
+    buf = io.StringIO()
+    df.to_csv(buf, index=False, lineterminator="\n", quoting=csv.QUOTE_MINIMAL, float_format=None)
+    path.write_text(buf.getvalue(), encoding="utf-8")
+
+
+WRITERS: dict[str, tuple[str, str, Callable[..., None]]] = {
+    # format: (file extension, media type, writer)
+    "geojson": ("geojson", "application/geo+json", write_geojson),
+    "gpkg": ("gpkg", "application/geopackage+sqlite3", write_gpkg),
+    "parquet": ("parquet", "application/vnd.apache.parquet", write_parquet),
+    "csv": ("csv", "text/csv", write_csv),
+}

@@ -1,0 +1,180 @@
+"""Quality gate: a GX Core 1.x suite per source, run in PostGIS on the staging table.
+
+The suite is data (the catalogue's `quality.expectations`) plus expectations every source gets:
+keys not null and unique, required columns not null, a row-count floor (never below `min_rows`, and
+not collapsed versus the last successful load), and geometry checks. Geometries are checked through
+a view that exposes `ST_IsValid`, `ST_SRID`, `GeometryType` and emptiness as plain columns, since
+SQLAlchemy has no PostGIS type: validation runs where the data is, never loading it into memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from qpvhub.catalog import Source
+
+log = logging.getLogger(__name__)
+
+# Geometry type as PostGIS' GeometryType() spells it.
+PG_GEOMETRY_TYPE = {"Point": "POINT", "MultiPoint": "MULTIPOINT", "MultiLineString": "MULTILINESTRING",
+                    "MultiPolygon": "MULTIPOLYGON"}
+
+
+@dataclass
+class CheckResult:
+    """One expectation's outcome, in the shape stored in meta.validation_results."""
+
+    expectation: str
+    column: str | None
+    success: bool
+    observed_value: Any = None
+    unexpected_count: int | None = None
+    unexpected_percent: float | None = None
+    sample: list = field(default_factory=list)
+    kwargs: dict = field(default_factory=dict)
+
+    def describe(self) -> str:
+        where = f" on {self.column!r}" if self.column else ""
+        args = {k: v for k, v in self.kwargs.items() if k not in ("column", "result_format")}
+        detail = []
+        if self.unexpected_count:
+            detail.append(f"{self.unexpected_count} unexpected ({(self.unexpected_percent or 0):.1f} %)")
+        if self.sample:
+            detail.append(f"e.g. {self.sample[:5]}")
+        if self.observed_value is not None and not self.unexpected_count:
+            detail.append(f"observed {self.observed_value}")
+        return f"{self.expectation}{where} {args or ''}: {'; '.join(detail) or 'failed'}".replace(" :", ":")
+
+
+@dataclass
+class ValidationReport:
+    suite: str
+    success: bool
+    results: list[CheckResult]
+    policy: str
+
+    @property
+    def failed(self) -> list[CheckResult]:
+        return [r for r in self.results if not r.success]
+
+    def summary(self) -> dict:
+        return {
+            "suite": self.suite,
+            "success": self.success,
+            "policy": self.policy,
+            "evaluated": len(self.results),
+            "failed": len(self.failed),
+            "failures": [r.describe() for r in self.failed],
+        }
+
+    def text(self) -> str:
+        lines = [f"suite {self.suite}: {len(self.results) - len(self.failed)}/{len(self.results)} expectations passed"]
+        lines += [f"  ✗ {r.describe()}" for r in self.failed]
+        return "\n".join(lines)
+
+    def to_json(self) -> dict:
+        return {**self.summary(), "results": [r.__dict__ for r in self.results]}
+
+
+def build_expectations(source: Source, previous_rows: int | None) -> list[tuple[str, dict]]:
+    """The suite as (expectation name, kwargs): automatic checks first, then the catalogue's own."""
+    exps: list[tuple[str, dict]] = []
+    q = source.quality
+    floor = q.min_rows
+    if previous_rows:
+        floor = max(floor, math.ceil(previous_rows * (1 - q.max_drop_ratio)))
+    exps.append(("expect_table_row_count_to_be_between", {"min_value": floor}))
+    for name, col in source.columns.items():
+        if col.required or name in source.keys:
+            exps.append(("expect_column_values_to_not_be_null", {"column": name}))
+    if len(source.keys) == 1:
+        exps.append(("expect_column_values_to_be_unique", {"column": source.keys[0]}))
+    elif len(source.keys) > 1:
+        exps.append(("expect_compound_columns_to_be_unique", {"column_list": list(source.keys)}))
+    if source.geometry:
+        g = source.geometry
+        exps.append(("expect_column_values_to_be_in_set", {"column": "_geom_valid", "value_set": [True]}))
+        exps.append(("expect_column_values_to_be_in_set", {"column": "_geom_empty", "value_set": [False]}))
+        exps.append(("expect_column_values_to_be_in_set", {"column": "_geom_srid", "value_set": [g.srid]}))
+        exps.append(("expect_column_values_to_be_in_set",
+                     {"column": "_geom_type", "value_set": [PG_GEOMETRY_TYPE[g.type]]}))
+    for e in q.expectations:
+        exps.append((e.expectation, dict(e.kwargs)))
+    return exps
+
+
+def _gx_context():
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    ctx = gx.get_context(mode="ephemeral")
+    ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
+    return gx, ctx
+
+
+def _camel(name: str) -> str:
+    return "".join(part.capitalize() for part in name.split("_"))
+
+
+def sqlalchemy_uri(uri: str) -> str:
+    """GX's SQL datasource speaks SQLAlchemy: postgresql:// → postgresql+psycopg2://."""
+    for prefix in ("postgresql://", "postgres://"):
+        if uri.startswith(prefix):
+            return "postgresql+psycopg2://" + uri[len(prefix):]
+    return uri
+
+
+def validate_table(
+    uri: str, schema: str, table: str, suite_name: str, expectations: list[tuple[str, dict]], policy: str
+) -> ValidationReport:
+    """Run the expectations with GX Core against `schema.table` in PostgreSQL."""
+    gx, ctx = _gx_context()
+    ds = ctx.data_sources.add_postgres("qpvhub", connection_string=sqlalchemy_uri(uri))
+    asset = ds.add_table_asset(table, table_name=table, schema_name=schema)
+    batch_def = asset.add_batch_definition_whole_table("whole")
+    suite = gx.ExpectationSuite(name=suite_name)
+    for name, kwargs in expectations:
+        cls = getattr(gx.expectations, _camel(name), None)
+        if cls is None:
+            raise ValueError(f"suite {suite_name}: GX Core has no expectation {name!r}")
+        suite.add_expectation(cls(**kwargs))
+    suite = ctx.suites.add(suite)
+    vd = ctx.validation_definitions.add(gx.ValidationDefinition(name=suite_name, data=batch_def, suite=suite))
+    result = vd.run(result_format={"result_format": "SUMMARY", "partial_unexpected_count": 10})
+    checks = []
+    for r in result.results:
+        cfg = r.expectation_config
+        res = r.result or {}
+        ok = bool(r.success)
+        observed = res.get("observed_value")
+        if r.exception_info and any(v.get("raised_exception") for v in r.exception_info.values()
+                                     if isinstance(v, dict)):
+            ok = False
+            msgs = {v.get("exception_message") for v in r.exception_info.values() if isinstance(v, dict)}
+            observed = "error: " + "; ".join(sorted(m for m in msgs if m))
+        checks.append(CheckResult(
+            expectation=cfg.type,
+            column=cfg.kwargs.get("column"),
+            success=ok,
+            observed_value=_jsonable(observed),
+            unexpected_count=res.get("unexpected_count"),
+            unexpected_percent=res.get("unexpected_percent"),
+            sample=_jsonable(res.get("partial_unexpected_list") or []),
+            kwargs=_jsonable(dict(cfg.kwargs)),
+        ))
+    return ValidationReport(suite=suite_name, success=all(c.success for c in checks), results=checks, policy=policy)
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, list | tuple | set):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, str | int | float | bool) or v is None:
+        return v
+    return str(v)

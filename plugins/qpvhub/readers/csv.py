@@ -1,0 +1,81 @@
+"""CSV as French publishers write it: `;` or `,`, UTF-8 (BOM or not) or cp1252, blank = null.
+
+Every cell is read as text (codes such as `01001`, `2A004` keep their zeros); numbers are parsed
+later, per declared column type, with French decimal comma and thousands separators.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+
+import pandas as pd
+
+from qpvhub.readers.base import Reader, ReaderOutput, sniff_not_data
+
+
+class CsvReader(Reader):
+    format = "csv"
+    expected = "CSV"
+
+    def _encoding(self) -> str:
+        enc = self.options.get("encoding")
+        if enc:
+            return enc
+        with self.path.open("rb") as f:
+            head = f.read(1 << 16)
+        if head.startswith(b"\xef\xbb\xbf"):
+            return "utf-8-sig"
+        try:
+            head.decode("utf-8")
+            return "utf-8"
+        except UnicodeDecodeError as exc:
+            # a cut in the middle of a multibyte character at the end of the sample is not an error
+            if exc.start >= len(head) - 3:
+                return "utf-8"
+            return "cp1252"
+
+    def open(self) -> ReaderOutput:
+        sniff_not_data(self.path, self.source, self.expected)
+        self.encoding = self._encoding()
+        with self.path.open(encoding=self.encoding, newline="") as f:
+            try:
+                header_line = f.readline()
+            except UnicodeDecodeError as exc:
+                raise self.error(f"not {self.encoding} text: {exc.reason}", line=1) from None
+        self.sep = self.options.get("sep") or _sniff_sep(header_line)
+        header = next(csv.reader([header_line], delimiter=self.sep))
+        header = [h.strip() for h in header]
+        while header and header[-1] == "":  # trailing empty columns (SIG Ville files have hundreds)
+            header.pop()
+        if len(header) < 2 and self.options.get("min_columns", 2) >= 2:
+            raise self.error(f"only one column found with separator {self.sep!r}: wrong separator?", line=1)
+        if len(set(header)) != len(header):
+            dup = sorted({h for h in header if header.count(h) > 1})
+            raise self.error(f"duplicated column names {dup}", line=1)
+        self.header = header
+        return ReaderOutput(columns=header, crs=None, extra={"encoding": self.encoding, "sep": self.sep})
+
+    def batches(self) -> Iterator[pd.DataFrame]:
+        if not hasattr(self, "header"):
+            self.open()
+        line = 1
+        try:
+            chunks = pd.read_csv(
+                self.path, sep=self.sep, encoding=self.encoding, dtype=str, keep_default_na=False,
+                na_values=[""], chunksize=self.batch_size, usecols=range(len(self.header)), header=0,
+                names=self.header, skipinitialspace=False, engine="c", on_bad_lines="error",
+            )
+            for df in chunks:
+                df["__feature"] = range(line + 1, line + len(df) + 1)  # data line numbers (header is line 1)
+                line += len(df)
+                yield df
+        except UnicodeDecodeError as exc:
+            raise self.error(f"not {self.encoding} text: {exc.reason}", line=line + 1) from None
+        except pd.errors.ParserError as exc:
+            raise self.error(f"malformed CSV: {exc}", line=line + 1) from None
+
+
+def _sniff_sep(header_line: str) -> str:
+    counts = {sep: header_line.count(sep) for sep in (";", ",", "\t", "|")}
+    return max(counts, key=lambda s: counts[s]) if any(counts.values()) else ","

@@ -1,0 +1,215 @@
+"""Object storage behind one small interface: S3 protocol (MinIO) through `minio`, or a local directory.
+
+Keys are `/`-separated, relative (`raw/qpv_2015/2026-11-28/<run>/file.geojson`). Writes of one
+object are atomic on both backends (S3 PUT; temp file + rename locally).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol
+
+from qpvhub.config import StoreSettings
+from qpvhub.errors import ConfigError, QpvhubError
+
+
+class StoreError(QpvhubError):
+    """The object store refused or failed an operation."""
+
+
+def _check_key(key: str) -> str:
+    parts = key.split("/")
+    if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise StoreError(f"invalid object key {key!r}")
+    return key
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class Store(Protocol):
+    """What the pipeline needs from object storage."""
+
+    def put_file(self, key: str, path: Path, content_type: str = "application/octet-stream") -> None: ...
+    def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None: ...
+    def get_bytes(self, key: str) -> bytes: ...
+    def download(self, key: str, path: Path) -> None: ...
+    def exists(self, key: str) -> bool: ...
+    def list(self, prefix: str) -> list[str]: ...
+    def delete(self, key: str) -> None: ...
+    def describe(self, key: str) -> str: ...
+
+
+class LocalStore:
+    """A directory on disk standing in for a bucket (the embedded default)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        return self.root / _check_key(key)
+
+    def describe(self, key: str) -> str:
+        return str(self._path(key))
+
+    def put_file(self, key: str, path: Path, content_type: str = "application/octet-stream") -> None:
+        dest = self._path(key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as out, path.open("rb") as src:
+                while chunk := src.read(1 << 20):
+                    out.write(chunk)
+            os.replace(tmp, dest)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        dest = self._path(key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+            os.replace(tmp, dest)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def get_bytes(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError as exc:
+            raise StoreError(f"no object {key!r} in {self.root}") from exc
+
+    def download(self, key: str, path: Path) -> None:
+        path.write_bytes(self.get_bytes(key))
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def list(self, prefix: str) -> list[str]:
+        base = self.root
+        out = []
+        for p in base.rglob("*"):
+            if p.is_file() and not p.name.startswith(".tmp-"):
+                key = p.relative_to(base).as_posix()
+                if key.startswith(prefix):
+                    out.append(key)
+        return sorted(out)
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+
+class S3Store:
+    """A bucket on MinIO or any S3 endpoint, through the `minio` client."""
+
+    def __init__(self, settings: StoreSettings, *, create_bucket: bool = True) -> None:
+        from minio import Minio
+
+        self.bucket = settings.bucket or ""
+        self.prefix = settings.prefix
+        self.endpoint = settings.endpoint
+        self.client = Minio(
+            settings.endpoint or "",
+            access_key=settings.access_key,
+            secret_key=settings.secret_key,
+            secure=settings.secure,
+            region=settings.region,
+        )
+        if create_bucket:
+            self._ensure_bucket()
+
+    def _ensure_bucket(self) -> None:
+        from minio.error import S3Error
+
+        try:
+            if not self.client.bucket_exists(self.bucket):
+                self.client.make_bucket(self.bucket)
+        except S3Error as exc:
+            raise StoreError(f"bucket {self.bucket!r} at {self.endpoint}: {exc.code} {exc.message}") from exc
+        except Exception as exc:  # urllib3 connection errors: name the endpoint, keep the cause
+            raise StoreError(f"object store {self.endpoint} unreachable: {exc}") from exc
+
+    def _key(self, key: str) -> str:
+        _check_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def describe(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self._key(key)}"
+
+    def _wrap(self, what: str, key: str, fn):
+        from minio.error import S3Error
+
+        try:
+            return fn()
+        except S3Error as exc:
+            raise StoreError(f"{what} {self.describe(key)}: {exc.code} {exc.message}") from exc
+
+    def put_file(self, key: str, path: Path, content_type: str = "application/octet-stream") -> None:
+        self._wrap("upload to", key, lambda: self.client.fput_object(
+            self.bucket, self._key(key), str(path), content_type=content_type))
+
+    def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        self._wrap("upload to", key, lambda: self.client.put_object(
+            self.bucket, self._key(key), io.BytesIO(data), len(data), content_type=content_type))
+
+    def get_bytes(self, key: str) -> bytes:
+        def _get() -> bytes:
+            resp = self.client.get_object(self.bucket, self._key(key))
+            try:
+                return resp.read()
+            finally:
+                resp.close()
+                resp.release_conn()
+
+        return self._wrap("read of", key, _get)
+
+    def download(self, key: str, path: Path) -> None:
+        self._wrap("download of", key, lambda: self.client.fget_object(self.bucket, self._key(key), str(path)))
+
+    def exists(self, key: str) -> bool:
+        from minio.error import S3Error
+
+        try:
+            self.client.stat_object(self.bucket, self._key(key))
+            return True
+        except S3Error as exc:
+            if exc.code in ("NoSuchKey", "NoSuchObject", "ResourceNotFound"):
+                return False
+            raise StoreError(f"stat of {self.describe(key)}: {exc.code} {exc.message}") from exc
+
+    def iter_keys(self, prefix: str) -> Iterator[str]:
+        full = f"{self.prefix}/{prefix}" if self.prefix else prefix
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        for obj in self.client.list_objects(self.bucket, prefix=full or None, recursive=True):
+            yield obj.object_name[strip:]
+
+    def list(self, prefix: str) -> list[str]:
+        return sorted(self._wrap("listing of", prefix or "x", lambda: list(self.iter_keys(prefix))))
+
+    def delete(self, key: str) -> None:
+        self._wrap("delete of", key, lambda: self.client.remove_object(self.bucket, self._key(key)))
+
+
+def open_store(settings: StoreSettings) -> Store:
+    """The store the settings name."""
+    if settings.kind == "fs":
+        assert settings.path is not None
+        return LocalStore(settings.path)
+    if settings.kind == "s3":
+        return S3Store(settings)
+    raise ConfigError(f"unknown store kind {settings.kind!r}")
