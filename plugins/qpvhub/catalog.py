@@ -147,6 +147,7 @@ class Source(Strict):
     keys: list[str] = Field(default_factory=list)
     target: Target
     transform: str | None = Field(default=None, description="SQL file under sql/transforms run on staging")
+    depends_on: list[str] = Field(default_factory=list, description="sources whose tables the transform reads")
     schedule: str | None = "@weekly"
     millesime: str | None = None
     quality: Quality = Field(default_factory=Quality)
@@ -262,6 +263,29 @@ def load_source(path: Path) -> Source:
 def load_catalog(sources_dir: Path) -> dict[str, Source]:
     """Every source of the catalogue, by id (sorted, so DAG lists are stable)."""
     return {s.id: s for s in (load_source(p) for p in sorted(sources_dir.glob("*.yml")))}
+
+
+def load_order(sources: dict[str, Source]) -> list[Source]:
+    """Sources ordered so each comes after what it depends on; unknown or circular dependencies fail."""
+    done: list[str] = []
+    visiting: set[str] = set()
+
+    def visit(sid: str, chain: tuple[str, ...]) -> None:
+        if sid in done:
+            return
+        if sid not in sources:
+            raise ConfigError(f"source {chain[-1]} depends on unknown source {sid!r}")
+        if sid in visiting:
+            raise ConfigError(f"circular dependency: {' -> '.join((*chain, sid))}")
+        visiting.add(sid)
+        for dep in sources[sid].depends_on:
+            visit(dep, (*chain, sid))
+        visiting.discard(sid)
+        done.append(sid)
+
+    for sid in sorted(sources):
+        visit(sid, ())
+    return [sources[s] for s in done]
 
 
 def load_region(path: Path) -> Region:

@@ -60,7 +60,8 @@ def parse_family(path: Path) -> Family:
     m = re.match(r"\s*-- ---\n(.*?)\n-- ---\n(.*)", text, re.S)
     if not m:
         raise ConfigError(f"{path}: no header between '-- ---' lines at the top")
-    header_yaml = "\n".join(line[3:] if line.startswith("-- ") else line.lstrip("-") for line in m.group(1).splitlines())
+    lines = m.group(1).splitlines()
+    header_yaml = "\n".join(line[3:] if line.startswith("-- ") else line.lstrip("-") for line in lines)
     try:
         header = FamilyHeader.model_validate(yaml.safe_load(header_yaml))
     except (yaml.YAMLError, ValidationError) as exc:

@@ -186,7 +186,8 @@ def build_final(conn: psycopg.Connection, source: Source, raw_table: str, final_
         extract = GEOM_EXTRACT[g.type]
         repaired_expr = sql.SQL("ST_MakeValid({})").format(placed)
         if extract:
-            repaired_expr = sql.SQL("ST_Multi(ST_CollectionExtract({}, {}))").format(repaired_expr, sql.Literal(extract))
+            repaired_expr = sql.SQL("ST_Multi(ST_CollectionExtract({}, {}))").format(
+                repaired_expr, sql.Literal(extract))
         # One pass: the repaired geometry and whether the input needed repair.
         conn.execute(sql.SQL(
             "CREATE TEMP TABLE _geom_fix ON COMMIT DROP AS "
@@ -226,7 +227,7 @@ def run_transform(conn: psycopg.Connection, sql_text: str, final_table: str) -> 
 
 def create_check_view(conn: psycopg.Connection, source: Source, final_table: str) -> str:
     """A view exposing geometry checks as plain columns, for GX (SQLAlchemy has no PostGIS type)."""
-    view = final_table[:55] + "__check"
+    view = check_view_name(final_table)
     cols = [sql.Identifier(n) for n in source.columns]
     extra = sql.SQL("")
     if source.geometry:
@@ -238,10 +239,23 @@ def create_check_view(conn: psycopg.Connection, source: Source, final_table: str
     return view
 
 
+def check_view_name(final_table: str) -> str:
+    return final_table[:55] + "__check"
+
+
+def drop_check_view(conn: psycopg.Connection, final_table: str) -> None:
+    conn.execute(sql.SQL("DROP VIEW IF EXISTS {}").format(sql.Identifier("staging", check_view_name(final_table))))
+
+
+def analyze(conn: psycopg.Connection, source: Source) -> None:
+    """Fresh planner statistics for the promoted table (outside the swap transaction)."""
+    conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(source.target.schema_, source.target.physical_table)))
+
+
 def drop_staging(conn: psycopg.Connection, source: Source, run_id: str) -> None:
     """Remove what a run left in staging (after promote, or after a failure)."""
     raw, final = staging_names(source, run_id)
-    conn.execute(sql.SQL("DROP VIEW IF EXISTS {}").format(sql.Identifier("staging", final[:55] + "__check")))
+    drop_check_view(conn, final)
     for t in (raw, final):
         conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier("staging", t)))
 

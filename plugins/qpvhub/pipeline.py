@@ -162,7 +162,7 @@ def validate_step(env: Env, source: Source, run_id: str) -> quality.ValidationRe
     t0 = time.monotonic()
     prev = last_success(env, source.id)
     _, final_table = load.staging_names(source, run_id)
-    view = final_table[:55] + "__check"
+    view = load.check_view_name(final_table)
     exps = quality.build_expectations(source, prev["rows_loaded"] if prev else None)
     report = quality.validate_table(env.uri, "staging", view, f"{source.id}", exps, source.quality.policy)
     with connect(env.uri) as conn:
@@ -193,7 +193,8 @@ def validate_step(env: Env, source: Source, run_id: str) -> quality.ValidationRe
                 finally:
                     shutil.rmtree(work, ignore_errors=True)
             env.store.put_bytes(qprefix + "validation.json", report_json, "application/json")
-            raise ValidationFailed(source.id, report.text() + f"\n(raw batch and report in {qprefix})", report.to_json())
+            text = report.text() + f"\n(raw batch and report in {env.store.describe(qprefix)})"
+            raise ValidationFailed(source.id, text, report.to_json())
         log.warning("source %s: validation failed in warn mode, promoting anyway:\n%s", source.id, report.text())
     return report
 
@@ -203,23 +204,15 @@ def promote_step(env: Env, source: Source, run_id: str) -> dict:
     t0 = time.monotonic()
     _, final_table = load.staging_names(source, run_id)
     with connect(env.uri) as conn:
-        conn.execute(load_sql_drop_view(final_table))
+        load.drop_check_view(conn, final_table)
         load.promote(conn, source, final_table, run_id)
         conn.execute(
             "UPDATE meta.source_runs SET status = 'success', finished_at = now() WHERE run_id = %s", (run_id,))
         conn.commit()
     with connect(env.uri, autocommit=True) as conn:
-        from psycopg import sql
-
-        conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(source.target.schema_, source.target.physical_table)))
+        load.analyze(conn, source)
     _add_timing(env, run_id, "promote", time.monotonic() - t0)
     return {"status": "success", "target": source.target.qualified}
-
-
-def load_sql_drop_view(final_table: str):
-    from psycopg import sql
-
-    return sql.SQL("DROP VIEW IF EXISTS {}").format(sql.Identifier("staging", final_table[:55] + "__check"))
 
 
 def fail_run(env: Env, source: Source, run_id: str, error: BaseException | str) -> None:

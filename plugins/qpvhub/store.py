@@ -61,7 +61,7 @@ class LocalStore:
         return self.root / _check_key(key)
 
     def describe(self, key: str) -> str:
-        return str(self._path(key))
+        return str(self.root / key.rstrip("/")) + ("/" if key.endswith("/") or not key else "")
 
     def put_file(self, key: str, path: Path, content_type: str = "application/octet-stream") -> None:
         dest = self._path(key)
@@ -149,7 +149,8 @@ class S3Store:
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def describe(self, key: str) -> str:
-        return f"s3://{self.bucket}/{self._key(key)}"
+        full = f"{self.prefix}/{key}" if self.prefix else key
+        return f"s3://{self.bucket}/{full}"
 
     def _wrap(self, what: str, key: str, fn):
         from minio.error import S3Error

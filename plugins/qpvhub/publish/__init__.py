@@ -165,8 +165,18 @@ def publish_region(env, region: Region, *, airflow_run_id: str | None = None, ke
 def _datapackage(region, version, files, fields, runs, sources, airflow_run_id, layer) -> dict:
     """Frictionless Data Package: resources with Table Schema, licences, sources, lineage, quality."""
     used = sorted({r["source_id"] for r in runs})
+    csv_point = [
+        {"name": "lon", "type": "number", "description": "Longitude (EPSG:4326) d'un point intérieur au QPV"},
+        {"name": "lat", "type": "number", "description": "Latitude (EPSG:4326) d'un point intérieur au QPV"},
+    ]
     resources = []
     for f in files:
+        if f["format"] == "csv":
+            extra = csv_point
+        else:
+            crs = "EPSG:2154 (Lambert-93)" if f["format"] == "gpkg" else "EPSG:4326"
+            extra = [{"name": "geometry", "type": "geojson" if f["format"] == "geojson" else "any",
+                      "description": f"Périmètre du QPV, {crs}"}]
         resources.append({
             "name": f"{layer}_{f['format']}",
             "path": f["name"],
@@ -174,12 +184,7 @@ def _datapackage(region, version, files, fields, runs, sources, airflow_run_id, 
             "mediatype": f["mediatype"],
             "bytes": f["bytes"],
             "hash": f"sha256:{f['sha256']}",
-            "schema": {"fields": fields + ([{"name": "lon", "type": "number", "description": "Longitude (EPSG:4326) d'un point intérieur au QPV"},
-                                            {"name": "lat", "type": "number", "description": "Latitude (EPSG:4326) d'un point intérieur au QPV"}]
-                                           if f["format"] == "csv" else
-                                           [{"name": "geometry", "type": "geojson" if f["format"] == "geojson" else "any",
-                                             "description": "Périmètre du QPV, EPSG:4326" if f["format"] != "gpkg"
-                                             else "Périmètre du QPV, EPSG:2154 (Lambert-93)"}])},
+            "schema": {"fields": fields + extra},
         })
     return {
         "profile": "data-package",

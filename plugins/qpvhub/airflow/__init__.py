@@ -1,0 +1,1 @@
+"""Airflow integration: the DAG factory building DAGs from the catalogue, callbacks, assets."""

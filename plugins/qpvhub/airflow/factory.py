@@ -1,0 +1,204 @@
+"""Build the qpvhub DAGs from the catalogue: one ingest DAG per source, indicators, one publish per region.
+
+Nothing here touches the database, the store or the network at parse time: the catalogue YAML is
+read (it is configuration) and every task imports and calls package functions when it runs.
+Assets chain them: ingest → `qpvhub://<schema>/<table>` → indicators → `qpvhub://mart/qpv_indicator`
+→ publish.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import logging
+import operator
+import os
+from typing import Any
+
+from airflow.sdk import DAG, Asset, task
+
+from qpvhub.catalog import Region, Source, load_catalog, load_regions
+from qpvhub.config import load_settings
+
+log = logging.getLogger(__name__)
+
+MART_ASSET = "qpvhub://mart/qpv_indicator"
+START = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+# Pool limiting concurrent heavy database tasks; `make airflow` creates `qpvhub_db` and sets this variable.
+POOL = os.environ.get("QPVHUB_DB_POOL", "default_pool")
+
+
+def default_args(**over: Any) -> dict[str, Any]:
+    """Retries with exponential backoff and a timeout on every task."""
+    args = {
+        "owner": "qpvhub",
+        "retries": int(os.environ.get("QPVHUB_TASK_RETRIES", "2")),
+        "retry_delay": dt.timedelta(seconds=30),
+        "retry_exponential_backoff": True,
+        "max_retry_delay": dt.timedelta(minutes=30),
+        "execution_timeout": dt.timedelta(hours=2),
+    }
+    args.update(over)
+    return args
+
+
+def _env():
+    from qpvhub.pipeline import Env
+
+    return Env.from_settings()
+
+
+def _fail_ingest_run(source: Source, context: dict) -> None:
+    """Final failure of an ingest task: mark the qpvhub run failed and clear its staging tables."""
+    from qpvhub.pipeline import fail_run
+
+    ti = context.get("ti")
+    run_id = ti.xcom_pull(task_ids="start") if ti else None
+    error = context.get("exception") or "task failed"
+    log.error("qpvhub ingest %s failed (run %s): %s", source.id, run_id, error)
+    if run_id:
+        fail_run(_env(), source, run_id, error)
+
+
+def build_ingest_dag(source: Source) -> DAG:
+    """fetch → stage → validate → promote for one catalogue entry; the promote task emits its asset."""
+    doc = (f"### Ingest `{source.id}`\n{source.title}\n\n{source.description}\n\n"
+           f"- publisher: {source.publisher}\n- licence: {source.licence}\n- target: `{source.target.qualified}`\n"
+           f"- url: {source.url or '(bundled sample)'}\n- quality policy: {source.quality.policy}\n\n"
+           "Trigger with conf `{\"sample\": true}` to load the bundled sample, `{\"url\": \"…\"}` to override the URL, "
+           "`{\"force\": true}` to load even when unchanged.")
+    on_failure = functools.partial(_fail_ingest_run, source)
+    with DAG(
+        dag_id=f"qpvhub_ingest_{source.id}",
+        schedule=source.schedule,
+        start_date=START,
+        catchup=False,
+        max_active_runs=1,
+        tags=["qpvhub", "ingest", *source.tags],
+        default_args=default_args(on_failure_callback=on_failure),
+        doc_md=doc,
+        params={"sample": False, "url": None, "force": False},
+    ) as dag:
+
+        @task
+        def start(**context: Any) -> str:
+            from qpvhub.pipeline import start_run
+
+            return start_run(_env(), source, airflow_run_id=context["run_id"])
+
+        @task
+        def fetch(qrun: str, **context: Any) -> str:
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            from qpvhub.pipeline import fetch_step, source_url
+
+            env = _env()
+            conf = {**context["params"], **((context["dag_run"].conf or {}) if context.get("dag_run") else {})}
+            url = source_url(env, source, sample=bool(conf.get("sample")), url=conf.get("url"))
+            res = fetch_step(env, source, qrun, url, force=bool(conf.get("force")))
+            if res["status"] == "skipped":
+                raise AirflowSkipException(f"{source.id} unchanged since run {res['previous_run']}")
+            return res["raw_key"]
+
+        @task(pool=POOL)
+        def stage(qrun: str, raw_key: str) -> dict:
+            from qpvhub.pipeline import stage_step
+
+            r = stage_step(_env(), source, qrun, raw_key)
+            return {"rows_loaded": r.rows_loaded, "rows_rejected": r.rows_rejected, "rows_repaired": r.rows_repaired}
+
+        @task(pool=POOL)
+        def validate(qrun: str, staged: dict) -> dict:
+            from qpvhub.pipeline import validate_step
+
+            return validate_step(_env(), source, qrun).summary()
+
+        @task(pool=POOL, outlets=[Asset(source.asset_uri)])
+        def promote(qrun: str, summary: dict) -> dict:
+            from qpvhub.pipeline import promote_step
+
+            return promote_step(_env(), source, qrun)
+
+        qrun = start()
+        raw_key = fetch(qrun)
+        staged = stage(qrun, raw_key)
+        summary = validate(qrun, staged)
+        promote(qrun, summary)
+    return dag
+
+
+def build_indicators_dag(sources: dict[str, Source]) -> DAG:
+    """Recompute the mart whenever any source asset is updated."""
+    assets = sorted({s.asset_uri for s in sources.values()})
+    schedule = functools.reduce(operator.or_, [Asset(a) for a in assets]) if assets else None
+    with DAG(
+        dag_id="qpvhub_indicators",
+        schedule=schedule,
+        start_date=START,
+        catchup=False,
+        max_active_runs=1,
+        tags=["qpvhub", "indicators"],
+        default_args=default_args(),
+        doc_md="### Indicators\nRuns every family of `sql/indicators/` into `mart.qpv_indicator` and rebuilds "
+               "`mart.qpv_profile`, when any source is reloaded.",
+    ) as dag:
+
+        @task(pool=POOL, outlets=[Asset(MART_ASSET)])
+        def compute() -> dict:
+            from qpvhub.db import connect
+            from qpvhub.indicators import run_indicators
+
+            env = _env()
+            with connect(env.uri) as conn:
+                written = run_indicators(conn, env.settings.sql_dir)
+                conn.commit()
+            return written
+
+        compute()
+    return dag
+
+
+def build_publish_dag(region: Region) -> DAG:
+    """Publish a region's extracts whenever the mart is recomputed."""
+    with DAG(
+        dag_id=f"qpvhub_publish_{region.code}",
+        schedule=Asset(MART_ASSET),
+        start_date=START,
+        catchup=False,
+        max_active_runs=1,
+        tags=["qpvhub", "publish", f"region:{region.code}"],
+        default_args=default_args(),
+        doc_md=f"### Publish — {region.name} ({region.code})\nQPV profile extracts (CSV, GeoJSON, GeoPackage, "
+               f"GeoParquet) to `published/{region.code}/`, versioned, checksummed, then `latest/`.",
+    ) as dag:
+
+        @task
+        def publish(**context: Any) -> dict:
+            from qpvhub.publish import publish_region
+
+            res = publish_region(_env(), region, airflow_run_id=context["run_id"])
+            return {"version": res.version, "status": res.status, "prefix": res.prefix}
+
+        publish()
+    return dag
+
+
+def ingest_dags() -> dict[str, DAG]:
+    """One ingest DAG per catalogue entry, by dag_id."""
+    sources = load_catalog(load_settings().sources_dir)
+    return {f"qpvhub_ingest_{s.id}": build_ingest_dag(s) for s in sources.values()}
+
+
+def indicators_dags() -> dict[str, DAG]:
+    return {"qpvhub_indicators": build_indicators_dag(load_catalog(load_settings().sources_dir))}
+
+
+def publish_dags() -> dict[str, DAG]:
+    """One publish DAG per region file, by dag_id."""
+    regions = load_regions(load_settings().regions_dir)
+    return {f"qpvhub_publish_{r.code}": build_publish_dag(r) for r in regions.values()}
+
+
+def build_all() -> dict[str, DAG]:
+    """Every qpvhub DAG by dag_id."""
+    return {**ingest_dags(), **indicators_dags(), **publish_dags()}

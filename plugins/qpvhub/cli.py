@@ -1,0 +1,196 @@
+"""`qpvhub` command line: the same functions the DAGs run, without a scheduler.
+
+Errors are printed as one clear message (source, file, line/feature, column) and exit non-zero;
+`--debug` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+
+from qpvhub.errors import QpvhubError
+
+log = logging.getLogger("qpvhub")
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("great_expectations", "pyogrio", "urllib3", "botocore", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+
+
+def _env():
+    from qpvhub.pipeline import Env
+
+    return Env.from_settings()
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from qpvhub.catalog import load_catalog, load_order, resolve_source
+    from qpvhub.pipeline import ingest
+
+    env = _env()
+    if args.all:
+        sources = load_order(load_catalog(env.settings.sources_dir))
+    else:
+        if not args.source:
+            raise QpvhubError("name a source id or spec file, or use --all")
+        sources = [resolve_source(args.source, env.settings.sources_dir)]
+    for source in sources:
+        t0 = time.monotonic()
+        print(f"→ {source.id}: ingesting into {source.target.qualified} …", flush=True)
+        res = ingest(env, source, url=args.url, sample=args.sample, force=args.force)
+        took = time.monotonic() - t0
+        if res.status == "skipped":
+            print(f"  {source.id}: unchanged since the last successful load, skipped (run {res.run_id}, {took:.1f}s)")
+        else:
+            print(f"  {source.id}: {res.rows_loaded} rows loaded, {res.rows_rejected} rejected, "
+                  f"{res.rows_repaired} geometries repaired, "
+                  f"{res.validation['evaluated'] - res.validation['failed']}/{res.validation['evaluated']} "
+                  f"expectations passed (run {res.run_id}, {took:.1f}s)")
+    return 0
+
+
+def cmd_indicators(args: argparse.Namespace) -> int:
+    from qpvhub.db import connect
+    from qpvhub.indicators import run_indicators
+
+    env = _env()
+    with connect(env.uri) as conn:
+        written = run_indicators(conn, env.settings.sql_dir, only=args.family or None)
+        conn.commit()
+    for ind, n in written.items():
+        print(f"  {ind}: {n} values" + ("" if n else " (sources missing: indicator absent)"))
+    return 0
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from qpvhub.catalog import load_regions
+    from qpvhub.publish import publish_region
+
+    env = _env()
+    regions = load_regions(env.settings.regions_dir)
+    wanted = args.region or sorted(regions)
+    for code in wanted:
+        if code not in regions:
+            raise QpvhubError(f"unknown region {code!r}; known: {', '.join(sorted(regions))}")
+        res = publish_region(env, regions[code], keep=args.keep)
+        where = env.store.describe(f"published/{code}/{res.product}/latest/")
+        print(f"  region {code}: {res.status} version {res.version} → {where}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from qpvhub.catalog import load_catalog
+    from qpvhub.db import connect
+
+    env = _env()
+    sources = load_catalog(env.settings.sources_dir)
+    with connect(env.uri) as conn:
+        rows = conn.execute(
+            """SELECT DISTINCT ON (source_id) source_id, status, started_at, rows_loaded, error
+               FROM meta.source_runs ORDER BY source_id, started_at DESC""").fetchall()
+        ok = dict(conn.execute(
+            "SELECT source_id, max(finished_at) FROM meta.source_runs WHERE status = 'success' GROUP BY 1").fetchall())
+    last = {r[0]: r for r in rows}
+    print(f"{'source':<16} {'last run':<9} {'last success':<20} {'rows':>8}  target / last error")
+    for sid, src in sources.items():
+        r = last.get(sid)
+        succ = ok.get(sid)
+        status = r[1] if r else "never"
+        note = src.target.qualified if not (r and r[4]) else r[4].splitlines()[0][:80]
+        print(f"{sid:<16} {status:<9} {succ.strftime('%Y-%m-%d %H:%M') if succ else '-':<20} "
+              f"{(r[3] if r and r[3] is not None else '-')!s:>8}  {note}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Everything on the bundled real data with the configured (or embedded) PostGIS and store."""
+    t0 = time.monotonic()
+    env = _env()
+    print(f"PostGIS: {_safe(env.uri)}\nStore:   {env.store.describe('')}\n")
+    cmd_ingest(argparse.Namespace(all=True, source=None, url=None, sample=True, force=False))
+    print("→ indicators")
+    cmd_indicators(argparse.Namespace(family=None))
+    print("→ publish")
+    cmd_publish(argparse.Namespace(region=["53"], keep=10))
+    from qpvhub.db import connect
+
+    with connect(env.uri) as conn:
+        n_qpv = conn.execute("SELECT count(*) FROM ref.qpv").fetchone()[0]
+        n_com = conn.execute("SELECT count(*) FROM ref.commune").fetchone()[0]
+        n_ind = conn.execute("SELECT count(*) FROM mart.qpv_indicator").fetchone()[0]
+    print(f"\nLoaded: ref.qpv {n_qpv} rows, ref.commune {n_com} rows, mart.qpv_indicator {n_ind} values.")
+    print(f"Extracts: {env.store.describe('published/53/qpv_profil/latest/')}")
+    print(f"Query:    psql '{_analyst(env.uri)}' -c 'SELECT * FROM mart.qpv_profile'")
+    print(f"Done in {time.monotonic() - t0:.1f}s.")
+    return 0
+
+
+def _safe(uri: str) -> str:
+    import re
+
+    return re.sub(r"//([^:@/]+):[^@/]*@", r"//\1:***@", uri)
+
+
+def _analyst(uri: str) -> str:
+    import re
+
+    return re.sub(r"//[^@/]*@", "//qpvhub_analyst@", uri)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="qpvhub", description=__doc__.splitlines()[0])
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("ingest", help="fetch, validate and load a source")
+    s.add_argument("source", nargs="?", help="source id (include/sources/<id>.yml) or path to a spec file")
+    s.add_argument("--all", action="store_true", help="every source of the catalogue")
+    s.add_argument("--url", help="fetch from this URL instead of the catalogue's")
+    s.add_argument("--sample", action="store_true", help="use the bundled offline sample")
+    s.add_argument("--force", action="store_true", help="load even if the source is unchanged")
+    s.set_defaults(func=cmd_ingest)
+
+    s = sub.add_parser("indicators", help="compute the indicators mart")
+    s.add_argument("--family", action="append", help="only this family (repeatable)")
+    s.set_defaults(func=cmd_indicators)
+
+    s = sub.add_parser("publish", help="publish the extracts of a region")
+    s.add_argument("--region", action="append", help="region code (repeatable; default: all)")
+    s.add_argument("--keep", type=int, default=10, help="versions to keep (default 10)")
+    s.set_defaults(func=cmd_publish)
+
+    s = sub.add_parser("status", help="last run of each source")
+    s.set_defaults(func=cmd_status)
+
+    s = sub.add_parser("demo", help="the whole chain on the bundled real data")
+    s.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        return args.func(args)
+    except QpvhubError as exc:
+        if args.debug:
+            raise
+        print(f"qpvhub {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
