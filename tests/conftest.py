@@ -1,0 +1,206 @@
+"""Shared fixtures: a real PostGIS cluster, one database per test, a loopback HTTP source server,
+an S3-protocol server (moto) and isolated qpvhub settings.
+
+Set `QPVHUB_TEST_PG_URI` (an administrator URI, e.g. postgresql://postgres@127.0.0.1:5432/postgres)
+to use an existing server; otherwise a private cluster is started from the local binaries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import os
+import shutil
+import tempfile
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+from psycopg import sql
+
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+os.environ["QPVHUB_TASK_RETRIES"] = "0"
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "include" / "sample_data"
+QPV_SAMPLE = SAMPLES / "qpv2015_dept35_esigat_resovilles.geojson"
+COG_SAMPLE = SAMPLES / "cog2026_communes_reg52_53.csv"
+
+
+# ---------------------------------------------------------------- PostGIS
+@pytest.fixture(scope="session")
+def pg_admin_uri() -> Iterator[str]:
+    """Administrator URI of a PostgreSQL server with PostGIS available."""
+    if os.environ.get("QPVHUB_TEST_PG_URI"):
+        yield os.environ["QPVHUB_TEST_PG_URI"]
+        return
+    from qpvhub.embedded import EmbeddedCluster
+
+    root = Path(tempfile.mkdtemp(prefix="qpvhub-test-pg-"))
+    root.chmod(0o755)  # the server runs as postgres when we are root
+    cluster = EmbeddedCluster(root)
+    cluster.start()
+    try:
+        yield cluster.uri("postgres")
+    finally:
+        cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _with_db(uri: str, dbname: str) -> str:
+    parts = urlsplit(uri)
+    return urlunsplit(parts._replace(path="/" + dbname))
+
+
+@pytest.fixture
+def empty_db(pg_admin_uri: str) -> Iterator[str]:
+    """A fresh empty database (no migrations) for this test; dropped afterwards."""
+    name = "qpvhub_t_" + uuid.uuid4().hex[:10]
+    with psycopg.connect(pg_admin_uri, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield _with_db(pg_admin_uri, name)
+    finally:
+        with psycopg.connect(pg_admin_uri, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def db_uri(empty_db: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A migrated database of its own, also set as AIRFLOW_CONN_QPVHUB_POSTGIS."""
+    from qpvhub.db import migrate
+
+    monkeypatch.setenv("AIRFLOW_CONN_QPVHUB_POSTGIS", empty_db)
+    migrate(empty_db)
+    return empty_db
+
+
+# ---------------------------------------------------------------- settings / env
+@pytest.fixture
+def qpvhub_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "qpvhub-home"
+    monkeypatch.setenv("QPVHUB_HOME", str(home))
+    monkeypatch.delenv("AIRFLOW_CONN_QPVHUB_STORE", raising=False)
+    return home
+
+
+@pytest.fixture
+def env(db_uri: str, qpvhub_home: Path):
+    """Pipeline environment: the test's database and a local-directory store."""
+    from qpvhub.pipeline import Env
+
+    return Env.from_settings()
+
+
+@pytest.fixture
+def catalog():
+    from qpvhub.catalog import load_catalog
+
+    return load_catalog(ROOT / "include" / "sources")
+
+
+@pytest.fixture
+def regions():
+    from qpvhub.catalog import load_regions
+
+    return load_regions(ROOT / "include" / "regions")
+
+
+# ---------------------------------------------------------------- loopback HTTP source server
+@dataclass
+class HttpSource:
+    """Files served on 127.0.0.1 with ETag/If-None-Match, and scripted failures per path."""
+
+    base: str
+    files: dict[str, bytes] = field(default_factory=dict)
+    fail: dict[str, list[int]] = field(default_factory=dict)  # path → statuses to return first
+    content_type: dict[str, str] = field(default_factory=dict)
+    requests: list[tuple[str, str, dict]] = field(default_factory=list)
+
+    def url(self, name: str) -> str:
+        return f"{self.base}/{name}"
+
+    def put(self, name: str, data: bytes, content_type: str = "application/octet-stream") -> str:
+        self.files[name] = data
+        self.content_type[name] = content_type
+        return self.url(name)
+
+
+@pytest.fixture
+def http_source() -> Iterator[HttpSource]:
+    state = HttpSource(base="")
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:  # keep test output quiet
+            pass
+
+        def do_GET(self) -> None:
+            name = self.path.lstrip("/")
+            state.requests.append(("GET", name, dict(self.headers)))
+            queue = state.fail.get(name)
+            if queue:
+                status = queue.pop(0)
+                self.send_response(status)
+                body = b"<html><body>Internal error</body></html>"
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return
+            data = state.files.get(name)
+            if data is None:
+                self.send_error(404)
+                return
+            etag = '"' + hashlib.sha256(data).hexdigest()[:16] + '"'
+            if self.headers.get("If-None-Match") == etag:
+                self.send_response(304)
+                self.send_header("ETag", etag)
+                self.end_headers()
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", state.content_type.get(name, "application/octet-stream"))
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("ETag", etag)
+            self.end_headers()
+            self.wfile.write(data)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    state.base = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+# ---------------------------------------------------------------- S3 protocol (moto)
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A moto S3 server on loopback, spoken to through the real minio client code."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_store_conn(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> dict:
+    """AIRFLOW_CONN_QPVHUB_STORE set to a fresh bucket on the moto server."""
+    import json
+
+    bucket = "qpvhub-" + uuid.uuid4().hex[:8]
+    conn = {"conn_type": "aws", "login": "testing", "password": "testing",
+            "extra": {"endpoint_url": s3_endpoint, "bucket": bucket}}
+    monkeypatch.setenv("AIRFLOW_CONN_QPVHUB_STORE", json.dumps(conn))
+    return conn

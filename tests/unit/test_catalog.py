@@ -1,0 +1,100 @@
+"""The catalogue and region files: validated, with errors naming file, key and expectation."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from qpvhub.catalog import load_catalog, load_order, load_region, load_regions, load_source, resolve_source
+from qpvhub.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+SOURCES = ROOT / "include" / "sources"
+
+
+def _write(tmp_path: Path, name: str, data: dict) -> Path:
+    p = tmp_path / f"{name}.yml"
+    p.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    return p
+
+
+def _qpv_spec() -> dict:
+    return yaml.safe_load((SOURCES / "qpv_2015.yml").read_text(encoding="utf-8"))
+
+
+def test_shipped_catalogue_loads_with_samples_present() -> None:
+    cat = load_catalog(SOURCES)
+    assert {"qpv_2015", "cog_communes"} <= set(cat)
+    for s in cat.values():
+        assert s.sample and (ROOT / "include" / s.sample).is_file(), s.id
+        assert s.columns and s.licence and s.publisher
+
+
+def test_unknown_key_is_named_with_file(tmp_path: Path) -> None:
+    spec = _qpv_spec() | {"shedule": "@daily"}
+    p = _write(tmp_path, "qpv_2015", spec)
+    with pytest.raises(ConfigError) as exc:
+        load_source(p)
+    assert str(p) in str(exc.value) and "shedule: unknown key" in str(exc.value)
+
+
+@pytest.mark.parametrize("where, bad", [
+    ("table", "qpv; DROP TABLE ref.qpv; --"),
+    ("column", 'code"qp'),
+])
+def test_sql_injection_in_identifiers_is_refused(tmp_path: Path, where: str, bad: str) -> None:
+    spec = _qpv_spec()
+    if where == "table":
+        spec["target"]["table"] = bad
+    else:
+        spec["columns"][bad] = spec["columns"].pop("lib_com")
+    with pytest.raises(ConfigError, match="not a plain SQL identifier"):
+        load_source(_write(tmp_path, "qpv_2015", spec))
+
+
+def test_id_must_match_file_name(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="must match the file name"):
+        load_source(_write(tmp_path, "other", _qpv_spec()))
+
+
+def test_derived_column_needs_a_transform(tmp_path: Path) -> None:
+    spec = _qpv_spec()
+    del spec["transform"]
+    with pytest.raises(ConfigError, match="derived but no 'transform'"):
+        load_source(_write(tmp_path, "qpv_2015", spec))
+
+
+def test_unknown_column_type(tmp_path: Path) -> None:
+    spec = _qpv_spec()
+    spec["columns"]["lib_qp"]["type"] = "varchar"
+    with pytest.raises(ConfigError, match=r"columns\.lib_qp\.type.*unknown column type 'varchar'"):
+        load_source(_write(tmp_path, "qpv_2015", spec))
+
+
+def test_load_order_puts_dependencies_first() -> None:
+    order = [s.id for s in load_order(load_catalog(SOURCES))]
+    assert order.index("cog_communes") < order.index("qpv_2015")
+
+
+def test_unknown_dependency_is_an_error(tmp_path: Path) -> None:
+    spec = _qpv_spec() | {"depends_on": ["nope"]}
+    src = load_source(_write(tmp_path, "qpv_2015", spec))
+    with pytest.raises(ConfigError, match="depends on unknown source 'nope'"):
+        load_order({src.id: src})
+
+
+def test_resolve_by_id_or_path() -> None:
+    assert resolve_source("qpv_2015", SOURCES).id == "qpv_2015"
+    assert resolve_source(str(SOURCES / "cog_communes.yml"), SOURCES).id == "cog_communes"
+    with pytest.raises(ConfigError, match="unknown source 'x'.*cog_communes"):
+        resolve_source("x", SOURCES)
+
+
+def test_regions_shipped_and_bad_departement_refused(tmp_path: Path) -> None:
+    regions = load_regions(ROOT / "include" / "regions")
+    assert regions["53"].departements == ["22", "29", "35", "56"]
+    assert regions["52"].name == "Pays de la Loire"
+    p = _write(tmp_path, "53", {"code": "53", "name": "Bretagne", "departements": ["35", "3X"],
+                                "bbox": [-5, 47, -1, 49]})
+    with pytest.raises(ConfigError, match="département code '3X'"):
+        load_region(p)

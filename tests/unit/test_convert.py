@@ -1,0 +1,50 @@
+"""Typing of source values: French numbers, clear errors naming line/feature and column."""
+
+import pandas as pd
+import pytest
+
+from qpvhub.catalog import Source
+from qpvhub.errors import InputError
+from qpvhub.load import check_columns, convert_batch, srid_of
+
+
+def _source(**cols) -> Source:
+    return Source.model_validate({
+        "id": "t", "title": "t", "publisher": "p", "licence": "l", "url": "file:///x.csv", "format": "csv",
+        "reader": {"decimal": ","}, "target": {"schema": "src", "table": "t"},
+        "columns": {k: {"source": k.upper(), "type": v, "description": k} for k, v in cols.items()},
+    })
+
+
+def test_french_numbers_with_narrow_nbsp_and_decimal_comma() -> None:
+    src = _source(pop="integer", tp60="double")
+    df = pd.DataFrame({"POP": ["6\u202f206", "1 964 ", None], "TP60": ["43,2", "7", ""], "__feature": [2, 3, 4]})
+    out = convert_batch(df, src, "f.csv", "run1")
+    assert list(out["pop"]) == [6206, 1964, pd.NA]
+    assert out["tp60"].iloc[0] == pytest.approx(43.2) and pd.isna(out["tp60"].iloc[2])
+    assert set(out["source_run_id"]) == {"run1"}
+
+
+def test_bad_number_names_line_and_column() -> None:
+    src = _source(pop="integer")
+    df = pd.DataFrame({"POP": ["12", "n.d."], "__feature": [2, 3]})
+    with pytest.raises(InputError, match=r"source t, file f.csv, line 3, column 'POP': not a number \(integer\): 'n.d.'"):
+        convert_batch(df, src, "f.csv", "r")
+
+
+def test_fraction_in_integer_column_is_refused() -> None:
+    df = pd.DataFrame({"POP": ["12,5"], "__feature": [7]})
+    with pytest.raises(InputError, match="line 7.*not a whole number"):
+        convert_batch(df, _source(pop="integer"), "f.csv", "r")
+
+
+def test_missing_columns_are_all_named() -> None:
+    with pytest.raises(InputError, match=r"column 'POP': missing column\(s\) \['POP', 'TP60'\]; the file has \['X'\]"):
+        check_columns(_source(pop="integer", tp60="double"), ["X"], "f.csv")
+
+
+def test_srid_of_crs84_and_lambert93() -> None:
+    assert srid_of("OGC:CRS84", "s") == 4326
+    assert srid_of("EPSG:2154", "s") == 2154
+    with pytest.raises(InputError, match="unknown CRS"):
+        srid_of("EPSG:999999", "s")

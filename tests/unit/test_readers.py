@@ -1,0 +1,87 @@
+"""Readers on the real bundled files, and the bad inputs every reader refuses clearly."""
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from qpvhub.errors import InputError
+from qpvhub.readers import get_reader
+from tests.conftest import COG_SAMPLE, QPV_SAMPLE
+
+
+def test_registry_names_known_formats() -> None:
+    assert get_reader("geojson").format == "geojson"
+    with pytest.raises(KeyError, match="no reader for format 'xlsx'; known: csv, geojson"):
+        get_reader("xlsx")
+
+
+def test_geojson_real_qpv_file_streams_features_with_wkb_and_crs() -> None:
+    r = get_reader("geojson")(QPV_SAMPLE, "qpv_2015", batch_size=4)
+    info = r.open()
+    assert info.crs == "EPSG:4326"  # the legacy CRS84 `crs` member
+    assert info.columns == ["CODE_QP", "NOM_QP", "COMMUNE_QP", "surface", "pop", "demandeurs"]
+    batches = list(r.batches())
+    assert [len(b) for b in batches] == [4, 2]  # streamed in batches
+    df = pd.concat(batches)
+    assert sorted(df["CODE_QP"]) == [f"QP03500{i}" for i in range(1, 7)]
+    assert list(df["__feature"]) == [1, 2, 3, 4, 5, 6]
+    assert all(isinstance(w, bytes) and len(w) > 100 for w in df["__wkb"])
+    assert df.loc[df["CODE_QP"] == "QP035004", "pop"].item() == "6 206"  # kept as text
+
+
+def test_csv_real_cog_file_keeps_codes_as_text() -> None:
+    r = get_reader("csv")(COG_SAMPLE, "cog_communes", {"sep": ","}, batch_size=1000)
+    info = r.open()
+    assert info.columns[:4] == ["code", "nom", "type", "departement"]
+    df = pd.concat(r.batches())
+    assert len(df) == 2893
+    assert df["code"].str.fullmatch(r"\d{5}").all()
+    assert df.loc[df["code"] == "22001", "population"].item() == "589.0"
+    # data line numbers: the header is line 1
+    assert df["__feature"].iloc[0] == 2 and df["__feature"].iloc[-1] == 2894
+
+
+def test_csv_separator_and_encoding_are_sniffed(tmp_path: Path) -> None:
+    p = tmp_path / "x.csv"
+    p.write_bytes("CODGEO;LIBGEO;POP\r\nQP02A001;Les Jardins de l'Empereur;2 345\r\n".encode("cp1252"))
+    r = get_reader("csv")(p, "t")
+    info = r.open()
+    assert info.extra == {"encoding": "utf-8", "sep": ";"}  # ASCII-only: valid UTF-8
+    p.write_bytes("CODGEO;LIBGEO\r\nQP035001;La Découverte\r\n".encode("cp1252"))
+    r = get_reader("csv")(p, "t")
+    assert r.open().extra["encoding"] == "cp1252"
+    assert pd.concat(r.batches())["LIBGEO"].item() == "La Découverte"
+
+
+def test_csv_read_with_the_wrong_separator_fails_clearly(tmp_path: Path) -> None:
+    p = tmp_path / "x.csv"
+    p.write_text("CODGEO;LIBGEO\nQP035001;La Découverte\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"file x.csv, line 1: only one column found with separator ','"):
+        get_reader("csv")(p, "t", {"sep": ","}).open()
+
+
+@pytest.mark.parametrize("fmt", ["geojson", "csv"])
+def test_html_error_page_is_refused(tmp_path: Path, fmt: str) -> None:
+    p = tmp_path / f"data.{fmt}"
+    p.write_text("<!DOCTYPE html>\n<html><head><title>502 Bad Gateway</title></head></html>")
+    with pytest.raises(InputError, match=r"source s, file data\.\w+: the server sent an HTML page"):
+        get_reader(fmt)(p, "s").open()
+
+
+@pytest.mark.parametrize("fmt", ["geojson", "csv"])
+def test_empty_file_is_refused(tmp_path: Path, fmt: str) -> None:
+    p = tmp_path / f"empty.{fmt}"
+    p.write_bytes(b"\n")
+    with pytest.raises(InputError, match="empty file"):
+        get_reader(fmt)(p, "s").open()
+
+
+def test_invalid_json_names_the_line(tmp_path: Path) -> None:
+    text = QPV_SAMPLE.read_text(encoding="utf-8").splitlines()
+    assert '"CODE_QP":' in text[5]
+    text[5] = text[5].replace('"CODE_QP":', '"CODE_QP"')  # a colon lost on line 6
+    p = tmp_path / "broken.geojson"
+    p.write_text("\n".join(text), encoding="utf-8")
+    with pytest.raises(InputError, match=r"file broken.geojson, line 6: invalid JSON: Expecting ':'"):
+        get_reader("geojson")(p, "qpv_2015").open()
