@@ -101,6 +101,9 @@ class EmbeddedCluster:
         """Initialise if needed, start if stopped, create database `qpvhub` with PostGIS; return its URI."""
         bindir = find_bindir()
         self.root.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0 and self._as_owner(["test", "-x", str(self.root)]).returncode != 0:
+            raise ConfigError(f"the embedded PostgreSQL runs as user postgres, who cannot reach {self.root}: "
+                              "set QPVHUB_HOME to a directory whose parents are world-searchable (chmod o+x)")
         if not (self.datadir / "PG_VERSION").exists():
             self.datadir.mkdir(parents=True, exist_ok=True)
             self._chown_for_postgres()

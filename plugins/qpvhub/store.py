@@ -117,7 +117,8 @@ class LocalStore:
 class S3Store:
     """A bucket on MinIO or any S3 endpoint, through the `minio` client."""
 
-    def __init__(self, settings: StoreSettings, *, create_bucket: bool = True) -> None:
+    def __init__(self, settings: StoreSettings, *, create_bucket: bool = True, retries: int = 3) -> None:
+        import urllib3
         from minio import Minio
 
         self.bucket = settings.bucket or ""
@@ -129,6 +130,11 @@ class S3Store:
             secret_key=settings.secret_key,
             secure=settings.secure,
             region=settings.region,
+            # bounded timeouts and retries: a dead endpoint fails in seconds, not minutes
+            http_client=urllib3.PoolManager(
+                timeout=urllib3.Timeout(connect=10, read=300),
+                retries=urllib3.Retry(total=retries, backoff_factor=0.5, status_forcelist=(500, 502, 503, 504)),
+            ),
         )
         if create_bucket:
             self._ensure_bucket()

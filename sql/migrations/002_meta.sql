@@ -71,7 +71,7 @@ CREATE TABLE meta.publications (
     files        jsonb NOT NULL DEFAULT '[]',
     manifest_key text,
     published_at timestamptz NOT NULL DEFAULT now(),
-    airflow_run_id text,
-    UNIQUE (region, product, version)
+    airflow_run_id text
 );
-COMMENT ON TABLE meta.publications IS 'Extract versions written to the object store';
+CREATE INDEX publications_product_idx ON meta.publications (region, product, published_at DESC);
+COMMENT ON TABLE meta.publications IS 'Each publication attempt: a new version written, or unchanged data (no new version)';

@@ -2,7 +2,6 @@
 
 import psycopg
 import pytest
-
 from qpvhub.db import migrate
 from qpvhub.errors import ConfigError
 

@@ -4,9 +4,9 @@ import json
 
 import psycopg
 import pytest
-
 from qpvhub.errors import FetchError, InputError, ValidationFailed
 from qpvhub.pipeline import ingest
+
 from tests.conftest import COG_SAMPLE, QPV_SAMPLE
 
 pytestmark = pytest.mark.postgis

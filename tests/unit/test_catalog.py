@@ -4,7 +4,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from qpvhub.catalog import load_catalog, load_order, load_region, load_regions, load_source, resolve_source
 from qpvhub.errors import ConfigError
 

@@ -4,7 +4,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from qpvhub.config import load_settings, postgis_uri_from_env, store_from_env
 from qpvhub.errors import ConfigError
 

@@ -2,7 +2,6 @@
 
 import pandas as pd
 import pytest
-
 from qpvhub.catalog import Source
 from qpvhub.errors import InputError
 from qpvhub.load import check_columns, convert_batch, srid_of
@@ -28,7 +27,8 @@ def test_french_numbers_with_narrow_nbsp_and_decimal_comma() -> None:
 def test_bad_number_names_line_and_column() -> None:
     src = _source(pop="integer")
     df = pd.DataFrame({"POP": ["12", "n.d."], "__feature": [2, 3]})
-    with pytest.raises(InputError, match=r"source t, file f.csv, line 3, column 'POP': not a number \(integer\): 'n.d.'"):
+    expected = r"source t, file f.csv, line 3, column 'POP': not a number \(integer\): 'n.d.'"
+    with pytest.raises(InputError, match=expected):
         convert_batch(df, src, "f.csv", "r")
 
 

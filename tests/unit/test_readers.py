@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from qpvhub.errors import InputError
 from qpvhub.readers import get_reader
+
 from tests.conftest import COG_SAMPLE, QPV_SAMPLE
 
 

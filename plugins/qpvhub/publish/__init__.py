@@ -219,8 +219,7 @@ def _record(env, region, version, status, files, manifest_key, airflow_run_id) -
     with connect(env.uri) as conn:
         conn.execute(
             "INSERT INTO meta.publications (region, product, version, status, files, manifest_key, airflow_run_id) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (region, product, version) DO UPDATE "
-            "SET status = EXCLUDED.status, published_at = now()",
+            "VALUES (%s, %s, %s, %s, %s, %s, %s)",
             (region.code, PRODUCT, version, status, Jsonb(files), manifest_key, airflow_run_id))
         conn.commit()
 

@@ -1,0 +1,57 @@
+# qpvhub — two commands do all the setup on a fresh Debian/Ubuntu machine: `make demo`, `make test`.
+SHELL := /bin/bash
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+APT_PACKAGES := postgresql-15-postgis-3 gdal-bin docker-compose
+STAMP := $(VENV)/.installed
+
+.PHONY: help setup system-deps demo test test-fast lint bench constraints clean
+
+help:
+	@echo "make demo   - install what is needed, run the whole chain on the bundled real data"
+	@echo "make test   - install what is needed, run every test (unit, PostGIS, S3, Airflow)"
+	@echo "make bench  - ingestion benchmark vs ogr2ogr (writes bench/results.json)"
+	@echo "make lint   - ruff"
+
+setup: system-deps $(STAMP)
+
+# PostgreSQL 15 + PostGIS 3 (the embedded database and the tests), GDAL tools (ogr2ogr/ogrinfo),
+# Debian's docker-compose (static validation of docker-compose.yml).
+system-deps:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	  echo "installing system packages: $$missing"; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+$(STAMP): pyproject.toml constraints.txt
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/qpvhub demo
+
+test: setup
+	$(PY) -m pytest
+
+test-fast: setup
+	$(PY) -m pytest -m "not slow"
+
+lint: setup
+	$(VENV)/bin/ruff check plugins dags tests bench
+
+bench: setup
+	$(PY) bench/bench_ingest.py
+
+constraints:
+	$(PY) -m pip freeze --exclude-editable | grep -v '^qpvhub' > constraints.txt.new
+	{ echo "# Exact versions of a resolved install (Python 3.11, $$(date +%F)): pip install -c constraints.txt -e '.[test]'"; \
+	  echo "# Regenerate with: make constraints"; cat constraints.txt.new; } > constraints.txt && rm constraints.txt.new
+
+clean:
+	-[ -d .qpvhub/pg/data ] && $(PY) -c "from pathlib import Path; from qpvhub.embedded import EmbeddedCluster; EmbeddedCluster(Path('.qpvhub/pg')).stop()"
+	rm -rf .qpvhub .pytest_cache .ruff_cache

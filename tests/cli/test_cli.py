@@ -1,0 +1,76 @@
+"""The `qpvhub` command as a user runs it: a subprocess, real PostGIS, the configured store."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.conftest import QPV_SAMPLE
+
+pytestmark = pytest.mark.postgis
+
+
+def _qpvhub(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "qpvhub.cli", *args], capture_output=True, text=True,
+                          env=env, timeout=300)
+
+
+@pytest.fixture
+def cli_env(db_uri: str, tmp_path: Path) -> dict[str, str]:
+    env = os.environ.copy()
+    env["AIRFLOW_CONN_QPVHUB_POSTGIS"] = db_uri
+    env["AIRFLOW_CONN_QPVHUB_STORE"] = json.dumps({"conn_type": "fs", "extra": {"path": str(tmp_path / "store")}})
+    env["QPVHUB_HOME"] = str(tmp_path / "home")
+    return env
+
+
+def _counts(uri: str) -> dict[str, int]:
+    with psycopg.connect(uri) as conn:
+        return {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+                for t in ("ref.qpv", "ref.commune", "mart.qpv_indicator")}
+
+
+def test_demo_twice_uses_configured_connections_and_changes_no_row_count(cli_env, db_uri, tmp_path) -> None:
+    first = _qpvhub("demo", env=cli_env)
+    assert first.returncode == 0, first.stderr
+    assert "qpv_2015: 6 rows loaded" in first.stdout and "region 53: published" in first.stdout
+    counts = _counts(db_uri)
+    assert counts == {"ref.qpv": 6, "ref.commune": 2430, "mart.qpv_indicator": 6}
+    assert (tmp_path / "store" / "published" / "53" / "qpv_profil" / "latest" / "SHA256SUMS").exists()
+    assert not (tmp_path / "home" / "pg").exists()  # the configured PostGIS, not the embedded one
+    second = _qpvhub("demo", env=cli_env)
+    assert second.returncode == 0, second.stderr
+    assert "unchanged since the last successful load, skipped" in second.stdout
+    assert "region 53: unchanged" in second.stdout
+    assert _counts(db_uri) == counts
+    status = _qpvhub("status", env=cli_env)
+    assert status.returncode == 0 and "qpv_2015" in status.stdout and "skipped" in status.stdout
+
+
+def test_bad_input_exits_non_zero_with_a_clear_message(cli_env, db_uri, tmp_path) -> None:
+    assert _qpvhub("ingest", "cog_communes", "--sample", env=cli_env).returncode == 0
+    assert _qpvhub("ingest", "qpv_2015", "--sample", env=cli_env).returncode == 0
+    before = _counts(db_uri)
+    bad = tmp_path / "QPV.geojson"
+    bad.write_text(QPV_SAMPLE.read_text(encoding="utf-8").replace('"NOM_QP"', '"NOM"'), encoding="utf-8")
+    res = _qpvhub("ingest", "qpv_2015", "--url", bad.as_uri(), env=cli_env)
+    assert res.returncode == 1
+    assert res.stderr.strip().startswith(
+        "qpvhub ingest: error: source qpv_2015, file QPV.geojson, column 'NOM_QP': missing column(s) ['NOM_QP']")
+    assert "Traceback" not in res.stderr
+    assert _counts(db_uri) == before
+
+
+def test_unknown_source_and_spec_file_path(cli_env, tmp_path) -> None:
+    res = _qpvhub("ingest", "nope", env=cli_env)
+    assert res.returncode == 1 and "unknown source 'nope'" in res.stderr
+    spec = tmp_path / "broken.yml"
+    spec.write_text("id: broken\ntitle: x\n", encoding="utf-8")
+    res = _qpvhub("ingest", str(spec), env=cli_env)
+    assert res.returncode == 1 and "broken.yml: invalid catalogue file" in res.stderr and "publisher" in res.stderr

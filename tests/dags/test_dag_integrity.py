@@ -1,0 +1,81 @@
+"""DagBag integrity: imports cleanly, no I/O at parse time, every DAG has tags, retries, max_active_runs=1."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.airflow
+
+EXPECTED = {"qpvhub_ingest_qpv_2015", "qpvhub_ingest_cog_communes", "qpvhub_indicators", "qpvhub_publish_52",
+            "qpvhub_publish_53"}
+
+
+@pytest.fixture
+def parsed(airflow_env, qpvhub_home, monkeypatch: pytest.MonkeyPatch):
+    """Parse the DAG folder with production defaults and any network connection forbidden."""
+    import psycopg
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.delenv("QPVHUB_TASK_RETRIES", raising=False)
+    monkeypatch.setenv("AIRFLOW_CONN_QPVHUB_POSTGIS", "postgresql://nobody@192.0.2.1:5432/none")
+    attempts: list = []
+
+    def no_connect(self, address):
+        attempts.append(address)
+        raise OSError(f"network I/O at DAG parse time: {address}")
+
+    def no_pg(*a, **k):
+        attempts.append(("psycopg", a))
+        raise OSError("database connection at DAG parse time")
+
+    monkeypatch.setattr(socket.socket, "connect", no_connect)
+    monkeypatch.setattr(psycopg, "connect", no_pg)
+    t0 = time.perf_counter()
+    bag = DagBag(dag_folder=str(ROOT / "dags"))
+    elapsed = time.perf_counter() - t0
+    return bag, attempts, elapsed
+
+
+def test_dagbag_imports_without_errors_or_io(parsed) -> None:
+    bag, attempts, elapsed = parsed
+    assert bag.import_errors == {}
+    assert attempts == []
+    assert set(bag.dag_ids) >= EXPECTED
+    print(f"DagBag parse of {len(bag.dag_ids)} DAGs: {elapsed:.2f}s")
+
+
+def test_one_ingest_dag_per_catalogue_entry(parsed) -> None:
+    bag, _, _ = parsed
+    sources = sorted(p.stem for p in (ROOT / "include" / "sources").glob("*.yml"))
+    assert sorted(d[len("qpvhub_ingest_"):] for d in bag.dag_ids if d.startswith("qpvhub_ingest_")) == sources
+    dag = bag.dags["qpvhub_ingest_qpv_2015"]
+    assert [t.task_id for t in dag.topological_sort()] == ["start", "fetch", "stage", "validate", "promote"]
+    promote = dag.get_task("promote")
+    assert [a.uri for a in promote.outlets] == ["qpvhub://ref/qpv"]
+
+
+@pytest.mark.parametrize("dag_id", sorted(EXPECTED))
+def test_dag_defaults(parsed, dag_id: str) -> None:
+    bag, _, _ = parsed
+    dag = bag.dags[dag_id]
+    assert "qpvhub" in dag.tags and len(dag.tags) >= 2
+    assert dag.max_active_runs == 1 and dag.catchup is False
+    assert dag.doc_md
+    for t in dag.tasks:
+        assert t.retries >= 1, f"{dag_id}.{t.task_id} has no retries"
+        assert t.execution_timeout is not None
+
+
+def test_assets_chain_ingest_to_indicators_to_publish(parsed) -> None:
+    bag, _, _ = parsed
+    ind = bag.dags["qpvhub_indicators"]
+    uris = {a.uri for a in ind.timetable.asset_condition.objects}
+    assert uris == {"qpvhub://ref/qpv", "qpvhub://ref/commune"}
+    assert [a.uri for a in ind.get_task("compute").outlets] == ["qpvhub://mart/qpv_indicator"]
+    pub = bag.dags["qpvhub_publish_53"]
+    assert pub.timetable.asset_condition.uri == "qpvhub://mart/qpv_indicator"

@@ -1,0 +1,64 @@
+"""`dag.test()` end to end: ingest → indicators → publish against real PostGIS and the S3 protocol."""
+
+from __future__ import annotations
+
+import json
+
+import psycopg
+import pytest
+
+pytestmark = [pytest.mark.airflow, pytest.mark.postgis, pytest.mark.s3, pytest.mark.slow]
+
+
+def _state(dr) -> tuple[str, dict[str, str]]:
+    return str(dr.state), {ti.task_id: str(ti.state) for ti in dr.get_task_instances()}
+
+
+def test_chain_end_to_end_with_dag_test(dagbag, db_uri, s3_store_conn) -> None:
+    for dag_id in ("qpvhub_ingest_cog_communes", "qpvhub_ingest_qpv_2015"):
+        dr = dagbag.dags[dag_id].test(run_conf={"sample": True})
+        assert _state(dr) == ("success", dict.fromkeys(["start", "fetch", "stage", "validate", "promote"], "success"))
+    dr = dagbag.dags["qpvhub_indicators"].test()
+    assert _state(dr)[0] == "success"
+    dr = dagbag.dags["qpvhub_publish_53"].test()
+    assert _state(dr)[0] == "success"
+    airflow_run_id = dr.run_id
+
+    with psycopg.connect(db_uri) as conn:
+        runs = conn.execute("SELECT source_id, status, airflow_run_id IS NOT NULL FROM meta.source_runs "
+                            "ORDER BY started_at").fetchall()
+        n_qpv = conn.execute("SELECT count(*) FROM ref.qpv").fetchone()[0]
+        pub = conn.execute("SELECT status, airflow_run_id, manifest_key FROM meta.publications").fetchone()
+    assert runs == [("cog_communes", "success", True), ("qpv_2015", "success", True)]
+    assert n_qpv == 6
+    assert pub[0] == "published" and pub[1] == airflow_run_id
+
+    from qpvhub.pipeline import Env
+
+    env = Env.from_settings()
+    assert env.settings.store.kind == "s3"
+    manifest = json.loads(env.store.get_bytes(pub[2]))
+    assert manifest["qpvhub"]["airflow_run_id"] == airflow_run_id
+    assert env.store.exists("published/53/qpv_profil/latest/qpv_profil_53.geojson")
+
+    # unchanged source: fetch is skipped, downstream tasks too, nothing changes
+    dr = dagbag.dags["qpvhub_ingest_qpv_2015"].test(run_conf={"sample": True})
+    _, tasks = _state(dr)
+    assert tasks["fetch"] == "skipped" and tasks["promote"] == "skipped"
+
+
+def test_failed_ingest_marks_run_failed_and_keeps_previous(dagbag, db_uri, qpvhub_home, tmp_path) -> None:
+    bad = tmp_path / "QPV.geojson"
+    bad.write_text("<html><body>Service indisponible</body></html>", encoding="utf-8")
+    dr = dagbag.dags["qpvhub_ingest_cog_communes"].test(run_conf={"sample": True})
+    assert _state(dr)[0] == "success"
+    dr = dagbag.dags["qpvhub_ingest_qpv_2015"].test(run_conf={"url": bad.as_uri()})
+    state, tasks = _state(dr)
+    assert state == "failed" and tasks["stage"] == "failed" and tasks["promote"] == "upstream_failed"
+    with psycopg.connect(db_uri) as conn:
+        status, error = conn.execute("SELECT status, error FROM meta.source_runs WHERE source_id = 'qpv_2015'"
+                                     ).fetchone()
+        staging = conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'staging'").fetchone()[0]
+        n = conn.execute("SELECT count(*) FROM ref.qpv").fetchone()[0]
+    assert status == "failed" and "HTML page" in error  # set by the failure callback
+    assert staging == 0 and n == 0

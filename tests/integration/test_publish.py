@@ -1,0 +1,130 @@
+"""Indicators and publication on real PostGIS, to a local directory and over the S3 protocol."""
+
+import hashlib
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import geopandas as gpd
+import pandas as pd
+import psycopg
+import pytest
+from qpvhub.db import connect
+from qpvhub.indicators import run_indicators
+from qpvhub.pipeline import Env, ingest
+from qpvhub.publish import publish_region
+
+pytestmark = pytest.mark.postgis
+
+
+def _load_all(env, catalog) -> None:
+    for sid in ("cog_communes", "qpv_2015"):
+        assert ingest(env, catalog[sid], sample=True).status == "success"
+    with connect(env.uri) as conn:
+        run_indicators(conn, env.settings.sql_dir)
+        conn.commit()
+
+
+def test_indicator_area_matches_postgis_and_is_documented(env, catalog) -> None:
+    _load_all(env, catalog)
+    with psycopg.connect(env.uri) as conn:
+        rows = conn.execute(
+            "SELECT i.code_qp, i.value, round((ST_Area(q.geom) / 10000)::numeric, 2)::float, i.millesime, "
+            "i.source_run_ids = ARRAY[q.source_run_id] FROM mart.qpv_indicator i JOIN ref.qpv q "
+            "USING (code_qp, generation) WHERE indicator_id = 'superficie_ha' ORDER BY 1").fetchall()
+        cat = conn.execute("SELECT label_fr, unit, theme, computed_at IS NOT NULL FROM mart.indicator_catalog "
+                           "WHERE indicator_id = 'superficie_ha'").fetchone()
+        profile = conn.execute("SELECT code_qp, superficie_ha FROM mart.qpv_profile ORDER BY 1").fetchall()
+    assert len(rows) == 6 and all(r[1] == r[2] and r[3] == "2015" and r[4] for r in rows)
+    assert 40 < dict((r[0], r[1]) for r in rows)["QP035002"] < 50  # Villejean, ~46 ha per the publisher
+    assert cat == ("Superficie du quartier", "ha", "géographie", True)
+    assert [p[0] for p in profile] == [r[0] for r in rows]
+
+
+def test_missing_source_means_absent_indicator_not_zero(env) -> None:
+    with connect(env.uri) as conn:
+        written = run_indicators(conn, env.settings.sql_dir)
+        conn.commit()
+        n = conn.execute("SELECT count(*) FROM mart.qpv_indicator").fetchone()[0]
+    assert written == {"superficie_ha": 0} and n == 0
+
+
+def test_publish_region_53_to_local_store(env, catalog, regions) -> None:
+    _load_all(env, catalog)
+    res = publish_region(env, regions["53"])
+    assert res.status == "published"
+    root = env.settings.store.path / "published" / "53" / "qpv_profil"
+    for d in (root / res.version, root / "latest"):
+        names = sorted(p.name for p in d.iterdir())
+        assert names == ["SHA256SUMS", "datapackage.json", "qpv_profil_53.csv", "qpv_profil_53.geojson",
+                         "qpv_profil_53.gpkg", "qpv_profil_53.parquet"]
+        subprocess.run(["sha256sum", "--quiet", "-c", "SHA256SUMS"], cwd=d, check=True)
+    latest = root / "latest"
+    gj = gpd.read_file(latest / "qpv_profil_53.geojson")
+    gp = gpd.read_file(latest / "qpv_profil_53.gpkg")
+    pq = gpd.read_parquet(latest / "qpv_profil_53.parquet")
+    csv = pd.read_csv(latest / "qpv_profil_53.csv", dtype={"insee_com": str, "dep": str})
+    assert gj.crs.to_epsg() == 4326 and gp.crs.to_epsg() == 2154 and pq.crs.to_epsg() == 4326
+    assert list(gj["code_qp"]) == list(gp["code_qp"]) == list(pq["code_qp"]) == list(csv["code_qp"])
+    assert list(csv["code_qp"]) == sorted(csv["code_qp"]) and len(csv) == 6
+    assert csv.loc[csv.code_qp == "QP035001", "insee_com"].item() == "35288"  # text, zeros kept
+    assert (gp.geometry.area / 10000).round(2).tolist() == gp["superficie_ha"].tolist()
+    pkg = json.loads((latest / "datapackage.json").read_text(encoding="utf-8"))
+    assert pkg["version"] == res.version
+    assert {r["path"] for r in pkg["resources"]} == {"qpv_profil_53.csv", "qpv_profil_53.geojson",
+                                                     "qpv_profil_53.gpkg", "qpv_profil_53.parquet"}
+    for r in pkg["resources"]:
+        assert r["hash"] == "sha256:" + hashlib.sha256((latest / r["path"]).read_bytes()).hexdigest()
+        assert any(f["name"] == "superficie_ha" and f["unit"] == "ha" for f in r["schema"]["fields"])
+    assert {x["source_id"] for x in pkg["qpvhub"]["lineage"]} == {"qpv_2015"}
+    assert pkg["qpvhub"]["quality"][0]["success"] is True
+    assert "SIG Ville" in pkg["description"]  # indicative, not a regulatory attestation
+
+
+def test_ogrinfo_opens_published_files(env, catalog, regions) -> None:
+    assert shutil.which("ogrinfo"), "GDAL command-line tools are required: make setup installs gdal-bin"
+    _load_all(env, catalog)
+    publish_region(env, regions["53"])
+    latest = env.settings.store.path / "published" / "53" / "qpv_profil" / "latest"
+    for name in ("qpv_profil_53.gpkg", "qpv_profil_53.geojson"):
+        out = subprocess.run(["ogrinfo", "-ro", "-so", "-al", str(latest / name)], capture_output=True, text=True,
+                             check=True).stdout
+        assert "Feature Count: 6" in out
+
+
+def test_republishing_unchanged_data_creates_no_version(env, catalog, regions) -> None:
+    _load_all(env, catalog)
+    first = publish_region(env, regions["53"])
+    second = publish_region(env, regions["53"])
+    assert (second.status, second.version) == ("unchanged", first.version)
+    versions = {k.split("/")[3] for k in env.store.list("published/53/qpv_profil/")}
+    assert versions == {first.version, "latest"}
+    with psycopg.connect(env.uri) as conn:
+        assert conn.execute("SELECT status FROM meta.publications ORDER BY id").fetchall() == [
+            ("published",), ("unchanged",)]
+
+
+def test_region_without_qpv_fails_clearly(env, catalog, regions) -> None:
+    _load_all(env, catalog)
+    from qpvhub.errors import QpvhubError
+
+    with pytest.raises(QpvhubError, match=r"region 52: no QPV in ref.qpv for départements \['44'"):
+        publish_region(env, regions["52"])
+
+
+@pytest.mark.s3
+def test_publish_over_s3_protocol(db_uri, qpvhub_home, s3_store_conn, catalog, regions, tmp_path: Path) -> None:
+    env = Env.from_settings()
+    assert env.settings.store.kind == "s3"
+    _load_all(env, catalog)
+    res = publish_region(env, regions["53"])
+    keys = env.store.list("published/53/")
+    assert f"published/53/qpv_profil/{res.version}/SHA256SUMS" in keys
+    assert "published/53/qpv_profil/latest/qpv_profil_53.gpkg" in keys
+    assert any(k.startswith("raw/qpv_2015/") for k in env.store.list("raw/"))
+    sums = env.store.get_bytes("published/53/qpv_profil/latest/SHA256SUMS").decode()
+    for line in sums.splitlines():
+        digest, name = line.split("  ")
+        body = env.store.get_bytes(f"published/53/qpv_profil/latest/{name}")
+        assert hashlib.sha256(body).hexdigest() == digest

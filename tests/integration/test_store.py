@@ -1,0 +1,67 @@
+"""Object storage: the local directory and the S3 protocol (moto's server, real minio client code)."""
+
+from pathlib import Path
+
+import pytest
+from qpvhub.config import StoreSettings, store_from_env
+from qpvhub.store import LocalStore, S3Store, StoreError, open_store
+
+
+def _s3(conn: dict, tmp_path: Path) -> S3Store:
+    import json
+
+    settings = store_from_env(tmp_path, {"AIRFLOW_CONN_QPVHUB_STORE": json.dumps(conn)})
+    store = open_store(settings)
+    assert isinstance(store, S3Store)
+    return store
+
+
+@pytest.fixture(params=["fs", "s3"])
+def store(request, tmp_path: Path):
+    if request.param == "fs":
+        return LocalStore(tmp_path / "store")
+    conn = request.getfixturevalue("s3_store_conn")
+    return _s3(conn, tmp_path)
+
+
+@pytest.mark.s3
+def test_roundtrip_list_delete(store, tmp_path: Path) -> None:
+    f = tmp_path / "a.bin"
+    f.write_bytes(b"\x00\x01qpv" * 1000)
+    store.put_file("raw/qpv_2015/2026-11-28/r1/a.bin", f)
+    store.put_bytes("raw/qpv_2015/2026-11-28/r1/a.bin.sha256", b"abc  a.bin\n")
+    store.put_bytes("published/53/x/latest/SHA256SUMS", b"x")
+    assert store.get_bytes("raw/qpv_2015/2026-11-28/r1/a.bin") == f.read_bytes()
+    prefix = "raw/qpv_2015/2026-11-28/r1/"
+    assert store.list("raw/qpv_2015/") == [prefix + "a.bin", prefix + "a.bin.sha256"]
+    assert store.exists("published/53/x/latest/SHA256SUMS")
+    store.delete("published/53/x/latest/SHA256SUMS")
+    assert not store.exists("published/53/x/latest/SHA256SUMS")
+    out = tmp_path / "back.bin"
+    store.download("raw/qpv_2015/2026-11-28/r1/a.bin", out)
+    assert out.read_bytes() == f.read_bytes()
+
+
+@pytest.mark.s3
+@pytest.mark.parametrize("key", ["", "/abs", "a/../b", "a//b"])
+def test_bad_keys_are_refused(store, key: str) -> None:
+    with pytest.raises(StoreError, match="invalid object key"):
+        store.put_bytes(key, b"x")
+
+
+@pytest.mark.s3
+def test_missing_object_error_names_it(store) -> None:
+    with pytest.raises(StoreError, match="nope.txt"):
+        store.get_bytes("published/nope.txt")
+
+
+def test_unreachable_s3_endpoint_is_named(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings = StoreSettings(kind="s3", endpoint=f"127.0.0.1:{port}", access_key="k", secret_key="s",
+                             bucket="qpvhub")
+    with pytest.raises(StoreError, match=f"object store 127.0.0.1:{port} unreachable"):
+        S3Store(settings, retries=0)

@@ -1,0 +1,62 @@
+"""docker-compose.yml, checked statically (no Docker engine here) with Debian's docker-compose."""
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    exe = shutil.which("docker-compose")
+    assert exe, "docker-compose (Debian package) is required: make setup installs it"
+    res = subprocess.run([exe, "--env-file", str(ROOT / ".env.example"), "config"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    return yaml.safe_load(res.stdout)
+
+
+def test_compose_has_every_service_with_healthchecks(compose: dict) -> None:
+    services = compose["services"]
+    assert {"postgis", "airflow-db", "minio", "minio-init", "airflow-init", "airflow-apiserver",
+            "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer"} <= set(services)
+    for name in ("postgis", "airflow-db", "minio", "airflow-apiserver", "airflow-scheduler",
+                 "airflow-dag-processor", "airflow-triggerer"):
+        assert "healthcheck" in services[name], name
+    assert services["postgis"]["image"].startswith("postgis/postgis:")
+
+
+def test_airflow_services_get_qpvhub_connections_and_wait_for_init(compose: dict) -> None:
+    import json
+
+    for name in ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer"):
+        svc = compose["services"][name]
+        env = svc["environment"]
+        assert env["AIRFLOW_CONN_QPVHUB_POSTGIS"].startswith("postgresql://qpvhub:")
+        store = json.loads(env["AIRFLOW_CONN_QPVHUB_STORE"])
+        assert store["conn_type"] == "aws" and store["extra"] == {"endpoint_url": "http://minio:9000",
+                                                                  "bucket": "qpvhub"}
+        assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg2://")
+        assert svc["depends_on"]["airflow-init"]["condition"] == "service_completed_successfully"
+        assert svc["depends_on"]["minio-init"]["condition"] == "service_completed_successfully"
+
+
+def test_image_installs_this_project_with_the_locked_constraints() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert dockerfile.startswith("# ") and "FROM apache/airflow:${AIRFLOW_VERSION}" in dockerfile
+    assert "-c /opt/qpvhub/constraints.txt" in dockerfile
+    pinned = (ROOT / "constraints.txt").read_text()
+    assert "apache-airflow==3.3." in pinned and "great-expectations==1." in pinned.lower().replace("_", "-")
+
+
+def test_env_example_holds_only_dev_defaults() -> None:
+    env = dict(line.split("=", 1) for line in (ROOT / ".env.example").read_text().splitlines()
+               if line and not line.startswith("#"))
+    for key, value in env.items():
+        if "PASSWORD" in key or "SECRET" in key:
+            assert "dev-only" in value, f"{key} in .env.example must be an obvious development default"
+    assert ".env" in (ROOT / ".gitignore").read_text().splitlines()
