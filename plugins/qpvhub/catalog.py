@@ -66,18 +66,37 @@ class Column(Strict):
 
 
 class Geometry(Strict):
-    """Target geometry column; the source CRS is read from the file unless given."""
+    """Target geometry column: from the file's geometries, or a point from x/y (lon/lat) columns.
+
+    The source CRS is read from the file unless `source_crs` is given (required with x/y columns).
+    """
 
     column: str = "geom"
     type: Literal["Point", "MultiPoint", "MultiLineString", "MultiPolygon"]
     srid: int = 2154
     source_crs: str | None = None
+    x: str | None = Field(default=None, description="source column of x or longitude")
+    y: str | None = Field(default=None, description="source column of y or latitude")
     description: str = "Geometry, EPSG:2154 (Lambert-93)"
 
     @field_validator("column")
     @classmethod
     def _col(cls, v: str) -> str:
         return _ident(v, "geometry column")
+
+    @model_validator(mode="after")
+    def _xy(self) -> Geometry:
+        if (self.x is None) != (self.y is None):
+            raise ValueError("give both 'x' and 'y' columns, or neither")
+        if self.x and not self.source_crs:
+            raise ValueError("a point built from x/y columns needs 'source_crs' (e.g. EPSG:2154, EPSG:4326)")
+        if self.x and self.type != "Point":
+            raise ValueError("x/y columns make a 'Point' geometry")
+        return self
+
+    @property
+    def from_columns(self) -> bool:
+        return self.x is not None
 
 
 class Target(Strict):
@@ -119,6 +138,13 @@ class Expectation(Strict):
         return v
 
 
+class RegionFilter(Strict):
+    """Keep only rows of the deployment's regions, judged from one target column."""
+
+    column: str
+    level: Literal["departement", "commune", "qpv", "iris"]
+
+
 class Quality(Strict):
     policy: Literal["block", "warn"] = "block"
     expectations: list[Expectation] = Field(default_factory=list)
@@ -138,12 +164,13 @@ class Source(Strict):
     url: str | None = Field(default=None, description="production URL (https, http, file); none → the sample")
     sample: str | None = Field(default=None, description="offline sample, relative to include/")
     sample_provenance: str | None = None
-    format: Literal["geojson", "csv"]
+    format: Literal["geojson", "csv", "shapefile", "gpkg", "parquet", "gtfs"]
     reader: dict[str, Any] = Field(default_factory=dict)
     columns: dict[str, Column]
     row_filter: dict[str, list[str]] = Field(
         default_factory=dict, description="keep only rows whose source column has one of these values")
     geometry: Geometry | None = None
+    region_filter: RegionFilter | None = None
     keys: list[str] = Field(default_factory=list)
     target: Target
     transform: str | None = Field(default=None, description="SQL file under sql/transforms run on staging")
@@ -172,6 +199,8 @@ class Source(Strict):
         for key in self.keys:
             if key not in self.columns:
                 raise ValueError(f"key {key!r} is not one of the columns")
+        if self.region_filter and self.region_filter.column not in self.columns:
+            raise ValueError(f"region_filter column {self.region_filter.column!r} is not one of the columns")
         if self.target.partition:
             if len(self.target.partition) != 1:
                 raise ValueError("target.partition must name exactly one column")

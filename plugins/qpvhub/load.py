@@ -56,6 +56,8 @@ def srid_of(crs: str | None, source: str) -> int:
 def check_columns(source: Source, available: list[str], filename: str) -> None:
     """Every mapped source column must exist in the file: name all missing ones at once."""
     wanted = [c.source for c in source.columns.values() if c.source] + list(source.row_filter)
+    if source.geometry and source.geometry.from_columns:
+        wanted += [source.geometry.x, source.geometry.y]
     missing = [c for c in wanted if c not in available]
     if missing:
         raise InputError(
@@ -71,10 +73,29 @@ def _parse_numbers(values: pd.Series, decimal: str) -> pd.Series:
     return pd.to_numeric(s, errors="coerce")
 
 
-def convert_batch(df: pd.DataFrame, source: Source, filename: str, run_id: str) -> pd.DataFrame:
-    """Map source columns to target columns with their declared types; a bad value names line and column."""
+def departement_of(values: pd.Series, level: str) -> pd.Series:
+    """Département code of INSEE commune/IRIS codes, QPV codes (QP035001 → 35, QP02A001 → 2A) or itself."""
+    s = values.astype("string").str.strip()
+    if level == "departement":
+        return s
+    if level in ("commune", "iris"):
+        return s.where(~s.str.startswith("97"), s.str[:3]).where(s.str.startswith("97"), s.str[:2])
+    three = s.str[2:5]  # qpv: QP/QN + 3-character département
+    return three.where(~three.str.startswith("0"), three.str[1:])
+
+
+def convert_batch(df: pd.DataFrame, source: Source, filename: str, run_id: str,
+                  departements: frozenset[str] | None = None) -> pd.DataFrame:
+    """Map source columns to target columns with their declared types; a bad value names line and column.
+
+    Rows outside `row_filter` and, with a `region_filter`, outside `departements` are left out here.
+    """
     for col, allowed in source.row_filter.items():
         df = df[df[col].isin(allowed)]
+    rf = source.region_filter
+    if rf and departements is not None:
+        src_col = source.columns[rf.column].source or rf.column
+        df = df[departement_of(df[src_col], rf.level).isin(departements).fillna(False).to_numpy()]
     out = pd.DataFrame(index=df.index)
     decimal = source.reader.get("decimal", ".")
     where_kind = "line" if source.format == "csv" else "feature"
@@ -115,7 +136,15 @@ def convert_batch(df: pd.DataFrame, source: Source, filename: str, run_id: str) 
             out[name] = parsed.dt.date
     out["source_run_id"] = run_id
     out["__feature"] = df["__feature"].to_numpy()
-    if source.geometry:
+    g = source.geometry
+    if g and g.from_columns:
+        for axis, col in (("__x", g.x), ("__y", g.y)):
+            raw = df[col]
+            num = raw.astype("Float64") if pd.api.types.is_numeric_dtype(raw) else _parse_numbers(raw, decimal)
+            bad = raw.notna() & (raw.astype("string").str.strip() != "") & num.isna()
+            _raise_first(bad, df, raw, source, filename, col, where_kind, "not a coordinate")
+            out[axis] = num
+    elif g:
         wkb = df["__wkb"]
         out["__geom"] = [w.hex() if isinstance(w, bytes | bytearray) else None for w in wkb]
     return out
@@ -147,7 +176,10 @@ def create_raw_staging(conn: psycopg.Connection, source: Source, raw_table: str)
     cols.append(sql.SQL("source_run_id text"))
     cols.append(sql.SQL("__feature bigint NOT NULL"))
     names = [*source.columns, "source_run_id", "__feature"]
-    if source.geometry:
+    if source.geometry and source.geometry.from_columns:
+        cols += [sql.SQL("__x double precision"), sql.SQL("__y double precision")]
+        names += ["__x", "__y"]
+    elif source.geometry:
         cols.append(sql.SQL("__geom geometry"))
         names.append("__geom")
     conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier("staging", raw_table)))
@@ -175,16 +207,32 @@ def build_final(conn: psycopg.Connection, source: Source, raw_table: str, final_
     """Reproject to the target SRID, repair geometries, reject rows with nothing left; count everything."""
     raw = sql.Identifier("staging", raw_table)
     final = sql.Identifier("staging", final_table)
-    cols = [sql.Identifier(n) for n in source.columns]
+    cols = sql.SQL(", ").join(sql.SQL("r.{}").format(sql.Identifier(n)) for n in source.columns)
     rows_read = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(raw)).fetchone()[0]
     repaired = rejected = 0
     conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(final))
-    if source.geometry:
-        g = source.geometry
-        srid = sql.Literal(source_srid)
-        placed = sql.SQL("ST_Transform(ST_SetSRID(__geom, {}), {})").format(srid, sql.Literal(g.srid))
-        extract = GEOM_EXTRACT[g.type]
+    g = source.geometry
+    if g is None:
+        conn.execute(sql.SQL("CREATE TABLE {} AS SELECT {}, r.source_run_id FROM {} r ORDER BY r.__feature").format(
+            final, cols, raw))
+    elif g.from_columns:
+        # Points from coordinates: no repair to do; rows without both coordinates are rejected.
+        rejected = conn.execute(sql.SQL(
+            "INSERT INTO meta.rejected_rows (run_id, source_id, feature, reason, record) "
+            "SELECT {run}, {src}, r.__feature, 'no coordinates', to_jsonb(r) - '__x' - '__y' "
+            "FROM {raw} r WHERE r.__x IS NULL OR r.__y IS NULL").format(
+                raw=raw, run=sql.Literal(run_id), src=sql.Literal(source.id))).rowcount
+        conn.execute(sql.SQL(
+            "CREATE TABLE {final} AS SELECT {cols}, r.source_run_id, "
+            "ST_Transform(ST_SetSRID(ST_MakePoint(r.__x, r.__y), {s}), {t})::geometry(Point, {t}) AS {gcol} "
+            "FROM {raw} r WHERE r.__x IS NOT NULL AND r.__y IS NOT NULL ORDER BY r.__feature").format(
+                final=final, cols=cols, raw=raw, s=sql.Literal(source_srid), t=sql.Literal(g.srid),
+                gcol=sql.Identifier(g.column)))
+    else:
+        placed = sql.SQL("ST_Transform(ST_SetSRID(__geom, {}), {})").format(
+            sql.Literal(source_srid), sql.Literal(g.srid))
         repaired_expr = sql.SQL("ST_MakeValid({})").format(placed)
+        extract = GEOM_EXTRACT[g.type]
         if extract:
             repaired_expr = sql.SQL("ST_Multi(ST_CollectionExtract({}, {}))").format(
                 repaired_expr, sql.Literal(extract))
@@ -195,7 +243,7 @@ def build_final(conn: psycopg.Connection, source: Source, raw_table: str, final_
             "(__geom IS NOT NULL AND NOT ST_IsValid(__geom)) AS was_invalid FROM {}"
         ).format(repaired_expr, raw))
         repaired = conn.execute("SELECT count(*) FROM _geom_fix WHERE was_invalid").fetchone()[0]
-        rej = conn.execute(sql.SQL(
+        rejected = conn.execute(sql.SQL(
             "INSERT INTO meta.rejected_rows (run_id, source_id, feature, reason, record) "
             "SELECT {run}, {src}, r.__feature, "
             "CASE WHEN r.__geom IS NULL THEN 'no geometry' "
@@ -203,18 +251,14 @@ def build_final(conn: psycopg.Connection, source: Source, raw_table: str, final_
             "ELSE 'geometry empty after repair (ST_MakeValid) or of another type' END, "
             "to_jsonb(r) - '__geom' "
             "FROM {} r JOIN _geom_fix f USING (__feature) WHERE f.g IS NULL OR ST_IsEmpty(f.g)"
-        ).format(raw, run=sql.Literal(run_id), src=sql.Literal(source.id)))
-        rejected = rej.rowcount
+        ).format(raw, run=sql.Literal(run_id), src=sql.Literal(source.id))).rowcount
         conn.execute(sql.SQL(
             "CREATE TABLE {final} AS SELECT {cols}, r.source_run_id, f.g::geometry({gtype}, {gsrid}) AS {gcol} "
             "FROM {raw} r JOIN _geom_fix f USING (__feature) WHERE f.g IS NOT NULL AND NOT ST_IsEmpty(f.g) "
             "ORDER BY r.__feature"
-        ).format(final=final, cols=sql.SQL(", ").join(sql.SQL("r.{}").format(c) for c in cols), raw=raw,
-                 gtype=sql.SQL(g.type), gsrid=sql.Literal(g.srid), gcol=sql.Identifier(g.column)))
-    else:
-        conn.execute(sql.SQL("CREATE TABLE {} AS SELECT {}, source_run_id FROM {} ORDER BY __feature").format(
-            final, sql.SQL(", ").join(cols), raw))
-    loaded = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(final)).fetchone()[0]
+        ).format(final=final, cols=cols, raw=raw, gtype=sql.SQL(g.type), gsrid=sql.Literal(g.srid),
+                 gcol=sql.Identifier(g.column)))
+    loaded = rows_read - rejected
     conn.execute(sql.SQL("DROP TABLE {}").format(raw))
     return StageResult(final_table, rows_read, loaded, rejected, repaired)
 

@@ -100,6 +100,13 @@ def last_success(env: Env, source_id: str) -> dict | None:
     return dict(zip(("run_id", "sha256", "etag", "last_modified", "rows_loaded", "raw_key"), row, strict=True))
 
 
+def region_departements(env: Env) -> frozenset[str]:
+    """Départements of every region this deployment serves (include/regions)."""
+    from qpvhub.catalog import load_regions
+
+    return frozenset(d for r in load_regions(env.settings.regions_dir).values() for d in r.departements)
+
+
 def fetch_step(env: Env, source: Source, run_id: str, url: str, *, force: bool = False) -> dict:
     """Download, compare with the last success, archive raw bytes; return {'status', 'raw_key', …}."""
     t0 = time.monotonic()
@@ -132,14 +139,17 @@ def stage_step(env: Env, source: Source, run_id: str, raw_key: str) -> load.Stag
     try:
         path = work / raw_key.rsplit("/", 1)[-1]
         env.store.download(raw_key, path)
-        reader = get_reader(source.format)(path, source.id, source.reader)
+        declared_crs = source.geometry.source_crs if source.geometry else None
+        options = {**source.reader, **({"crs": declared_crs} if declared_crs else {})}
+        reader = get_reader(source.format)(path, source.id, options)
         info = reader.open()
         load.check_columns(source, info.columns, path.name)
-        srid = load.srid_of(info.crs, source.id) if source.geometry else None
+        srid = load.srid_of(declared_crs or info.crs, source.id) if source.geometry else None
+        deps = region_departements(env) if source.region_filter else None
         raw_table, final_table = load.staging_names(source, run_id)
         with connect(env.uri) as conn:
             names = load.create_raw_staging(conn, source, raw_table)
-            batches = (load.convert_batch(b, source, path.name, run_id) for b in reader.batches())
+            batches = (load.convert_batch(b, source, path.name, run_id, deps) for b in reader.batches())
             load.copy_batches(conn, raw_table, names, batches)
             result = load.build_final(conn, source, raw_table, final_table, srid, run_id)
             if source.transform:

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 from qpvhub.readers.base import Reader, ReaderOutput, sniff_not_data
 from qpvhub.readers.csv import CsvReader
-from qpvhub.readers.ogr import GeoJsonReader
+from qpvhub.readers.ogr import GeoJsonReader, GpkgReader, ShapefileReader
+from qpvhub.readers.parquet import ParquetReader
 
 REGISTRY: dict[str, type[Reader]] = {
     "geojson": GeoJsonReader,
     "csv": CsvReader,
+    "shapefile": ShapefileReader,
+    "gpkg": GpkgReader,
+    "parquet": ParquetReader,
 }
 
 

@@ -1,16 +1,20 @@
-"""Vector formats read through GDAL/OGR (pyogrio's Arrow stream): GeoJSON now, SHP/GPKG next."""
+"""Vector formats read through GDAL/OGR (pyogrio's Arrow stream): GeoJSON, zipped Shapefile, GeoPackage."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 import pyogrio
-from pyogrio.errors import DataSourceError, FieldError, GeometryError
+from pyogrio.errors import DataLayerError, DataSourceError, FieldError, GeometryError
 
+from qpvhub.archive import safe_extract
 from qpvhub.readers.base import Reader, ReaderOutput, sniff_not_data
+
+OGR_ERRORS = (DataSourceError, DataLayerError, FieldError, GeometryError)
 
 
 class OgrReader(Reader):
@@ -19,25 +23,32 @@ class OgrReader(Reader):
     format = "ogr"
     expected = "a vector dataset"
 
+    @property
+    def dataset(self) -> Path:
+        return getattr(self, "_dataset", self.path)
+
+    @property
+    def layer(self) -> str | None:
+        return self.options.get("layer")
+
     def check(self) -> None:
         sniff_not_data(self.path, self.source, self.expected)
 
     def open(self) -> ReaderOutput:
         self.check()
         try:
-            info = pyogrio.read_info(self.path)
-        except (DataSourceError, FieldError, GeometryError, RuntimeError) as exc:
+            info = pyogrio.read_info(self.dataset, layer=self.layer)
+        except (*OGR_ERRORS, RuntimeError) as exc:
             raise self.error(f"cannot be read as {self.expected}: {str(exc).strip()}") from None
         crs = self.options.get("crs") or info.get("crs")
-        if not crs:
-            raise self.error("no CRS in the file and none declared (reader.crs in the catalogue)")
         return ReaderOutput(columns=list(info["fields"]), crs=crs, geometry_type=info.get("geometry_type"),
                             extra={"features": int(info.get("features") or 0)})
 
     def batches(self) -> Iterator[pd.DataFrame]:
         offset = 0
         try:
-            with pyogrio.open_arrow(self.path, batch_size=self.batch_size, use_pyarrow=True) as (meta, reader):
+            with pyogrio.open_arrow(self.dataset, layer=self.layer, batch_size=self.batch_size,
+                                    use_pyarrow=True) as (meta, reader):
                 geom_col = meta.get("geometry_name") or "wkb_geometry"
                 for batch in reader:
                     df = _to_pandas(batch)
@@ -47,7 +58,7 @@ class OgrReader(Reader):
                     df["__feature"] = range(offset + 1, offset + len(df) + 1)
                     offset += len(df)
                     yield df
-        except (DataSourceError, FieldError, GeometryError) as exc:
+        except OGR_ERRORS as exc:
             raise self.error(f"unreadable after feature {offset}: {str(exc).strip()}", feature=offset + 1) from None
 
 
@@ -77,3 +88,55 @@ class GeoJsonReader(OgrReader):
                 raise self.error(f"invalid JSON: {exc.msg} (column {exc.colno})", line=exc.lineno) from None
             except UnicodeDecodeError as exc:
                 raise self.error(f"not UTF-8 text as GeoJSON requires: {exc.reason} at byte {exc.start}") from None
+
+
+class ShapefileReader(OgrReader):
+    """A zipped Shapefile set (.shp, .shx, .dbf, .prj, optional .cpg for the attribute encoding).
+
+    With several layers in the archive, `reader.member` names the .shp to read. A missing .prj is an
+    error unless the catalogue declares the CRS (`geometry.source_crs`).
+    """
+
+    format = "shapefile"
+    expected = "a zipped Shapefile"
+
+    def check(self) -> None:
+        super().check()
+        if self.path.suffix.lower() != ".zip":
+            self._dataset = self.path
+            return
+        dest = self.path.parent / (self.path.stem + "__unzipped")
+        files = safe_extract(self.path, dest, source=self.source)
+        shps = sorted(p for p in files if p.suffix.lower() == ".shp")
+        member = self.options.get("member")
+        if member:
+            shps = [p for p in shps if p.name == member or p.stem == member]
+        if len(shps) != 1:
+            names = [p.name for p in sorted(files) if p.suffix.lower() == ".shp"]
+            raise self.error(f"expected one .shp in the archive{' named ' + member if member else ''}, found {names}")
+        shp = shps[0]
+        siblings = {p.suffix.lower() for p in shp.parent.glob(shp.stem + ".*")}
+        for needed in (".shx", ".dbf"):
+            if needed not in siblings:
+                raise self.error(f"{shp.name}: the {needed} file of the shapefile set is missing")
+        if ".prj" not in siblings and not self.options.get("crs"):
+            raise self.error(f"{shp.name}: no .prj file, so the CRS is unknown; declare geometry.source_crs "
+                             "in the catalogue if the publisher documents it")
+        self._dataset = shp
+
+
+class GpkgReader(OgrReader):
+    """GeoPackage; `reader.layer` picks the layer when there are several."""
+
+    format = "gpkg"
+    expected = "a GeoPackage"
+
+    def check(self) -> None:
+        super().check()
+        with self.path.open("rb") as f:
+            if f.read(16) != b"SQLite format 3\x00":
+                raise self.error("not a GeoPackage (no SQLite header)")
+        if not self.layer:
+            layers = pyogrio.list_layers(self.path)
+            if len(layers) > 1:
+                raise self.error(f"several layers {[str(x[0]) for x in layers]}: name one with reader.layer")
