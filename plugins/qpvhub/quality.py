@@ -39,7 +39,7 @@ class CheckResult:
 
     def describe(self) -> str:
         where = f" on {self.column!r}" if self.column else ""
-        args = {k: v for k, v in self.kwargs.items() if k not in ("column", "result_format")}
+        args = {k: v for k, v in self.kwargs.items() if k not in ("column", "result_format", "batch_id")}
         detail = []
         if self.unexpected_count:
             detail.append(f"{self.unexpected_count} unexpected ({(self.unexpected_percent or 0):.1f} %)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from qpvhub.readers.base import Reader, ReaderOutput, sniff_not_data
 from qpvhub.readers.csv import CsvReader
+from qpvhub.readers.gtfs import GtfsReader
 from qpvhub.readers.ogr import GeoJsonReader, GpkgReader, ShapefileReader
 from qpvhub.readers.parquet import ParquetReader
 
@@ -18,6 +19,7 @@ REGISTRY: dict[str, type[Reader]] = {
     "shapefile": ShapefileReader,
     "gpkg": GpkgReader,
     "parquet": ParquetReader,
+    "gtfs": GtfsReader,
 }
 
 

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import pandas as pd
 
+from qpvhub.archive import safe_extract
 from qpvhub.readers.base import Reader, ReaderOutput, sniff_not_data
 
 
@@ -35,8 +36,22 @@ class CsvReader(Reader):
                 return "utf-8"
             return "cp1252"
 
+    def _unzip(self) -> None:
+        """A zipped CSV (as INSEE serves them): read the one .csv inside, or `reader.member`."""
+        with self.path.open("rb") as f:
+            if f.read(4) != b"PK\x03\x04":
+                return
+        files = safe_extract(self.path, self.path.parent / (self.path.stem + "__unzipped"), source=self.source)
+        member = self.options.get("member")
+        csvs = [p for p in files if p.suffix.lower() in (".csv", ".txt") and (not member or p.name == member)]
+        if len(csvs) != 1:
+            raise self.error(f"expected one CSV in the archive{' named ' + member if member else ''}, "
+                             f"found {sorted(p.name for p in files)}")
+        self.path = csvs[0]
+
     def open(self) -> ReaderOutput:
         sniff_not_data(self.path, self.source, self.expected)
+        self._unzip()
         self.encoding = self._encoding()
         with self.path.open(encoding=self.encoding, newline="") as f:
             try:

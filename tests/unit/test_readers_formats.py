@@ -1,0 +1,116 @@
+"""Shapefile, GeoPackage, (Geo)Parquet, GTFS and zipped CSV readers on the bundled real files."""
+
+import shutil
+import zipfile
+from pathlib import Path
+
+import geopandas as gpd
+import pandas as pd
+import pytest
+
+from qpvhub.errors import InputError
+from qpvhub.readers import get_reader
+from tests.conftest import QPV_SAMPLE, SAMPLES
+
+
+def _read(fmt: str, path: Path, options: dict | None = None, batch_size: int = 50_000):
+    r = get_reader(fmt)(path, "t", options or {}, batch_size=batch_size)
+    info = r.open()
+    return info, pd.concat(list(r.batches()), ignore_index=True)
+
+
+def _copy(tmp_path: Path, name: str) -> Path:
+    dest = tmp_path / name
+    shutil.copy(SAMPLES / name, dest)
+    return dest
+
+
+def test_zipped_shapefile_with_prj(tmp_path: Path) -> None:
+    info, df = _read("shapefile", _copy(tmp_path, "tri_rennes_inondable_fixture.zip"))
+    assert info.crs == "EPSG:2154"
+    assert info.columns == ["id_s_inond", "typ_inond", "typ_inond2", "scenario"]
+    assert list(df["scenario"]) == ["01For", "02Moy", "03Fai"]
+    assert df["typ_inond2"].isna().all() and df["__wkb"].map(len).gt(100).all()
+
+
+def test_shapefile_without_prj_is_refused_unless_crs_declared(tmp_path: Path) -> None:
+    src = zipfile.ZipFile(SAMPLES / "tri_rennes_inondable_fixture.zip")
+    bad = tmp_path / "noprj.zip"
+    with zipfile.ZipFile(bad, "w") as z:
+        for n in src.namelist():
+            if not n.endswith(".prj"):
+                z.writestr(n, src.read(n))
+    with pytest.raises(InputError, match=r"file noprj.zip: n_tri_renn_inondable_s_035.shp: no .prj file"):
+        _read("shapefile", bad)
+    info, _ = _read("shapefile", bad, {"crs": "EPSG:2154"})
+    assert info.crs == "EPSG:2154"
+
+
+def test_geopackage_layer(tmp_path: Path) -> None:
+    gpkg = tmp_path / "qpv.gpkg"
+    gpd.read_file(QPV_SAMPLE).to_crs(2154).to_file(gpkg, layer="qpv", driver="GPKG")
+    info, df = _read("gpkg", gpkg)
+    assert info.crs == "EPSG:2154" and len(df) == 6 and "CODE_QP" in info.columns
+    not_gpkg = tmp_path / "x.gpkg"
+    not_gpkg.write_text("id;name\n1;a\n")
+    with pytest.raises(InputError, match="not a GeoPackage"):
+        _read("gpkg", not_gpkg)
+
+
+def test_geoparquet_streams_in_batches_with_crs(tmp_path: Path) -> None:
+    pq = tmp_path / "qpv.parquet"
+    gpd.read_file(QPV_SAMPLE).to_parquet(pq)
+    info, df = _read("parquet", pq, batch_size=4)
+    assert "EPSG" in info.crs or "4326" in info.crs
+    assert len(df) == 6 and set(df["CODE_QP"]) == {f"QP03500{i}" for i in range(1, 7)}
+    assert df["__feature"].tolist() == [1, 2, 3, 4, 5, 6]
+
+
+def test_gtfs_real_feed_departures_per_stop(tmp_path: Path) -> None:
+    info, df = _read("gtfs", _copy(tmp_path, "gtfs_star_rennes_20160419.zip"))
+    assert len(df) == 1493 and info.crs == "EPSG:4326"
+    assert set(df["reference_week"]) == {"2016-05-09"}  # the feed's first full week, a typical one
+    kennedy = df[df["stop_name"] == "J.F. Kennedy"].iloc[0]
+    assert kennedy["departures_mon"] > 500 and kennedy["departures_sun"] < kennedy["departures_mon"]
+    # Monday's departures, counted here independently from the raw files, over every stop
+    with zipfile.ZipFile(SAMPLES / "gtfs_star_rennes_20160419.zip") as z:
+        cal = pd.read_csv(z.open("calendar.txt"), dtype=str)
+        ex = pd.read_csv(z.open("calendar_dates.txt"), dtype=str)
+        trips = pd.read_csv(z.open("trips.txt"), dtype=str, usecols=["trip_id", "service_id"])
+        st = pd.read_csv(z.open("stop_times.txt"), dtype=str, usecols=["trip_id", "pickup_type"])
+    on = set(cal[(cal.monday == "1") & (cal.start_date <= "20160509") & (cal.end_date >= "20160509")].service_id)
+    on |= set(ex[(ex.date == "20160509") & (ex.exception_type == "1")].service_id)
+    on -= set(ex[(ex.date == "20160509") & (ex.exception_type == "2")].service_id)
+    monday_trips = set(trips[trips.service_id.isin(on)].trip_id)
+    expected = int((st.trip_id.isin(monday_trips) & (st.pickup_type != "1")).sum())
+    assert int(df["departures_mon"].sum()) == expected
+
+
+def test_gtfs_missing_stop_times_fails_clearly(tmp_path: Path) -> None:
+    bad = tmp_path / "feed.zip"
+    with zipfile.ZipFile(SAMPLES / "gtfs_star_rennes_20160419.zip") as src, zipfile.ZipFile(bad, "w") as z:
+        for n in src.namelist():
+            if n != "stop_times.txt":
+                z.writestr(n, src.read(n))
+    with pytest.raises(InputError, match="file feed.zip: not a complete GTFS feed: missing stop_times.txt"):
+        _read("gtfs", bad)
+
+
+def test_zipped_csv_is_read_from_inside_the_archive(tmp_path: Path) -> None:
+    z = tmp_path / "BASE_TD_FILO_DISP_IRIS_2019_CSV.zip"
+    with zipfile.ZipFile(z, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.write(SAMPLES / "insee_filosofi2019_disp_iris_reg52_53.csv", "BASE_TD_FILO_DISP_IRIS_2019.csv")
+        zf.writestr("meta_BASE_TD_FILO_DISP_IRIS_2019.txt", "documentation")
+    with pytest.raises(InputError, match="expected one CSV in the archive"):
+        _read("csv", z)
+    info, df = _read("csv", z, {"member": "BASE_TD_FILO_DISP_IRIS_2019.csv"})
+    assert len(df) == 1021 and info.columns[0] == "IRIS"
+    assert df["IRIS"].str.fullmatch(r"\d{9}").all()
+
+
+def test_sigville_trailing_empty_columns_and_trailing_space_header() -> None:
+    info, df = _read("csv", SAMPLES / "sigville_qpv2015_IPRO_2022_reg52_53.csv")
+    assert len(info.columns) == 61 and "EVOL_CA_N_E" in info.columns  # 'EVOL_CA_N_E ' stripped
+    assert info.extra == {"encoding": "utf-8-sig", "sep": ";"}
+    row = df[df["CODGEO"] == "QP035002"].iloc[0]
+    assert row["ABC"] == "1\u202f110" and row["TX_TOT_EMPL"] == "35,8"
