@@ -4,7 +4,6 @@ from pathlib import Path
 
 import psycopg
 import pytest
-
 from qpvhub.catalog import load_catalog, load_order
 from qpvhub.pipeline import ingest
 
@@ -34,7 +33,7 @@ def test_source_loads_from_its_sample(env, catalog, source_id: str) -> None:
     assert res.rows_loaded == EXPECTED_ROWS[source_id]
     t = src.target
     with psycopg.connect(env.uri) as conn:
-        n = conn.execute(f"SELECT count(*) FROM {t.schema_}.{t.physical_table}").fetchone()[0]  # noqa: S608
+        n = conn.execute(f"SELECT count(*) FROM {t.schema_}.{t.physical_table}").fetchone()[0]
         comments = conn.execute(
             "SELECT count(*) FILTER (WHERE col_description(c.oid, a.attnum) IS NOT NULL), count(*) "
             "FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace s ON s.oid = c.relnamespace "
@@ -42,7 +41,7 @@ def test_source_loads_from_its_sample(env, catalog, source_id: str) -> None:
             (t.schema_, t.physical_table)).fetchone()
         if src.geometry:
             srid, kind = conn.execute(
-                f"SELECT DISTINCT ST_SRID({src.geometry.column}), GeometryType({src.geometry.column}) "  # noqa: S608
+                f"SELECT DISTINCT ST_SRID({src.geometry.column}), GeometryType({src.geometry.column}) "
                 f"FROM {t.schema_}.{t.physical_table}").fetchone()
             assert (srid, kind) == (2154, src.geometry.type.upper())
         analyst = conn.execute("SELECT has_table_privilege('qpvhub_analyst', %s, 'SELECT')",

@@ -5,9 +5,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from qpvhub.archive import safe_extract
 from qpvhub.errors import InputError
+
 from tests.conftest import SAMPLES
 
 

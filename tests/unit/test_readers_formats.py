@@ -7,9 +7,9 @@ from pathlib import Path
 import geopandas as gpd
 import pandas as pd
 import pytest
-
 from qpvhub.errors import InputError
 from qpvhub.readers import get_reader
+
 from tests.conftest import QPV_SAMPLE, SAMPLES
 
 
