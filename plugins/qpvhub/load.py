@@ -269,8 +269,13 @@ def run_transform(conn: psycopg.Connection, sql_text: str, final_table: str) -> 
     conn.execute(sql_text.replace("{{staging}}", ident))
 
 
-def create_check_view(conn: psycopg.Connection, source: Source, final_table: str) -> str:
-    """A view exposing geometry checks as plain columns, for GX (SQLAlchemy has no PostGIS type)."""
+def create_check_view(conn: psycopg.Connection, source: Source, final_table: str,
+                      bboxes: list[tuple[float, float, float, float]] | None = None) -> str:
+    """A view exposing geometry checks as plain columns, for GX (SQLAlchemy has no PostGIS type).
+
+    With `bboxes` (EPSG:4326 boxes of the deployment's regions), `_geom_in_region` says whether each
+    geometry touches one of them: swapped lon/lat or a wrong CRS lands far away and is caught.
+    """
     view = check_view_name(final_table)
     cols = [sql.Identifier(n) for n in source.columns]
     extra = sql.SQL("")
@@ -278,6 +283,12 @@ def create_check_view(conn: psycopg.Connection, source: Source, final_table: str
         gc = sql.Identifier(source.geometry.column)
         extra = sql.SQL(", ST_IsValid({g}) AS _geom_valid, ST_IsEmpty({g}) AS _geom_empty, "
                         "ST_SRID({g}) AS _geom_srid, GeometryType({g}) AS _geom_type").format(g=gc)
+        if bboxes:
+            envs = sql.SQL(", ").join(
+                sql.SQL("ST_MakeEnvelope({}, {}, {}, {}, 4326)").format(*(sql.Literal(float(v)) for v in b))
+                for b in bboxes)
+            extra += sql.SQL(", ST_Intersects({g}, ST_Transform(ST_Segmentize(ST_Union(ARRAY[{e}]), 0.05), {s})) "
+                             "AS _geom_in_region").format(g=gc, e=envs, s=sql.Literal(source.geometry.srid))
     conn.execute(sql.SQL("CREATE OR REPLACE VIEW {} AS SELECT {}{} FROM {}").format(
         sql.Identifier("staging", view), sql.SQL(", ").join(cols), extra, sql.Identifier("staging", final_table)))
     return view

@@ -107,6 +107,13 @@ def region_departements(env: Env) -> frozenset[str]:
     return frozenset(d for r in load_regions(env.settings.regions_dir).values() for d in r.departements)
 
 
+def region_bboxes(env: Env) -> list[tuple[float, float, float, float]]:
+    """Bounding boxes (EPSG:4326) of the regions this deployment serves."""
+    from qpvhub.catalog import load_regions
+
+    return [r.bbox for r in load_regions(env.settings.regions_dir).values()]
+
+
 def fetch_step(env: Env, source: Source, run_id: str, url: str, *, force: bool = False) -> dict:
     """Download, compare with the last success, archive raw bytes; return {'status', 'raw_key', …}."""
     t0 = time.monotonic()
@@ -155,7 +162,7 @@ def stage_step(env: Env, source: Source, run_id: str, raw_key: str) -> load.Stag
             if source.transform:
                 sql_path = env.settings.sql_dir / "transforms" / source.transform
                 load.run_transform(conn, sql_path.read_text(encoding="utf-8"), final_table)
-            load.create_check_view(conn, source, final_table)
+            load.create_check_view(conn, source, final_table, region_bboxes(env))
             conn.commit()
         _update(env, run_id, rows_read=result.rows_read, rows_loaded=result.rows_loaded,
                 rows_rejected=result.rows_rejected, rows_repaired=result.rows_repaired)
@@ -173,7 +180,8 @@ def validate_step(env: Env, source: Source, run_id: str) -> quality.ValidationRe
     prev = last_success(env, source.id)
     _, final_table = load.staging_names(source, run_id)
     view = load.check_view_name(final_table)
-    exps = quality.build_expectations(source, prev["rows_loaded"] if prev else None)
+    exps = quality.build_expectations(source, prev["rows_loaded"] if prev else None,
+                                      in_region=bool(region_bboxes(env)))
     report = quality.validate_table(env.uri, "staging", view, f"{source.id}", exps, source.quality.policy)
     with connect(env.uri) as conn:
         with conn.cursor() as cur:

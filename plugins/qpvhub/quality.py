@@ -80,7 +80,7 @@ class ValidationReport:
         return {**self.summary(), "results": [r.__dict__ for r in self.results]}
 
 
-def build_expectations(source: Source, previous_rows: int | None) -> list[tuple[str, dict]]:
+def build_expectations(source: Source, previous_rows: int | None, *, in_region: bool = False) -> list[tuple[str, dict]]:
     """The suite as (expectation name, kwargs): automatic checks first, then the catalogue's own."""
     exps: list[tuple[str, dict]] = []
     q = source.quality
@@ -102,6 +102,8 @@ def build_expectations(source: Source, previous_rows: int | None) -> list[tuple[
         exps.append(("expect_column_values_to_be_in_set", {"column": "_geom_srid", "value_set": [g.srid]}))
         exps.append(("expect_column_values_to_be_in_set",
                      {"column": "_geom_type", "value_set": [PG_GEOMETRY_TYPE[g.type]]}))
+        if in_region:
+            exps.append(("expect_column_values_to_be_in_set", {"column": "_geom_in_region", "value_set": [True]}))
     for e in q.expectations:
         exps.append((e.expectation, dict(e.kwargs)))
     return exps

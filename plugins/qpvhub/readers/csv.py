@@ -53,11 +53,12 @@ class CsvReader(Reader):
         sniff_not_data(self.path, self.source, self.expected)
         self._unzip()
         self.encoding = self._encoding()
-        with self.path.open(encoding=self.encoding, newline="") as f:
-            try:
-                header_line = f.readline()
-            except UnicodeDecodeError as exc:
-                raise self.error(f"not {self.encoding} text: {exc.reason}", line=1) from None
+        with self.path.open("rb") as f:
+            raw_header = f.readline()
+        try:
+            header_line = raw_header.decode(self.encoding).rstrip("\r\n")
+        except UnicodeDecodeError:
+            raise self._decode_error() from None
         self.sep = self.options.get("sep") or _sniff_sep(header_line)
         header = next(csv.reader([header_line], delimiter=self.sep))
         header = [h.strip() for h in header]
@@ -70,6 +71,11 @@ class CsvReader(Reader):
             raise self.error(f"duplicated column names {dup}", line=1)
         self.header = header
         return ReaderOutput(columns=header, crs=None, extra={"encoding": self.encoding, "sep": self.sep})
+
+    def _decode_error(self):
+        bad_line, detail = _first_undecodable_line(self.path, self.encoding)
+        hint = " (a cp1252/latin-1 file? set reader.encoding)" if self.encoding.startswith("utf") else ""
+        return self.error(f"not {self.encoding} text: {detail}{hint}", line=bad_line)
 
     def batches(self) -> Iterator[pd.DataFrame]:
         if not hasattr(self, "header"):
@@ -85,10 +91,21 @@ class CsvReader(Reader):
                 df["__feature"] = range(line + 1, line + len(df) + 1)  # data line numbers (header is line 1)
                 line += len(df)
                 yield df
-        except UnicodeDecodeError as exc:
-            raise self.error(f"not {self.encoding} text: {exc.reason}", line=line + 1) from None
+        except UnicodeDecodeError:
+            raise self._decode_error() from None
         except pd.errors.ParserError as exc:
             raise self.error(f"malformed CSV: {exc}", line=line + 1) from None
+
+
+def _first_undecodable_line(path, encoding: str) -> tuple[int | None, str]:
+    """Line number and byte of the first undecodable line, read in binary (constant memory)."""
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, start=1):
+            try:
+                raw.decode(encoding)
+            except UnicodeDecodeError as exc:
+                return n, f"byte 0x{raw[exc.start]:02x} at column {exc.start + 1}"
+    return None, "undecodable bytes"
 
 
 def _sniff_sep(header_line: str) -> str:
