@@ -73,8 +73,12 @@ def fetch(
     retries: int = 3,
     backoff: float = 1.0,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    s3_client=None,
 ) -> Fetched:
-    """Download `url` into `workdir`; with a previous etag/last_modified, a 304 gives `not_modified`."""
+    """Download `url` into `workdir`; with a previous etag/last_modified, a 304 gives `not_modified`.
+
+    `s3://bucket/key` URLs are read with `s3_client` (a minio client: the deployment's object store).
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     parts = urlsplit(url)
     name = _filename(url)
@@ -86,8 +90,10 @@ def fetch(
         with src.open("rb") as f:
             sha, n = _copy_hashing(iter(lambda: f.read(1 << 20), b""), dest, max_bytes, url)
         return Fetched(url=url, path=dest, filename=name, sha256=sha, bytes=n)
+    if parts.scheme == "s3":
+        return _fetch_s3(url, parts.netloc, unquote(parts.path.lstrip("/")), dest, name, etag, max_bytes, s3_client)
     if parts.scheme not in ("http", "https"):
-        raise FetchError(f"{url}: unsupported URL scheme {parts.scheme!r} (http, https, file)")
+        raise FetchError(f"{url}: unsupported URL scheme {parts.scheme!r} (http, https, file, s3)")
 
     headers = {"User-Agent": USER_AGENT}
     if etag:
@@ -124,6 +130,32 @@ def fetch(
     if isinstance(last_error, FetchError):
         raise last_error
     raise FetchError(f"{url}: {type(last_error).__name__}: {last_error}") from last_error
+
+
+def _fetch_s3(url: str, bucket: str, key: str, dest: Path, name: str, etag: str | None, max_bytes: int,
+              client) -> Fetched:
+    if client is None:
+        raise FetchError(f"{url}: s3:// sources need an S3 object store (AIRFLOW_CONN_QPVHUB_STORE of type aws)")
+    from minio.error import S3Error
+
+    try:
+        stat = client.stat_object(bucket, key)
+        if etag and stat.etag and stat.etag.strip('"') == etag.strip('"'):
+            return Fetched(url=url, path=None, filename=name, etag=etag, not_modified=True)
+        if stat.size is not None and stat.size > max_bytes:
+            raise FetchError(f"{url}: {stat.size} bytes, larger than the size limit of {max_bytes} bytes")
+        resp = client.get_object(bucket, key)
+        try:
+            sha, n = _copy_hashing(resp.stream(1 << 20), dest, max_bytes, url)
+        finally:
+            resp.close()
+            resp.release_conn()
+    except S3Error as exc:
+        raise FetchError(f"{url}: {exc.code} {exc.message}") from None
+    if stat.size is not None and n != stat.size:
+        raise FetchError(f"{url}: truncated download, {n} of {stat.size} bytes received")
+    return Fetched(url=url, path=dest, filename=name, sha256=sha, bytes=n, etag=stat.etag,
+                   last_modified=stat.last_modified.isoformat() if stat.last_modified else None)
 
 
 class _Final(Exception):

@@ -120,7 +120,8 @@ def fetch_step(env: Env, source: Source, run_id: str, url: str, *, force: bool =
     prev = None if force else last_success(env, source.id)
     work = Path(tempfile.mkdtemp(prefix=f"qpvhub-{source.id}-"))
     try:
-        got = fetch(url, work, etag=prev and prev["etag"], last_modified=prev and prev["last_modified"])
+        got = fetch(url, work, etag=prev and prev["etag"], last_modified=prev and prev["last_modified"],
+                    s3_client=getattr(env.store, "client", None))
         unchanged = got.not_modified or (prev is not None and got.sha256 == prev["sha256"])
         if unchanged:
             _update(env, run_id, status="skipped", urls=[url], finished_at=dt.datetime.now(dt.UTC),

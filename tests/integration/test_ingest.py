@@ -180,3 +180,23 @@ def test_http_404_fails_without_retry(env, catalog, http_source) -> None:
         ingest(env, catalog["cog_communes"], url=http_source.url("nope.csv"))
     assert len(http_source.requests) == 1
     assert _runs(env.uri)[-1][1] == "failed"
+
+
+@pytest.mark.s3
+def test_s3_url_source_through_the_deployment_store(db_uri, qpvhub_home, s3_store_conn, catalog) -> None:
+    from qpvhub.pipeline import Env
+
+    env = Env.from_settings()
+    env.store.client.make_bucket("opendata-inbox")
+    env.store.client.fput_object("opendata-inbox", "cog/communes 2026.csv", str(COG_SAMPLE))
+    url = "s3://opendata-inbox/cog/communes%202026.csv"
+    res = ingest(env, catalog["cog_communes"], url=url)
+    assert res.status == "success" and res.rows_loaded == 2430
+    assert ingest(env, catalog["cog_communes"], url=url).status == "skipped"  # same ETag
+    with pytest.raises(FetchError, match=r"s3://opendata-inbox/nope.csv: NoSuchKey"):
+        ingest(env, catalog["cog_communes"], url="s3://opendata-inbox/nope.csv")
+
+
+def test_s3_url_needs_an_s3_store(env, catalog) -> None:
+    with pytest.raises(FetchError, match="s3:// sources need an S3 object store"):
+        ingest(env, catalog["cog_communes"], url="s3://bucket/communes.csv")
