@@ -29,7 +29,7 @@ system-deps:
 $(STAMP): pyproject.toml constraints.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[test,bench]'
 	touch $(STAMP)
 
 demo: setup
@@ -49,7 +49,7 @@ bench: setup
 
 constraints:
 	$(PY) -m pip freeze --exclude-editable | grep -v '^qpvhub' > constraints.txt.new
-	{ echo "# Exact versions of a resolved install (Python 3.11, $$(date +%F)): pip install -c constraints.txt -e '.[test]'"; \
+	{ echo "# Exact versions of a resolved install (Python 3.11, $$(date +%F)): pip install -c constraints.txt -e '.[test,bench]'"; \
 	  echo "# Regenerate with: make constraints"; cat constraints.txt.new; } > constraints.txt && rm constraints.txt.new
 
 clean:

@@ -200,3 +200,24 @@ def test_s3_url_source_through_the_deployment_store(db_uri, qpvhub_home, s3_stor
 def test_s3_url_needs_an_s3_store(env, catalog) -> None:
     with pytest.raises(FetchError, match="s3:// sources need an S3 object store"):
         ingest(env, catalog["cog_communes"], url="s3://bucket/communes.csv")
+
+
+def test_parallel_copy_failure_is_raised_and_nothing_hangs(db_uri) -> None:
+    """A writer connection failing mid-COPY (bad value for the column type) fails the stage cleanly."""
+    import pandas as pd
+
+    from qpvhub.db import connect
+    from qpvhub.load import copy_batches_parallel
+
+    with connect(db_uri) as conn:  # as qpvhub_loader, like the pipeline
+        conn.execute("CREATE TABLE staging.pc (a integer, b text)")
+        conn.commit()
+    good = pd.DataFrame({"a": [1, 2], "b": ["x", "y"]})
+    bad = pd.DataFrame({"a": ["not a number"], "b": ["z"]})
+    batches = [good] * 20 + [bad] + [good] * 200
+    with pytest.raises(psycopg.errors.InvalidTextRepresentation, match="not a number"):
+        copy_batches_parallel(db_uri, "pc", ["a", "b"], iter(batches), workers=2)
+    assert copy_batches_parallel(db_uri, "pc", ["a", "b"], iter([good] * 50), workers=2) == 100
+    with psycopg.connect(db_uri) as conn:
+        n = conn.execute("SELECT count(*) FROM staging.pc").fetchone()[0]
+    assert n >= 100  # the good share of the failed run may have committed: staging is disposable

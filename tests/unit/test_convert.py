@@ -48,3 +48,11 @@ def test_srid_of_crs84_and_lambert93() -> None:
     assert srid_of("EPSG:2154", "s") == 2154
     with pytest.raises(InputError, match="unknown CRS"):
         srid_of("EPSG:999999", "s")
+
+
+def test_filtered_batches_keep_values_in_their_rows() -> None:
+    """Row filters leave gaps in the index: parsed numbers must stay with their rows."""
+    src = _source(pop="integer").model_copy(update={"row_filter": {"KEEP": ["y"]}})
+    df = pd.DataFrame({"POP": ["1", "2,0", "3", "4"], "KEEP": ["n", "y", "n", "y"], "__feature": [2, 3, 4, 5]})
+    out = convert_batch(df, src, "f.csv", "r")
+    assert list(out["pop"]) == [2, 4] and list(out["__feature"]) == [3, 5]

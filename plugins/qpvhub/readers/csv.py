@@ -10,6 +10,8 @@ import csv
 from collections.abc import Iterator
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
 
 from qpvhub.archive import safe_extract
 from qpvhub.readers.base import Reader, ReaderOutput, sniff_not_data
@@ -62,6 +64,8 @@ class CsvReader(Reader):
         self.sep = self.options.get("sep") or _sniff_sep(header_line)
         header = next(csv.reader([header_line], delimiter=self.sep))
         header = [h.strip() for h in header]
+        # every field of the header line, blank ones named, for the Arrow reader (it checks field counts)
+        self.all_fields = [h or f"__blank{i}" for i, h in enumerate(header)]
         while header and header[-1] == "":  # trailing empty columns (SIG Ville files have hundreds)
             header.pop()
         if len(header) < 2 and self.options.get("min_columns", 2) >= 2:
@@ -78,8 +82,34 @@ class CsvReader(Reader):
         return self.error(f"not {self.encoding} text: {detail}{hint}", line=bad_line)
 
     def batches(self) -> Iterator[pd.DataFrame]:
+        """Arrow's multithreaded streaming CSV parser, all columns as text; pandas' as a fallback."""
         if not hasattr(self, "header"):
             self.open()
+        if self.options.get("engine", "arrow") == "pandas" or len(set(self.all_fields)) != len(self.all_fields):
+            yield from self._batches_pandas()
+            return
+        read = pacsv.ReadOptions(column_names=self.all_fields, skip_rows=1, block_size=4 << 20,
+                                 encoding="utf8" if self.encoding.startswith("utf-8") else self.encoding)
+        parse = pacsv.ParseOptions(delimiter=self.sep, newlines_in_values=True)
+        convert = pacsv.ConvertOptions(column_types=dict.fromkeys(self.all_fields, pa.string()),
+                                       include_columns=self.header, strings_can_be_null=True, null_values=[""],
+                                       quoted_strings_can_be_null=False)
+        record = 1
+        try:
+            with pacsv.open_csv(self.path, read_options=read, parse_options=parse, convert_options=convert) as rd:
+                for batch in rd:
+                    df = batch.to_pandas(types_mapper=pd.ArrowDtype)
+                    df["__feature"] = range(record + 1, record + len(df) + 1)  # records; header is 1
+                    record += len(df)
+                    yield df
+        except pa.ArrowInvalid as exc:
+            if "UTF8" in str(exc) or "utf8" in str(exc) or "decode" in str(exc):
+                raise self._decode_error() from None
+            raise self.error(f"malformed CSV after record {record}: {exc}", line=record + 1) from None
+        except UnicodeDecodeError:
+            raise self._decode_error() from None
+
+    def _batches_pandas(self) -> Iterator[pd.DataFrame]:
         line = 1
         try:
             chunks = pd.read_csv(
