@@ -467,9 +467,9 @@ def drop_check_view(conn: psycopg.Connection, final_table: str) -> None:
     conn.execute(sql.SQL("DROP VIEW IF EXISTS {}").format(sql.Identifier("staging", check_view_name(final_table))))
 
 
-def analyze(conn: psycopg.Connection, source: Source) -> None:
-    """Fresh planner statistics for the promoted table (outside the swap transaction)."""
-    conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(source.target.schema_, source.target.physical_table)))
+def analyze(conn: psycopg.Connection, schema: str, table: str) -> None:
+    """Fresh planner statistics (taken on staging, they stay with the table when it is promoted)."""
+    conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(schema, table)))
 
 
 def drop_staging(conn: psycopg.Connection, source: Source, run_id: str) -> None:

@@ -194,9 +194,12 @@ def stage_step(env: Env, source: Source, run_id: str, raw_key: str) -> load.Stag
 
 
 def _index_staging(env: Env, source: Source, final_table: str) -> None:
+    """Spatial index and planner statistics of the staging table (both carry over at promote)."""
     with connect(env.uri) as conn:
         load.index_staging(conn, source, final_table)
         conn.commit()
+    with connect(env.uri, autocommit=True) as conn:
+        load.analyze(conn, "staging", final_table)
 
 
 def validate_step(env: Env, source: Source, run_id: str) -> quality.ValidationReport:
@@ -208,7 +211,8 @@ def validate_step(env: Env, source: Source, run_id: str) -> quality.ValidationRe
     exps = quality.build_expectations(source, prev["rows_loaded"] if prev else None,
                                       in_region=bool(region_bboxes(env)))
     # While GX scans the staging table, a second connection builds its spatial index (CREATE INDEX's SHARE
-    # lock allows reads): on two cores the index costs no wall time, and promote stays a quick swap.
+    # lock allows reads) and its statistics: on two cores they cost little wall time, and promote stays
+    # a quick swap.
     with ThreadPoolExecutor(max_workers=1) as pool:
         indexing = pool.submit(_index_staging, env, source, final_table)
         report = quality.validate_table(env.uri, "staging", view, f"{source.id}", exps, source.quality.policy)
@@ -257,8 +261,6 @@ def promote_step(env: Env, source: Source, run_id: str) -> dict:
         conn.execute(
             "UPDATE meta.source_runs SET status = 'success', finished_at = now() WHERE run_id = %s", (run_id,))
         conn.commit()
-    with connect(env.uri, autocommit=True) as conn:
-        load.analyze(conn, source)
     _add_timing(env, run_id, "promote", time.monotonic() - t0)
     return {"status": "success", "target": source.target.qualified}
 

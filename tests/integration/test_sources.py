@@ -46,6 +46,12 @@ def test_source_loads_from_its_sample(env, catalog, source_id: str) -> None:
             assert (srid, kind) == (2154, src.geometry.type.upper())
         analyst = conn.execute("SELECT has_table_privilege('qpvhub_analyst', %s, 'SELECT')",
                                (f"{t.schema_}.{t.physical_table}",)).fetchone()[0]
+        stats = conn.execute("SELECT count(*) FROM pg_stats WHERE schemaname = %s AND tablename = %s",
+                             (t.schema_, t.physical_table)).fetchone()[0]
+        staging_left = conn.execute("SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                                    "WHERE n.nspname = 'staging'").fetchone()[0]
+    assert stats > 0  # analysed on staging, statistics kept through the swap
+    assert staging_left == 0  # tables, views and indexes of the run are gone
     assert n == EXPECTED_ROWS[source_id]
     assert comments[0] == comments[1]  # every column documented
     assert analyst
