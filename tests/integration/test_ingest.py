@@ -205,7 +205,6 @@ def test_s3_url_needs_an_s3_store(env, catalog) -> None:
 def test_parallel_copy_failure_is_raised_and_nothing_hangs(db_uri) -> None:
     """A writer connection failing mid-COPY (bad value for the column type) fails the stage cleanly."""
     import pandas as pd
-
     from qpvhub.db import connect
     from qpvhub.load import copy_batches_parallel
 
