@@ -138,6 +138,42 @@ class Expectation(Strict):
         return v
 
 
+CODE_PATTERNS = {
+    # building blocks of the suites: French codes, as text
+    "insee_commune": r"^([0-9]{5}|2[AB][0-9]{3})$",
+    "departement": r"^([0-9]{2}|2[AB]|97[0-9])$",
+    "region": r"^[0-9]{2}$",
+    "iris": r"^([0-9]{5}|2[AB][0-9]{3})[0-9]{4}$",
+    "qpv_2015": r"^QP([0-9]{3}|02[AB])[0-9]{3}$",
+    "qpv_2024": r"^QN([0-9]{3}|02[AB])[0-9]{2}[A-Z]$",
+    "siren": r"^[0-9]{9}$",
+}
+
+
+class Check(Strict):
+    """A reusable check of the project, expanded into GX expectations (keeps suites short).
+
+    `insee_commune`, `departement`, `region`, `iris`, `qpv_2015`, `qpv_2024`, `siren`: code formats;
+    `rate`: 0–100; `count`: ≥ 0; `references`: every non-null value exists in `table`.`key`.
+    """
+
+    check: Literal["insee_commune", "departement", "region", "iris", "qpv_2015", "qpv_2024", "siren",
+                   "rate", "count", "references"]
+    column: str
+    table: str | None = None
+    key: str | None = None
+    mostly: float | None = Field(default=None, gt=0, le=1, description="share of rows that must pass")
+
+    @model_validator(mode="after")
+    def _refs(self) -> Check:
+        _ident(self.column, "column")
+        if self.check == "references":
+            if not self.table or not re.match(r"^(ref|src)\.[a-z_][a-z0-9_]*$", self.table):
+                raise ValueError("references needs table: ref.<table> or src.<table>")
+            _ident(self.key or self.column, "key")
+        return self
+
+
 class RegionFilter(Strict):
     """Keep only rows of the deployment's regions, judged from one target column."""
 
@@ -147,6 +183,7 @@ class RegionFilter(Strict):
 
 class Quality(Strict):
     policy: Literal["block", "warn"] = "block"
+    checks: list[Check] = Field(default_factory=list)
     expectations: list[Expectation] = Field(default_factory=list)
     min_rows: int = 1
     max_drop_ratio: float = Field(default=0.5, ge=0, le=1, description="fail when rows < (1-ratio) × last load")
@@ -199,6 +236,9 @@ class Source(Strict):
         for key in self.keys:
             if key not in self.columns:
                 raise ValueError(f"key {key!r} is not one of the columns")
+        for c in self.quality.checks:
+            if c.column not in self.columns:
+                raise ValueError(f"quality check {c.check!r} names {c.column!r}, not one of the columns")
         if self.region_filter and self.region_filter.column not in self.columns:
             raise ValueError(f"region_filter column {self.region_filter.column!r} is not one of the columns")
         if self.target.partition:

@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from qpvhub.catalog import Source
+from qpvhub.catalog import CODE_PATTERNS, Check, Source
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +37,13 @@ class CheckResult:
     unexpected_percent: float | None = None
     sample: list = field(default_factory=list)
     kwargs: dict = field(default_factory=dict)
+    description: str | None = None
 
     def describe(self) -> str:
         where = f" on {self.column!r}" if self.column else ""
         args = {k: v for k, v in self.kwargs.items() if k not in ("column", "result_format", "batch_id")}
+        if self.description:  # e.g. unexpected-rows checks: say what, not the SQL
+            args = self.description
         detail = []
         if self.unexpected_count:
             detail.append(f"{self.unexpected_count} unexpected ({(self.unexpected_percent or 0):.1f} %)")
@@ -108,9 +111,39 @@ def build_expectations(source: Source, previous_rows: int | None, *, in_region: 
                          {"column": "_geom_type", "value_set": [PG_GEOMETRY_TYPE[g.type]]}))
         if in_region:
             exps.append(("expect_column_values_to_be_in_set", {"column": "_geom_in_region", "value_set": [True]}))
+    for c in q.checks:
+        exps.append(expand_check(c))
     for e in q.expectations:
         exps.append((e.expectation, dict(e.kwargs)))
     return exps
+
+
+def expand_check(c: Check) -> tuple[str, dict]:
+    """A project building block as one GX Core expectation."""
+    extra = {"mostly": c.mostly} if c.mostly else {}
+    if c.check in CODE_PATTERNS:
+        return "expect_column_values_to_match_regex", {"column": c.column, "regex": CODE_PATTERNS[c.check], **extra}
+    if c.check == "rate":
+        return "expect_column_values_to_be_between", {"column": c.column, "min_value": 0, "max_value": 100, **extra}
+    if c.check == "count":
+        return "expect_column_values_to_be_between", {"column": c.column, "min_value": 0, **extra}
+    schema, table = c.table.split(".")  # references: validated identifiers, quoted here all the same
+    col, key = f'"{c.column}"', f'"{c.key or c.column}"'
+    if c.mostly:  # GX's unexpected-rows expectation has no `mostly`: a share becomes a bounded count
+        return "unexpected_rows_expectation", {
+            "unexpected_rows_query": (f"SELECT {col} FROM {{batch}} WHERE {col} IS NOT NULL AND {col} NOT IN "
+                                      f'(SELECT {key} FROM "{schema}"."{table}" WHERE {key} IS NOT NULL) '
+                                      f"AND (SELECT count(*) FROM {{batch}}) * {1 - c.mostly:.6f} < "
+                                      f"(SELECT count(*) FROM {{batch}} WHERE {col} NOT IN "
+                                      f'(SELECT {key} FROM "{schema}"."{table}" WHERE {key} IS NOT NULL))'),
+            "description": f"at least {c.mostly:.0%} of {c.column} exist in {c.table}.{c.key or c.column}",
+        }
+    return "unexpected_rows_expectation", {
+        # GX substitutes {batch} with an aliased subquery: no alias of ours, NOT IN keeps names unambiguous
+        "unexpected_rows_query": (f"SELECT {col} FROM {{batch}} WHERE {col} IS NOT NULL AND {col} NOT IN "
+                                  f'(SELECT {key} FROM "{schema}"."{table}" WHERE {key} IS NOT NULL)'),
+        "description": f"every {c.column} exists in {c.table}.{c.key or c.column}",
+    }
 
 
 def _gx_context():
@@ -170,7 +203,8 @@ def validate_table(
              if not r.success or r.expectation_config.type.startswith("expect_table_")]
     detailed = {}
     if again:
-        exps = [(c.type, {k: v for k, v in c.kwargs.items() if k != "batch_id"}) for c in again]
+        exps = [(c.type, {**{k: v for k, v in c.kwargs.items() if k != "batch_id"},
+                          **({"description": c.description} if c.description else {})}) for c in again]
         detailed = {key(r.expectation_config): r for r in run(
             suite_name + "__detail", exps, {"result_format": "SUMMARY", "partial_unexpected_count": 10})}
     checks = []
@@ -197,6 +231,7 @@ def validate_table(
             unexpected_percent=res.get("unexpected_percent"),
             sample=_jsonable(res.get("partial_unexpected_list") or []),
             kwargs=_jsonable(dict(cfg.kwargs)),
+            description=getattr(cfg, "description", None),
         ))
     return ValidationReport(suite=suite_name, success=all(c.success for c in checks), results=checks, policy=policy)
 

@@ -77,3 +77,17 @@ def test_region_filter_keeps_only_the_deployment_regions(env, catalog, http_sour
     with psycopg.connect(env.uri) as conn:
         codes = [r[0] for r in conn.execute("SELECT code_qp FROM src.sigville_demo")]
     assert codes == ["QP035002"] and res.rows_loaded == 1
+
+
+def test_reference_check_blocks_codes_missing_from_the_cog(env, catalog, http_source) -> None:
+    """ref.commune holds only the Côtes-d'Armor: IRIS of the three other départements dangle."""
+    cog = (ROOT / "include" / "sample_data" / "cog2026_communes_reg52_53.csv").read_text(encoding="utf-8")
+    lines = cog.splitlines()
+    only_22 = "\n".join([lines[0], *[line for line in lines[1:] if line.startswith("22")]]) + "\n"
+    src = catalog["cog_communes"]
+    small = src.model_copy(update={"quality": src.quality.model_copy(update={"min_rows": 1})})
+    assert ingest(env, small, url=http_source.put("cog22.csv", only_22.encode())).status == "success"
+    from qpvhub.errors import ValidationFailed
+
+    with pytest.raises(ValidationFailed, match=r"unexpected_rows_expectation at least 99% of insee_com exist in ref.commune.insee_com: observed 3270"):
+        ingest(env, catalog["iris_ref"], sample=True)

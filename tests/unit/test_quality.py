@@ -1,0 +1,58 @@
+"""Suites as data: automatic expectations and the project's building blocks."""
+
+import re
+
+import pytest
+from qpvhub.catalog import CODE_PATTERNS, Check, load_source
+from qpvhub.errors import ConfigError
+from qpvhub.quality import build_expectations, expand_check
+
+from tests.conftest import ROOT
+
+
+@pytest.mark.parametrize("kind, good, bad", [
+    ("insee_commune", ["01001", "2A004", "97411", "35238"], ["1001", "2C004", "350238", "AB123"]),
+    ("departement", ["01", "2A", "2B", "35", "971"], ["1", "2C", "350", "20"[:1]]),
+    ("iris", ["352380101", "2A0040000"], ["35238010", "35238_0101"]),
+    ("qpv_2015", ["QP035001", "QP02A001", "QP971001"], ["QN03504M", "QP35001", "QP035001A"]),
+    ("qpv_2024", ["QN04405M", "QN02A01I", "QN03501I"], ["QP035001", "QN044051", "QN0440M"]),
+])
+def test_code_patterns(kind: str, good: list[str], bad: list[str]) -> None:
+    rx = re.compile(CODE_PATTERNS[kind])
+    assert all(rx.match(v) for v in good)
+    assert not any(rx.match(v) for v in bad)
+
+
+def test_building_blocks_expand_to_gx_expectations() -> None:
+    assert expand_check(Check(check="rate", column="taux")) == (
+        "expect_column_values_to_be_between", {"column": "taux", "min_value": 0, "max_value": 100})
+    assert expand_check(Check(check="count", column="n", mostly=0.95)) == (
+        "expect_column_values_to_be_between", {"column": "n", "min_value": 0, "mostly": 0.95})
+    name, kw = expand_check(Check(check="references", column="insee_com", table="ref.commune"))
+    assert name == "unexpected_rows_expectation"
+    assert '"insee_com" NOT IN (SELECT "insee_com" FROM "ref"."commune"' in kw["unexpected_rows_query"]
+
+
+def test_references_table_must_be_ref_or_src() -> None:
+    with pytest.raises(ValueError, match="references needs table"):
+        Check(check="references", column="insee_com", table="pg_catalog.pg_authid")
+
+
+def test_suite_of_qpv_2015(tmp_path) -> None:
+    src = load_source(ROOT / "include" / "sources" / "qpv_2015.yml")
+    exps = build_expectations(src, previous_rows=1400, in_region=True)
+    names = [e[0] for e in exps]
+    assert exps[0] == ("expect_table_row_count_to_be_between", {"min_value": 700})  # not collapsed vs last load
+    assert ("expect_column_values_to_be_unique", {"column": "code_qp"}) in exps
+    assert ("expect_column_values_to_be_in_set", {"column": "_geom_type", "value_set": ["MULTIPOLYGON"]}) in exps
+    assert ("expect_column_values_to_be_in_set", {"column": "_geom_in_region", "value_set": [True]}) in exps
+    assert "unexpected_rows_expectation" in names
+    assert ("expect_column_values_to_match_regex", {"column": "code_qp", "regex": CODE_PATTERNS["qpv_2015"]}) in exps
+
+
+def test_check_on_unknown_column_is_refused(tmp_path) -> None:
+    text = (ROOT / "include" / "sources" / "qpv_2015.yml").read_text(encoding="utf-8")
+    p = tmp_path / "qpv_2015.yml"
+    p.write_text(text.replace("{check: qpv_2015, column: code_qp}", "{check: qpv_2015, column: code}"))
+    with pytest.raises(ConfigError, match="quality check 'qpv_2015' names 'code', not one of the columns"):
+        load_source(p)
