@@ -58,6 +58,30 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Check a source's file against its suite without loading it; exit 1 when it fails."""
+    from pathlib import Path
+
+    from qpvhub.catalog import resolve_source
+    from qpvhub.pipeline import validate_only
+
+    env = _env()
+    source = resolve_source(args.source, env.settings.sources_dir)
+    path = Path(args.file).resolve() if args.file else None
+    if path is not None and not path.is_file():
+        raise QpvhubError(f"no such file: {path}")
+    staged, report = validate_only(env, source, path=path, url=args.url, sample=args.sample)
+    print(f"{source.id}: {staged.rows_read} rows read, {staged.rows_loaded} would load, "
+          f"{staged.rows_rejected} rejected, {staged.rows_repaired} geometries repaired")
+    print(report.text())
+    for r in report.results:
+        if r.success:
+            print(f"  ✓ {r.describe()}")
+    print("VALID" if report.success else f"INVALID (policy {report.policy}: "
+          f"{'would block the load' if report.policy == 'block' else 'would load with a warning'})")
+    return 0 if report.success else 1
+
+
 def cmd_indicators(args: argparse.Namespace) -> int:
     from qpvhub.db import connect
     from qpvhub.indicators import run_indicators
@@ -159,6 +183,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--sample", action="store_true", help="use the bundled offline sample")
     s.add_argument("--force", action="store_true", help="load even if the source is unchanged")
     s.set_defaults(func=cmd_ingest)
+
+    s = sub.add_parser("validate", help="check a source's file against its suite, without loading it")
+    s.add_argument("source", help="source id or path to a spec file")
+    s.add_argument("--file", help="a local file to check instead of fetching the source")
+    s.add_argument("--url", help="fetch from this URL instead of the catalogue's")
+    s.add_argument("--sample", action="store_true", help="check the bundled offline sample")
+    s.set_defaults(func=cmd_validate)
 
     s = sub.add_parser("indicators", help="compute the indicators mart")
     s.add_argument("--family", action="append", help="only this family (repeatable)")

@@ -141,48 +141,54 @@ def fetch_step(env: Env, source: Source, run_id: str, url: str, *, force: bool =
         shutil.rmtree(work, ignore_errors=True)
 
 
+def stage_file(env: Env, source: Source, run_id: str, path: Path) -> load.StageResult:
+    """Read a local file with the format's reader, COPY into staging, repair, transform, add the check view."""
+    declared_crs = source.geometry.source_crs if source.geometry else None
+    options = {**source.reader, **({"crs": declared_crs} if declared_crs else {})}
+    reader = get_reader(source.format)(path, source.id, options)
+    info = reader.open()
+    load.check_columns(source, info.columns, path.name)
+    srid = load.srid_of(declared_crs or info.crs, source.id) if source.geometry else None
+    deps = region_departements(env) if source.region_filter else None
+    raw_table, final_table = load.staging_names(source, run_id)
+    with connect(env.uri) as conn:
+        batches = (load.convert_batch(b, source, path.name, run_id, deps) for b in reader.batches())
+        if load.is_direct(source):
+            # attribute tables and x/y points: straight into the final staging table
+            names = load.create_final_staging(conn, source, final_table)
+            conn.commit()  # visible to the COPY workers' connections
+            rejected: list = []
+
+            def with_points(dfs):
+                for df in dfs:
+                    if source.geometry:
+                        df, rej = load.points_from_xy(df, source, srid)
+                        rejected.append(rej)
+                    yield df
+
+            loaded = load.copy_batches_parallel(env.uri, final_table, names, with_points(batches))
+            n_rej = load.record_rejects(conn, source, run_id, rejected, "no coordinates")
+            result = load.StageResult(final_table, loaded + n_rej, loaded, n_rej, 0)
+        else:
+            names = load.create_raw_staging(conn, source, raw_table)
+            load.copy_batches(conn, raw_table, names, batches)
+            result = load.build_final(conn, source, raw_table, final_table, srid, run_id)
+        if source.transform:
+            sql_path = env.settings.sql_dir / "transforms" / source.transform
+            load.run_transform(conn, sql_path.read_text(encoding="utf-8"), final_table)
+        load.create_check_view(conn, source, final_table, region_bboxes(env))
+        conn.commit()
+    return result
+
+
 def stage_step(env: Env, source: Source, run_id: str, raw_key: str) -> load.StageResult:
-    """Read the archived raw file with the format's reader, COPY into staging, repair, transform."""
+    """Stage the run's archived raw file (any worker can: it comes from the object store)."""
     t0 = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix=f"qpvhub-{source.id}-"))
     try:
         path = work / raw_key.rsplit("/", 1)[-1]
         env.store.download(raw_key, path)
-        declared_crs = source.geometry.source_crs if source.geometry else None
-        options = {**source.reader, **({"crs": declared_crs} if declared_crs else {})}
-        reader = get_reader(source.format)(path, source.id, options)
-        info = reader.open()
-        load.check_columns(source, info.columns, path.name)
-        srid = load.srid_of(declared_crs or info.crs, source.id) if source.geometry else None
-        deps = region_departements(env) if source.region_filter else None
-        raw_table, final_table = load.staging_names(source, run_id)
-        with connect(env.uri) as conn:
-            batches = (load.convert_batch(b, source, path.name, run_id, deps) for b in reader.batches())
-            if load.is_direct(source):
-                # attribute tables and x/y points: straight into the final staging table
-                names = load.create_final_staging(conn, source, final_table)
-                conn.commit()  # visible to the COPY workers' connections
-                rejected: list = []
-
-                def with_points(dfs):
-                    for df in dfs:
-                        if source.geometry:
-                            df, rej = load.points_from_xy(df, source, srid)
-                            rejected.append(rej)
-                        yield df
-
-                loaded = load.copy_batches_parallel(env.uri, final_table, names, with_points(batches))
-                n_rej = load.record_rejects(conn, source, run_id, rejected, "no coordinates")
-                result = load.StageResult(final_table, loaded + n_rej, loaded, n_rej, 0)
-            else:
-                names = load.create_raw_staging(conn, source, raw_table)
-                load.copy_batches(conn, raw_table, names, batches)
-                result = load.build_final(conn, source, raw_table, final_table, srid, run_id)
-            if source.transform:
-                sql_path = env.settings.sql_dir / "transforms" / source.transform
-                load.run_transform(conn, sql_path.read_text(encoding="utf-8"), final_table)
-            load.create_check_view(conn, source, final_table, region_bboxes(env))
-            conn.commit()
+        result = stage_file(env, source, run_id, path)
         _update(env, run_id, rows_read=result.rows_read, rows_loaded=result.rows_loaded,
                 rows_rejected=result.rows_rejected, rows_repaired=result.rows_repaired)
         _add_timing(env, run_id, "stage", time.monotonic() - t0)
@@ -190,6 +196,32 @@ def stage_step(env: Env, source: Source, run_id: str, raw_key: str) -> load.Stag
                  result.rows_read, result.rows_loaded, result.rows_rejected, result.rows_repaired)
         return result
     finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def validate_only(env: Env, source: Source, *, path: Path | None = None, url: str | None = None,
+                  sample: bool = False) -> tuple[load.StageResult, quality.ValidationReport]:
+    """Read and check a file against the source's suite in a throwaway staging table: nothing is
+    archived, promoted or recorded (its rejected rows are removed again)."""
+    run_id = new_run_id() + "v"
+    work = Path(tempfile.mkdtemp(prefix=f"qpvhub-{source.id}-"))
+    try:
+        if path is None:
+            got = fetch(source_url(env, source, sample=sample, url=url), work,
+                        s3_client=getattr(env.store, "client", None))
+            path = got.path
+        staged = stage_file(env, source, run_id, path)
+        prev = last_success(env, source.id)
+        exps = quality.build_expectations(source, prev["rows_loaded"] if prev else None,
+                                          in_region=bool(region_bboxes(env)))
+        report = quality.validate_table(env.uri, "staging", load.check_view_name(staged.table), source.id, exps,
+                                        source.quality.policy)
+        return staged, report
+    finally:
+        with connect(env.uri) as conn:
+            load.drop_staging(conn, source, run_id)
+            conn.execute("DELETE FROM meta.rejected_rows WHERE run_id = %s", (run_id,))
+            conn.commit()
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -74,3 +74,20 @@ def test_unknown_source_and_spec_file_path(cli_env, tmp_path) -> None:
     spec.write_text("id: broken\ntitle: x\n", encoding="utf-8")
     res = _qpvhub("ingest", str(spec), env=cli_env)
     assert res.returncode == 1 and "broken.yml: invalid catalogue file" in res.stderr and "publisher" in res.stderr
+
+
+def test_validate_without_loading(cli_env, db_uri, tmp_path) -> None:
+    assert _qpvhub("ingest", "cog_communes", "--sample", env=cli_env).returncode == 0
+    ok = _qpvhub("validate", "qpv_2015", "--sample", env=cli_env)
+    assert ok.returncode == 0, ok.stderr
+    assert "qpv_2015: 6 rows read, 6 would load" in ok.stdout and ok.stdout.rstrip().endswith("VALID")
+    bad = tmp_path / "QPV.geojson"
+    bad.write_text(QPV_SAMPLE.read_text(encoding="utf-8").replace('"QP035004"', '"QN03504M"'), encoding="utf-8")
+    res = _qpvhub("validate", "qpv_2015", "--file", str(bad), env=cli_env)
+    assert res.returncode == 1
+    assert "✗ expect_column_values_to_match_regex on 'code_qp'" in res.stdout and "QN03504M" in res.stdout
+    assert "INVALID (policy block: would block the load)" in res.stdout
+    with psycopg.connect(db_uri) as conn:  # nothing loaded, recorded or left behind
+        assert conn.execute("SELECT count(*) FROM ref.qpv").fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM meta.source_runs WHERE source_id = 'qpv_2015'").fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'staging'").fetchone()[0] == 0
