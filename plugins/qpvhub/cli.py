@@ -83,13 +83,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_indicators(args: argparse.Namespace) -> int:
-    from qpvhub.db import connect
     from qpvhub.indicators import run_indicators
 
     env = _env()
-    with connect(env.uri) as conn:
-        written = run_indicators(conn, env.settings.sql_dir, only=args.family or None)
-        conn.commit()
+    written = run_indicators(env.uri, env.settings.sql_dir, only=args.family or None)
     for ind, n in written.items():
         print(f"  {ind}: {n} values" + ("" if n else " (sources missing: indicator absent)"))
     return 0

@@ -37,6 +37,7 @@ class IndicatorDef(BaseModel):
     method: str
     millesime: str
     is_count: bool = False
+    range: tuple[float, float] | None = Field(default=None, description="plausible [min, max], checked")
 
 
 class FamilyHeader(BaseModel):
@@ -92,43 +93,107 @@ def _has_rows(conn: psycopg.Connection, qualified: str) -> bool:
     return conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(sql.Identifier(schema, table))).fetchone()[0]
 
 
-def run_indicators(conn: psycopg.Connection, sql_dir: Path, only: list[str] | None = None) -> dict[str, int]:
-    """Compute every family (or `only` those) in one transaction; return rows written per indicator."""
-    families = load_families(sql_dir)
+NEXT = "qpv_indicator_next"
+
+
+def _compute(conn: psycopg.Connection, families: list[Family], only: list[str] | None) -> dict[str, int]:
+    """Compute the families into staging.qpv_indicator_next (other families' rows carried over)."""
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier("staging", NEXT)))
+    conn.execute(sql.SQL("CREATE TABLE {} (LIKE mart.qpv_indicator INCLUDING DEFAULTS)").format(
+        sql.Identifier("staging", NEXT)))
+    target = sql.Identifier("staging", NEXT)
+    chosen = [f for f in families if not only or f.header.family in only]
+    recomputed = [i.id for f in chosen for i in f.header.indicators]
+    conn.execute(sql.SQL("INSERT INTO {} SELECT * FROM mart.qpv_indicator WHERE NOT indicator_id = ANY(%s)").format(
+        target), (recomputed,))
     written: dict[str, int] = {}
-    for fam in families:
-        if only and fam.header.family not in only:
-            continue
+    cols = sql.SQL(", ").join(sql.Identifier(c) for c in OUTPUT_COLUMNS)
+    for fam in chosen:
         ids = [i.id for i in fam.header.indicators]
-        for ind in fam.header.indicators:
-            conn.execute(
-                """INSERT INTO mart.indicator_catalog
-                       (indicator_id, label_fr, unit, theme, sources, method, millesime, is_count, sql_file)
-                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
-                   ON CONFLICT (indicator_id) DO UPDATE SET label_fr = EXCLUDED.label_fr, unit = EXCLUDED.unit,
-                       theme = EXCLUDED.theme, sources = EXCLUDED.sources, method = EXCLUDED.method,
-                       millesime = EXCLUDED.millesime, is_count = EXCLUDED.is_count, sql_file = EXCLUDED.sql_file""",
-                (ind.id, ind.label_fr, ind.unit, ind.theme, fam.header.sources, ind.method.strip(), ind.millesime,
-                 ind.is_count, fam.path.name))
-        conn.execute("DELETE FROM mart.qpv_indicator WHERE indicator_id = ANY(%s)", (ids,))
         missing = [r for r in fam.header.requires if not _has_rows(conn, r)]
         if missing:
             log.warning("indicator family %s: %s empty or missing, its indicators are absent", fam.header.family,
                         ", ".join(missing))
-            for i in ids:
-                written[i] = 0
+            written.update(dict.fromkeys(ids, 0))
             continue
-        cols = sql.SQL(", ").join(sql.Identifier(c) for c in OUTPUT_COLUMNS)
         try:
-            conn.execute(sql.SQL("INSERT INTO mart.qpv_indicator ({cols}) SELECT {cols} FROM ({q}) AS f").format(
-                cols=cols, q=sql.SQL(fam.sql)))  # the SQL is the project's own file, not user input
+            conn.execute(sql.SQL("INSERT INTO {t} ({cols}) SELECT {cols} FROM ({q}) AS f").format(
+                t=target, cols=cols, q=sql.SQL(fam.sql)))  # the SQL is the project's own file, not user input
         except psycopg.Error as exc:
             raise ConfigError(f"indicator family {fam.path.name} failed: {str(exc).strip()}") from exc
         for i in ids:
-            n = conn.execute("SELECT count(*) FROM mart.qpv_indicator WHERE indicator_id = %s", (i,)).fetchone()[0]
-            written[i] = n
-            conn.execute("UPDATE mart.indicator_catalog SET computed_at = now() WHERE indicator_id = %s", (i,))
-    rebuild_profile(conn)
+            written[i] = conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE indicator_id = %s").format(target),
+                                      (i,)).fetchone()[0]
+    return written
+
+
+def mart_expectations(families: list[Family]) -> list[tuple[str, dict]]:
+    """The mart's suite: keys, code formats, plausible ranges per indicator, a row for every QPV."""
+    from qpvhub.catalog import CODE_PATTERNS
+
+    code = f"{CODE_PATTERNS['qpv_2015'][:-1]}|{CODE_PATTERNS['qpv_2024'][1:]}"
+    exps: list[tuple[str, dict]] = [
+        ("expect_compound_columns_to_be_unique", {"column_list": ["generation", "code_qp", "indicator_id", "scope"]}),
+        ("expect_column_values_to_match_regex", {"column": "code_qp", "regex": code}),
+        ("expect_column_values_to_not_be_null", {"column": "millesime"}),
+        ("unexpected_rows_expectation", {
+            "unexpected_rows_query": "SELECT q.generation, q.code_qp FROM ref.qpv q WHERE NOT EXISTS "
+                                     "(SELECT 1 FROM {batch} WHERE code_qp = q.code_qp AND generation = q.generation)",
+            "description": "every QPV of ref.qpv has indicator rows (a profile)"}),
+    ]
+    for fam in families:
+        for ind in fam.header.indicators:
+            if ind.range is not None:
+                lo, hi = ind.range
+                exps.append(("unexpected_rows_expectation", {
+                    "unexpected_rows_query": f"SELECT code_qp, scope, value FROM {{batch}} WHERE indicator_id = "
+                                             f"'{ind.id}' AND (value < {float(lo)!r} OR value > {float(hi)!r})",
+                    "description": f"{ind.id} within its plausible range [{lo}, {hi}] {ind.unit}"}))
+    return exps
+
+
+def run_indicators(uri: str, sql_dir: Path, only: list[str] | None = None) -> dict[str, int]:
+    """Build the mart in staging, check it with its GX suite, then swap it in; return rows per indicator.
+
+    As for sources, a failed suite changes nothing: `mart.qpv_indicator` keeps its previous values.
+    """
+    from qpvhub.db import connect
+    from qpvhub.errors import ValidationFailed
+    from qpvhub.quality import validate_table
+
+    families = load_families(sql_dir)
+    try:
+        with connect(uri) as conn:
+            written = _compute(conn, families, only)
+            conn.commit()
+        report = validate_table(uri, "staging", NEXT, "mart_qpv_indicator", mart_expectations(families), "block")
+        if not report.success:
+            raise ValidationFailed("mart.qpv_indicator", report.text(), report.to_json())
+        with connect(uri) as conn:
+            conn.execute("SET LOCAL lock_timeout = '60s'")
+            for fam in families:
+                for ind in fam.header.indicators:
+                    conn.execute(
+                        """INSERT INTO mart.indicator_catalog
+                               (indicator_id, label_fr, unit, theme, sources, method, millesime, is_count, sql_file)
+                           VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+                           ON CONFLICT (indicator_id) DO UPDATE SET label_fr = EXCLUDED.label_fr,
+                               unit = EXCLUDED.unit, theme = EXCLUDED.theme, sources = EXCLUDED.sources,
+                               method = EXCLUDED.method, millesime = EXCLUDED.millesime,
+                               is_count = EXCLUDED.is_count, sql_file = EXCLUDED.sql_file""",
+                        (ind.id, ind.label_fr, ind.unit, ind.theme, fam.header.sources, ind.method.strip(),
+                         ind.millesime, ind.is_count, fam.path.name))
+            conn.execute("DELETE FROM mart.qpv_indicator")
+            conn.execute(sql.SQL("INSERT INTO mart.qpv_indicator SELECT * FROM {}").format(
+                sql.Identifier("staging", NEXT)))
+            conn.execute("UPDATE mart.indicator_catalog SET computed_at = now() WHERE indicator_id = ANY(%s)",
+                         ([i for i, n in written.items() if n],))
+            rebuild_profile(conn)
+            conn.commit()
+    finally:
+        with connect(uri) as conn:
+            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier("staging", NEXT)))
+            conn.commit()
     return written
 
 

@@ -12,6 +12,7 @@
 --       au centième. Lambert-93 déforme peu les surfaces en métropole (moins de 0,1 % en Bretagne).
 --     millesime: périmètre du QPV (liste 2015 ou 2024)
 --     is_count: false
+--     range: [1, 2000]
 -- ---
 -- One row per QPV (both generations): the millésime is the QPV list the perimeter belongs to.
 SELECT 'superficie_ha'                         AS indicator_id,

@@ -21,9 +21,7 @@ pytestmark = pytest.mark.postgis
 def _load_all(env, catalog) -> None:
     for sid in ("cog_communes", "qpv_2015"):
         assert ingest(env, catalog[sid], sample=True).status == "success"
-    with connect(env.uri) as conn:
-        run_indicators(conn, env.settings.sql_dir)
-        conn.commit()
+    run_indicators(env.uri, env.settings.sql_dir)
 
 
 def test_indicator_area_matches_postgis_and_is_documented(env, catalog) -> None:
@@ -43,11 +41,32 @@ def test_indicator_area_matches_postgis_and_is_documented(env, catalog) -> None:
 
 
 def test_missing_source_means_absent_indicator_not_zero(env) -> None:
+    written = run_indicators(env.uri, env.settings.sql_dir)
     with connect(env.uri) as conn:
-        written = run_indicators(conn, env.settings.sql_dir)
-        conn.commit()
         n = conn.execute("SELECT count(*) FROM mart.qpv_indicator").fetchone()[0]
     assert written == {"superficie_ha": 0} and n == 0
+
+
+def test_mart_suite_blocks_implausible_values_and_keeps_the_previous_mart(env, catalog, tmp_path) -> None:
+    """An indicator out of its plausible range (a family written in m² instead of ha) changes nothing."""
+    import shutil
+
+    from qpvhub.errors import ValidationFailed
+
+    _load_all(env, catalog)
+    with connect(env.uri) as conn:
+        before = conn.execute("SELECT code_qp, value FROM mart.qpv_indicator ORDER BY 1").fetchall()
+    sql_dir = tmp_path / "sql"
+    shutil.copytree(env.settings.sql_dir, sql_dir)
+    family = sql_dir / "indicators" / "geographie.sql"
+    family.write_text(family.read_text(encoding="utf-8").replace("ST_Area(q.geom) / 10000", "ST_Area(q.geom)"),
+                      encoding="utf-8")
+    with pytest.raises(ValidationFailed, match=r"superficie_ha within its plausible range \[1.0, 2000.0\] ha"):
+        run_indicators(env.uri, sql_dir)
+    with connect(env.uri) as conn:
+        after = conn.execute("SELECT code_qp, value FROM mart.qpv_indicator ORDER BY 1").fetchall()
+        left = conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'staging'").fetchone()[0]
+    assert after == before and left == 0
 
 
 def test_publish_region_53_to_local_store(env, catalog, regions) -> None:

@@ -145,14 +145,10 @@ def build_indicators_dag(sources: dict[str, Source]) -> DAG:
 
         @task(pool=POOL, outlets=[Asset(MART_ASSET)])
         def compute() -> dict:
-            from qpvhub.db import connect
             from qpvhub.indicators import run_indicators
 
             env = _env()
-            with connect(env.uri) as conn:
-                written = run_indicators(conn, env.settings.sql_dir)
-                conn.commit()
-            return written
+            return run_indicators(env.uri, env.settings.sql_dir)
 
         compute()
     return dag
