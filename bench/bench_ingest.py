@@ -41,7 +41,7 @@ env = Env.from_settings()
 t = time.perf_counter()
 res = ingest(env, src, url=Path(sys.argv[2]).as_uri(), force=True)
 took = time.perf_counter() - t
-print(json.dumps({"seconds": took, "rows": res.rows_loaded, "status": res.status}))
+print(json.dumps({"seconds": took, "rows": res.rows_loaded, "status": res.status, "run_id": res.run_id}))
 """
 
 CHILD_GEOPANDAS = r"""
@@ -74,6 +74,13 @@ def run_child(code: str, *args: str) -> tuple[dict, float]:
     return json.loads(out.strip().splitlines()[-1]), usage.ru_maxrss / 1024
 
 
+def _timings(uri: str, run_id: str) -> dict[str, float]:
+    import psycopg
+
+    with psycopg.connect(uri) as conn:
+        return conn.execute("SELECT timings FROM meta.source_runs WHERE run_id = %s", (run_id,)).fetchone()[0]
+
+
 def run_ogr2ogr(uri: str, path: Path) -> float:
     t = time.perf_counter()
     subprocess.run(
@@ -99,12 +106,13 @@ def main() -> None:
     data = ROOT / "bench" / "data"
     small = generate(args.rows, data / f"bpe_{args.rows}.csv")
     spec = str(ROOT / "include" / "sources" / "bpe.yml")
-    q_times, q_rss, o_times, g_times, g_rss = [], [], [], [], []
+    q_times, q_rss, o_times, g_times, g_rss, steps = [], [], [], [], [], []
     for _ in range(args.repeat):
         out, rss = run_child(CHILD_QPVHUB, spec, str(small))
         assert out["rows"] == args.rows, out
         q_times.append(out["seconds"])
         q_rss.append(rss)
+        steps.append(_timings(uri, out["run_id"]))
         o_times.append(run_ogr2ogr(uri, small))
         out, rss = run_child(CHILD_GEOPANDAS, uri, str(small))
         g_times.append(out["seconds"])
@@ -120,6 +128,11 @@ def main() -> None:
         "ingest_ratio_vs_ogr2ogr": round(med(o_times)[len(o_times) // 2] / med(q_times)[len(q_times) // 2], 2),
         "ingest_ratio_vs_to_postgis": round(med(g_times)[len(g_times) // 2] / med(q_times)[len(q_times) // 2], 2),
         "peak_rss_mb_1m": round(max(q_rss)),
+        # qpvhub's steps (median), from meta.source_runs.timings; validate includes the GiST index and
+        # ANALYZE built beside GX on a second connection
+        **{("validation_s" if k == "validate" else f"{k}_s"): round(sorted(s[k] for s in steps)[len(steps) // 2], 2)
+           for k in steps[0]},
+        "validation_share": round(sorted(s["validate"] / sum(s.values()) for s in steps)[len(steps) // 2], 2),
         "to_postgis_peak_rss_mb_1m": round(max(g_rss)),
         "memory_rows": args.memory_rows,
         "qpvhub_s_memory_rows": round(out_big["seconds"], 2),
