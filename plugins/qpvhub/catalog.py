@@ -317,16 +317,20 @@ def _load_yaml(path: Path) -> dict:
     return data
 
 
-def load_source(path: Path) -> Source:
-    """Load and validate one source file; the file name must be `<id>.yml`."""
-    data = _load_yaml(path)
+def _load_model(path: Path, model: type[BaseModel], key: str) -> Any:
+    """Validate a YAML file with `model`; its `key` field must match the file name."""
     try:
-        source = Source.model_validate(data)
+        obj = model.model_validate(_load_yaml(path))
     except ValidationError as exc:
         raise ConfigError(_format_errors(path, exc)) from None
-    if path.stem != source.id:
-        raise ConfigError(f"{path}: id {source.id!r} must match the file name ({path.stem}.yml)")
-    return source
+    if path.stem != getattr(obj, key):
+        raise ConfigError(f"{path}: {key} {getattr(obj, key)!r} must match the file name ({path.stem}.yml)")
+    return obj
+
+
+def load_source(path: Path) -> Source:
+    """Load and validate one source file; the file name must be `<id>.yml`."""
+    return _load_model(path, Source, "id")
 
 
 def load_catalog(sources_dir: Path) -> dict[str, Source]:
@@ -358,14 +362,8 @@ def load_order(sources: dict[str, Source]) -> list[Source]:
 
 
 def load_region(path: Path) -> Region:
-    data = _load_yaml(path)
-    try:
-        region = Region.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(_format_errors(path, exc)) from None
-    if path.stem != region.code:
-        raise ConfigError(f"{path}: code {region.code!r} must match the file name ({path.stem}.yml)")
-    return region
+    """Load and validate one region file; the file name must be `<code>.yml`."""
+    return _load_model(path, Region, "code")
 
 
 def load_regions(regions_dir: Path) -> dict[str, Region]:

@@ -51,6 +51,3 @@ class ValidationFailed(QpvhubError):
         self.source, self.report = source, report or {}
         super().__init__(f"source {source}: validation failed, nothing promoted\n{summary}")
 
-
-class DisclosureError(QpvhubError):
-    """An extract would publish a count below the statistical-secrecy threshold."""

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -37,10 +36,6 @@ class Fetched:
     last_modified: str | None = None
     not_modified: bool = False
 
-    def lineage(self) -> dict:
-        d = asdict(self)
-        d["path"] = str(self.path) if self.path else None
-        return d
 
 
 def _filename(url: str) -> str:
@@ -162,7 +157,3 @@ class _Final(Exception):
     def __init__(self, error: FetchError) -> None:
         self.error = error
 
-
-def copy_to(path: Path, dest: Path) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(path, dest)

@@ -26,6 +26,7 @@ from qpvhub.catalog import Region, load_catalog
 from qpvhub.db import connect
 from qpvhub.errors import QpvhubError
 from qpvhub.publish.writers import WRITERS
+from qpvhub.store import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -44,14 +45,6 @@ class PublishResult:
     status: str  # published | unchanged
     prefix: str
     files: list[dict] = field(default_factory=list)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def read_profile(conn, region: Region) -> tuple[gpd.GeoDataFrame, list[dict], list[dict]]:
@@ -117,7 +110,7 @@ def publish_region(env, region: Region, *, airflow_run_id: str | None = None, ke
             path = work / f"{layer}.{ext}"
             writer(gdf, path, layer=layer, description=description, stamp=stamp)
             files.append({"name": path.name, "format": fmt, "mediatype": media, "bytes": path.stat().st_size,
-                          "sha256": _sha256(path), "path": path})
+                          "sha256": sha256_file(path), "path": path})
         sums = "".join(f"{f['sha256']}  {f['name']}\n" for f in files)
         content_hash = hashlib.sha256(sums.encode()).hexdigest()[:12]
         base = f"published/{region.code}/{PRODUCT}"
@@ -133,7 +126,7 @@ def publish_region(env, region: Region, *, airflow_run_id: str | None = None, ke
         package = _datapackage(region, version, files, fields, runs, sources, airflow_run_id, layer)
         (work / "datapackage.json").write_text(json.dumps(package, ensure_ascii=False, indent=2) + "\n",
                                                encoding="utf-8")
-        pkg_sha = _sha256(work / "datapackage.json")
+        pkg_sha = sha256_file(work / "datapackage.json")
         all_sums = sums + f"{pkg_sha}  datapackage.json\n"
         (work / "SHA256SUMS").write_text(all_sums, encoding="utf-8")
         upload = [*(Path(f["path"]) for f in files), work / "datapackage.json", work / "SHA256SUMS"]
