@@ -14,6 +14,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import requests
+import urllib3
 
 from qpvhub.errors import FetchError
 
@@ -109,7 +110,10 @@ def fetch(
                     raise _Final(FetchError(f"{url}: HTTP {resp.status_code} {resp.reason}"))
                 expected = resp.headers.get("Content-Length")
                 encoded = resp.headers.get("Content-Encoding")
-                sha, n = _copy_hashing(resp.raw.stream(1 << 20, decode_content=True), dest, max_bytes, url)
+                try:
+                    sha, n = _copy_hashing(resp.raw.stream(1 << 20, decode_content=True), dest, max_bytes, url)
+                except urllib3.exceptions.HTTPError as exc:  # the body was cut: IncompleteRead, reset…
+                    raise FetchError(f"{url}: truncated download ({exc})") from None
                 if expected is not None and not encoded and int(expected) != n:
                     raise FetchError(f"{url}: truncated download, {n} of {expected} bytes received")
                 return Fetched(url=url, path=dest, filename=name, sha256=sha, bytes=n,

@@ -62,3 +62,17 @@ def test_failed_ingest_marks_run_failed_and_keeps_previous(dagbag, db_uri, qpvhu
         n = conn.execute("SELECT count(*) FROM ref.qpv").fetchone()[0]
     assert status == "failed" and "HTML page" in error  # set by the failure callback
     assert staging == 0 and n == 0
+
+
+@pytest.mark.parametrize("source_id, table, rows", [
+    ("gtfs_star", "src.gtfs_stops", 1493),        # GTFS reader, points from lon/lat
+    ("bpe", "src.bpe", 120),                      # French CSV, points from Lambert-93 x/y
+    ("flood_zones", "src.flood_zones", 3),        # zipped Shapefile, polygons
+])
+def test_each_reader_through_its_generated_dag(dagbag, db_uri, qpvhub_home, source_id, table, rows) -> None:
+    dr = dagbag.dags[f"qpvhub_ingest_{source_id}"].test(run_conf={"sample": True})
+    assert _state(dr)[0] == "success"
+    with psycopg.connect(db_uri) as conn:
+        assert conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == rows
+        status = conn.execute("SELECT status, airflow_run_id FROM meta.source_runs").fetchone()
+    assert status == ("success", dr.run_id)

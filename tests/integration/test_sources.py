@@ -92,3 +92,40 @@ def test_reference_check_blocks_codes_missing_from_the_cog(env, catalog, http_so
     expected = r"unexpected_rows_expectation at least 99% of insee_com exist in ref.commune.insee_com: observed 3270"
     with pytest.raises(ValidationFailed, match=expected):
         ingest(env, catalog["iris_ref"], sample=True)
+
+
+def _demo_with_rate(value: str) -> bytes:
+    """The real SIG Ville DEMO sample with Villejean's share of under-25s (53,7) replaced."""
+    raw = (ROOT / "include" / "sample_data" / "sigville_qpv2015_DEMO_2022_reg52_53.csv").read_bytes()
+    line = next(x for x in raw.split(b"\r\n") if x.startswith(b"QP035002;"))
+    assert b";53,7;" in line
+    return raw.replace(line, line.replace(b";53,7;", f";{value};".encode(), 1))
+
+
+def test_rate_over_100_blocks_and_keeps_previous(env, catalog, http_source) -> None:
+    from qpvhub.errors import ValidationFailed
+
+    assert ingest(env, catalog["sigville_demo"], sample=True).status == "success"
+    with psycopg.connect(env.uri) as conn:
+        before = conn.execute("SELECT part_0_24 FROM src.sigville_demo WHERE code_qp = 'QP035002'").fetchone()[0]
+    with pytest.raises(ValidationFailed, match=r"expect_column_values_to_be_between on 'part_0_24'.*140"):
+        ingest(env, catalog["sigville_demo"], url=http_source.put("DEMO.csv", _demo_with_rate("140,0")))
+    with psycopg.connect(env.uri) as conn:
+        after = conn.execute("SELECT part_0_24 FROM src.sigville_demo WHERE code_qp = 'QP035002'").fetchone()[0]
+        failed = conn.execute("SELECT column_name, sample FROM meta.validation_results WHERE NOT success").fetchall()
+    assert before == after == 53.7
+    assert ("part_0_24", [140.0]) in failed
+    assert any(k.endswith("DEMO.csv") for k in env.store.list("quarantine/sigville_demo/"))
+
+
+def test_warn_policy_promotes_and_flags(env, catalog, http_source) -> None:
+    src = catalog["sigville_demo"]
+    warn = src.model_copy(update={"quality": src.quality.model_copy(update={"policy": "warn"})})
+    res = ingest(env, warn, url=http_source.put("DEMO.csv", _demo_with_rate("140,0")))
+    assert res.status == "success" and res.validation["success"] is False and res.validation["policy"] == "warn"
+    with psycopg.connect(env.uri) as conn:
+        value = conn.execute("SELECT part_0_24 FROM src.sigville_demo WHERE code_qp = 'QP035002'").fetchone()[0]
+        flagged = conn.execute("SELECT status, validation->>'success', validation->'failures' FROM meta.source_runs "
+                               "WHERE run_id = %s", (res.run_id,)).fetchone()
+    assert value == 140.0
+    assert flagged[0] == "success" and flagged[1] == "false" and "part_0_24" in flagged[2][0]
