@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
-APT_PACKAGES := postgresql-15-postgis-3 gdal-bin docker-compose
+APT_PACKAGES := postgresql-15-postgis-3 gdal-bin docker-compose chromium
 STAMP := $(VENV)/.installed
 
 .PHONY: help setup system-deps demo test test-fast lint bench constraints clean

@@ -26,7 +26,7 @@ from qpvhub.db import connect, migrate, resolve_uri
 from qpvhub.errors import QpvhubError, ValidationFailed
 from qpvhub.fetch import fetch
 from qpvhub.readers import get_reader
-from qpvhub.store import Store, open_store
+from qpvhub.store import Store, open_store, upload_tree
 
 log = logging.getLogger(__name__)
 
@@ -225,6 +225,11 @@ def validate_only(env: Env, source: Source, *, path: Path | None = None, url: st
         shutil.rmtree(work, ignore_errors=True)
 
 
+def docs_prefix(source_id: str, run_id: str) -> str:
+    """Where a run's GX Data Docs live in the store (index.html inside)."""
+    return f"quality/sources/{source_id}/{run_id}/docs"
+
+
 def _index_staging(env: Env, source: Source, final_table: str) -> None:
     """Spatial index and planner statistics of the staging table (both carry over at promote)."""
     with connect(env.uri) as conn:
@@ -245,10 +250,16 @@ def validate_step(env: Env, source: Source, run_id: str) -> quality.ValidationRe
     # While GX scans the staging table, a second connection builds its spatial index (CREATE INDEX's SHARE
     # lock allows reads) and its statistics: on two cores they cost little wall time, and promote stays
     # a quick swap.
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        indexing = pool.submit(_index_staging, env, source, final_table)
-        report = quality.validate_table(env.uri, "staging", view, f"{source.id}", exps, source.quality.policy)
-        indexing.result()
+    docs = Path(tempfile.mkdtemp(prefix=f"qpvhub-docs-{source.id}-"))
+    try:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            indexing = pool.submit(_index_staging, env, source, final_table)
+            report = quality.validate_table(env.uri, "staging", view, f"{source.id}", exps, source.quality.policy,
+                                            docs_dir=docs)
+            indexing.result()
+        upload_tree(env.store, docs_prefix(source.id, run_id), docs)  # GX Data Docs of this run
+    finally:
+        shutil.rmtree(docs, ignore_errors=True)
     with connect(env.uri) as conn:
         with conn.cursor() as cur:
             cur.executemany(

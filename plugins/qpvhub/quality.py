@@ -14,6 +14,7 @@ import logging
 import math
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from qpvhub.catalog import CODE_PATTERNS, Check, Source
@@ -171,14 +172,22 @@ def sqlalchemy_uri(uri: str) -> str:
 
 
 def validate_table(
-    uri: str, schema: str, table: str, suite_name: str, expectations: list[tuple[str, dict]], policy: str
+    uri: str, schema: str, table: str, suite_name: str, expectations: list[tuple[str, dict]], policy: str,
+    docs_dir: Path | None = None,
 ) -> ValidationReport:
     """Run the expectations with GX Core against `schema.table` in PostgreSQL.
 
     Two passes keep big tables fast: every expectation with result_format BOOLEAN_ONLY (about half the
-    queries), then the failed ones and the row count again with SUMMARY, for counts and samples.
+    queries), then the failed ones and the row count again with SUMMARY, for counts and samples. With
+    `docs_dir`, GX's Data Docs (HTML) of both passes are written there by a Checkpoint's action.
     """
     gx, ctx = _gx_context()
+    if docs_dir is not None:
+        ctx.add_data_docs_site("qpvhub", {
+            "class_name": "SiteBuilder",
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
+        })
     ds = ctx.data_sources.add_postgres("qpvhub", connection_string=sqlalchemy_uri(uri))
     asset = ds.add_table_asset(table, table_name=table, schema_name=schema)
     batch_def = asset.add_batch_definition_whole_table("whole")
@@ -192,7 +201,13 @@ def validate_table(
             suite.add_expectation(cls(**kwargs))
         suite = ctx.suites.add(suite)
         vd = ctx.validation_definitions.add(gx.ValidationDefinition(name=name, data=batch_def, suite=suite))
-        return vd.run(result_format=fmt).results
+        if docs_dir is None:
+            return vd.run(result_format=fmt).results
+        checkpoint = ctx.checkpoints.add(gx.Checkpoint(
+            name=name, validation_definitions=[vd], result_format=fmt,
+            actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=["qpvhub"])]))
+        (result,) = checkpoint.run().run_results.values()
+        return result.results
 
     def key(cfg) -> str:  # GX does not keep the suite's order in its results: match on the config
         return cfg.type + json.dumps({k: v for k, v in cfg.kwargs.items() if k != "batch_id"}, sort_keys=True,

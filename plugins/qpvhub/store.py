@@ -212,6 +212,20 @@ class S3Store:
         self._wrap("delete of", key, lambda: self.client.remove_object(self.bucket, self._key(key)))
 
 
+CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".css": "text/css", ".js": "application/javascript",
+                 ".json": "application/json", ".png": "image/png", ".svg": "image/svg+xml", ".ico": "image/x-icon"}
+
+
+def upload_tree(store: Store, prefix: str, root: Path) -> list[str]:
+    """Upload every file under `root` to `prefix/<relative path>` (a static site, e.g. GX Data Docs)."""
+    keys = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        key = f"{prefix.rstrip('/')}/{path.relative_to(root).as_posix()}"
+        store.put_file(key, path, CONTENT_TYPES.get(path.suffix.lower(), "application/octet-stream"))
+        keys.append(key)
+    return keys
+
+
 def open_store(settings: StoreSettings) -> Store:
     """The store the settings name."""
     if settings.kind == "fs":

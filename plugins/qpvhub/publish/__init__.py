@@ -122,8 +122,11 @@ def publish_region(env, region: Region, *, airflow_run_id: str | None = None, ke
                 log.info("region %s: extracts unchanged, still version %s", region.code, version)
                 _record(env, region, version, "unchanged", [], None, airflow_run_id)
                 return PublishResult(region.code, PRODUCT, version, "unchanged", f"{base}/{version}/")
+        quality_key = _quality_page(env, region, runs, sources)
         version = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + content_hash
         package = _datapackage(region, version, files, fields, runs, sources, airflow_run_id, layer)
+        package["qpvhub"]["data_docs"] = {"key": quality_key,
+                                          "relative_path": f"../../../../{quality_key}"}
         (work / "datapackage.json").write_text(json.dumps(package, ensure_ascii=False, indent=2) + "\n",
                                                encoding="utf-8")
         pkg_sha = sha256_file(work / "datapackage.json")
@@ -206,6 +209,21 @@ def _datapackage(region, version, files, fields, runs, sources, airflow_run_id, 
             "crs": {"geojson": "EPSG:4326", "parquet": "EPSG:4326", "gpkg": "EPSG:2154"},
         },
     }
+
+
+def _quality_page(env, region: Region, runs: list[dict], sources: dict) -> str:
+    """Write quality/<region>/index.html, linking each run's GX Data Docs; return its key."""
+    from qpvhub.pipeline import docs_prefix
+    from qpvhub.publish.quality_page import render
+
+    links = {}
+    for r in runs:
+        index = f"{docs_prefix(r['source_id'], r['run_id'])}/index.html"
+        if env.store.exists(index):
+            links[r["run_id"]] = "../" + index[len("quality/"):]
+    key = f"quality/{region.code}/index.html"
+    env.store.put_bytes(key, render(region, runs, sources, links).encode(), "text/html; charset=utf-8")
+    return key
 
 
 def _record(env, region, version, status, files, manifest_key, airflow_run_id) -> None:
