@@ -1,6 +1,7 @@
 """The ingestion chain on real PostGIS with real files fetched over loopback HTTP."""
 
 import json
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -220,3 +221,35 @@ def test_parallel_copy_failure_is_raised_and_nothing_hangs(db_uri) -> None:
     with psycopg.connect(db_uri) as conn:
         n = conn.execute("SELECT count(*) FROM staging.pc").fetchone()[0]
     assert n >= 100  # the good share of the failed run may have committed: staging is disposable
+
+
+def test_two_generations_side_by_side(env, catalog, tmp_path) -> None:
+    """ref.qpv keeps 2015 and 2024 in their own partitions: reloading one never touches the other."""
+    import shutil
+
+    from qpvhub.catalog import load_source
+    from qpvhub.errors import ValidationFailed
+
+    spec = tmp_path / "qpv_2024_test.yml"
+    shutil.copy(Path(__file__).resolve().parents[1] / "data" / "qpv_2024_test.yml", spec)
+    gen2024 = load_source(spec)
+    assert ingest(env, catalog["cog_communes"], sample=True).status == "success"
+    assert ingest(env, catalog["qpv_2015"], sample=True).status == "success"
+    assert ingest(env, gen2024, sample=True).status == "success"
+    with psycopg.connect(env.uri) as conn:
+        counts = dict(conn.execute("SELECT generation, count(*) FROM ref.qpv GROUP BY 1").fetchall())
+        codes_2024 = [r[0] for r in conn.execute(
+            "SELECT code_qp FROM ref.qpv WHERE generation = 2024 ORDER BY 1")]
+        before_2024 = _qpv_snapshot(env.uri)
+    assert counts == {2015: 6, 2024: 6}
+    assert codes_2024[:2] == ["QN03501I", "QN03502M"]
+    forced = ingest(env, catalog["qpv_2015"], sample=True, force=True)  # swap the 2015 partition again
+    assert forced.status == "success"
+    after = _qpv_snapshot(env.uri)
+    assert [r for r in after if r[0].startswith("QN")] == [r for r in before_2024 if r[0].startswith("QN")]
+    # a 2015 code in the 2024 list is refused by the suite (and by ref.qpv's own check)
+    text = (Path(__file__).resolve().parents[1] / "data" / "qpv2024_fixture_dept35.geojson").read_text(encoding="utf-8")
+    bad = tmp_path / "bad2024.geojson"
+    bad.write_text(text.replace('"QN03504M"', '"QP035004"'), encoding="utf-8")
+    with pytest.raises(ValidationFailed, match=r"(?s)expect_column_values_to_match_regex on 'code_qp'.*QP035004"):
+        ingest(env, gen2024, url=bad.as_uri())
