@@ -26,6 +26,7 @@ import pyarrow.csv as pacsv
 from psycopg import sql
 from psycopg.types.json import Jsonb
 from pyproj import CRS
+from pyproj.exceptions import CRSError
 
 from qpvhub.catalog import COLUMN_TYPES, Source
 from qpvhub.errors import InputError, QpvhubError
@@ -50,7 +51,7 @@ def srid_of(crs: str | None, source: str) -> int:
         raise InputError("no CRS for the geometries", source=source)
     try:
         c = CRS.from_user_input(crs)
-    except Exception as exc:  # pyproj raises CRSError, and others on malformed WKT
+    except CRSError as exc:
         raise InputError(f"unknown CRS {crs!r}: {exc}", source=source) from None
     if c.to_epsg() is None and c.equals(CRS.from_user_input("OGC:CRS84")):
         return 4326

@@ -140,6 +140,7 @@ class S3Store:
             self._ensure_bucket()
 
     def _ensure_bucket(self) -> None:
+        import urllib3
         from minio.error import S3Error
 
         try:
@@ -147,7 +148,7 @@ class S3Store:
                 self.client.make_bucket(self.bucket)
         except S3Error as exc:
             raise StoreError(f"bucket {self.bucket!r} at {self.endpoint}: {exc.code} {exc.message}") from exc
-        except Exception as exc:  # urllib3 connection errors: name the endpoint, keep the cause
+        except (urllib3.exceptions.HTTPError, OSError) as exc:  # unreachable: name the endpoint, keep the cause
             raise StoreError(f"object store {self.endpoint} unreachable: {exc}") from exc
 
     def _key(self, key: str) -> str:
