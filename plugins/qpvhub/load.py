@@ -28,7 +28,7 @@ from psycopg.types.json import Jsonb
 from pyproj import CRS
 from pyproj.exceptions import CRSError
 
-from qpvhub.catalog import COLUMN_TYPES, Source
+from qpvhub.catalog import CODE_PATTERNS, COLUMN_TYPES, Source
 from qpvhub.errors import InputError, QpvhubError
 
 log = logging.getLogger(__name__)
@@ -103,6 +103,11 @@ def _parse_numbers(values: pd.Series, decimal: str) -> pd.Series:
     return result
 
 
+REGION_LEVEL_PATTERN = {"departement": CODE_PATTERNS["departement"], "commune": CODE_PATTERNS["insee_commune"],
+                        "iris": CODE_PATTERNS["iris"],
+                        "qpv": f"{CODE_PATTERNS['qpv_2015'][:-1]}|{CODE_PATTERNS['qpv_2024'][1:]}"}
+
+
 def departement_of(values: pd.Series, level: str) -> pd.Series:
     """Département code of INSEE commune/IRIS codes, QPV codes (QP035001 → 35, QP02A001 → 2A) or itself."""
     s = pc.utf8_trim_whitespace(_arrow_text(values))
@@ -134,7 +139,13 @@ def convert_batch(df: pd.DataFrame, source: Source, filename: str, run_id: str,
     rf = source.region_filter
     if rf and departements is not None:
         src_col = source.columns[rf.column].source or rf.column
-        df = df[departement_of(df[src_col], rf.level).isin(departements).fillna(False).to_numpy()]
+        codes = pc.utf8_trim_whitespace(_arrow_text(df[src_col]))
+        pattern = REGION_LEVEL_PATTERN[rf.level]
+        well_formed = pc.fill_null(pc.match_substring_regex(codes, pattern), False).to_numpy(zero_copy_only=False)
+        inside = departement_of(df[src_col], rf.level).isin(departements).fillna(False).to_numpy()
+        # A malformed code (`1001` for 01001) is not "another region": it stays, and the suite's format
+        # check blocks it with the offending value, instead of the row vanishing silently.
+        df = df[inside | ~well_formed]
     out = pd.DataFrame(index=df.index)
     decimal = source.reader.get("decimal", ".")
     where_kind = "line" if source.format == "csv" else "feature"

@@ -129,3 +129,15 @@ def test_warn_policy_promotes_and_flags(env, catalog, http_source) -> None:
                                "WHERE run_id = %s", (res.run_id,)).fetchone()
     assert value == 140.0
     assert flagged[0] == "success" and flagged[1] == "false" and "part_0_24" in flagged[2][0]
+
+
+def test_commune_code_losing_a_digit_is_blocked_not_filtered(env, catalog, http_source) -> None:
+    """A DEPCOM cut to four characters must fail the suite with its value, not disappear in the filter."""
+    raw = (ROOT / "include" / "sample_data" / "bpe_ensemble_xy_fixture_35.csv").read_text(encoding="utf-8")
+    lines = raw.splitlines()
+    i = next(n for n, line in enumerate(lines) if line.startswith("53;35;35238;"))
+    lines[i] = lines[i].replace(";35238;", ";5238;", 1)
+    from qpvhub.errors import ValidationFailed
+
+    with pytest.raises(ValidationFailed, match=r"(?s)expect_column_values_to_match_regex on 'insee_com'.*'5238'"):
+        ingest(env, catalog["bpe"], url=http_source.put("bpe.csv", ("\n".join(lines) + "\n").encode()))

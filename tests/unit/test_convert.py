@@ -56,3 +56,15 @@ def test_filtered_batches_keep_values_in_their_rows() -> None:
     df = pd.DataFrame({"POP": ["1", "2,0", "3", "4"], "KEEP": ["n", "y", "n", "y"], "__feature": [2, 3, 4, 5]})
     out = convert_batch(df, src, "f.csv", "r")
     assert list(out["pop"]) == [2, 4] and list(out["__feature"]) == [3, 5]
+
+
+def test_region_filter_keeps_malformed_codes_for_the_suite() -> None:
+    """`1001` (01001 having lost its leading zero) is not another region's commune: it must not vanish."""
+    src = Source.model_validate({
+        "id": "t", "title": "t", "publisher": "p", "licence": "l", "url": "file:///x.csv", "format": "csv",
+        "target": {"schema": "src", "table": "t"}, "region_filter": {"column": "insee_com", "level": "commune"},
+        "columns": {"insee_com": {"source": "DEPCOM", "description": "c"}},
+    })
+    df = pd.DataFrame({"DEPCOM": ["01001", "1001", "35238", "2A004", None], "__feature": [2, 3, 4, 5, 6]})
+    out = convert_batch(df, src, "f.csv", "r", frozenset({"01", "2A"}))
+    assert [None if pd.isna(v) else v for v in out["insee_com"]] == ["01001", "1001", "2A004", None]
