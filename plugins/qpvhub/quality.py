@@ -130,20 +130,19 @@ def expand_check(c: Check) -> tuple[str, dict]:
         return "expect_column_values_to_be_between", {"column": c.column, "min_value": 0, **extra}
     schema, table = c.table.split(".")  # references: validated identifiers, quoted here all the same
     col, key = f'"{c.column}"', f'"{c.key or c.column}"'
+    # GX substitutes {batch} with an aliased subquery: no alias of ours, NOT IN keeps names unambiguous
+    dangling = f'{col} IS NOT NULL AND {col} NOT IN (SELECT {key} FROM "{schema}"."{table}" WHERE {key} IS NOT NULL)'
+    target = f"{c.table}.{c.key or c.column}"
     if c.mostly:  # GX's unexpected-rows expectation has no `mostly`: a share becomes a bounded count
         return "unexpected_rows_expectation", {
-            "unexpected_rows_query": (f"SELECT {col} FROM {{batch}} WHERE {col} IS NOT NULL AND {col} NOT IN "
-                                      f'(SELECT {key} FROM "{schema}"."{table}" WHERE {key} IS NOT NULL) '
-                                      f"AND (SELECT count(*) FROM {{batch}}) * {1 - c.mostly:.6f} < "
-                                      f"(SELECT count(*) FROM {{batch}} WHERE {col} NOT IN "
-                                      f'(SELECT {key} FROM "{schema}"."{table}" WHERE {key} IS NOT NULL))'),
-            "description": f"at least {c.mostly:.0%} of {c.column} exist in {c.table}.{c.key or c.column}",
+            "unexpected_rows_query": (f"SELECT {col} FROM {{batch}} WHERE {dangling} AND "
+                                      f"(SELECT count(*) FROM {{batch}}) * {1 - c.mostly:.6f} < "
+                                      f"(SELECT count(*) FROM {{batch}} WHERE {dangling})"),
+            "description": f"at least {c.mostly:.0%} of {c.column} exist in {target}",
         }
     return "unexpected_rows_expectation", {
-        # GX substitutes {batch} with an aliased subquery: no alias of ours, NOT IN keeps names unambiguous
-        "unexpected_rows_query": (f"SELECT {col} FROM {{batch}} WHERE {col} IS NOT NULL AND {col} NOT IN "
-                                  f'(SELECT {key} FROM "{schema}"."{table}" WHERE {key} IS NOT NULL)'),
-        "description": f"every {c.column} exists in {c.table}.{c.key or c.column}",
+        "unexpected_rows_query": f"SELECT {col} FROM {{batch}} WHERE {dangling}",
+        "description": f"every {c.column} exists in {target}",
     }
 
 
