@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 help:
 	@echo "make demo   - install what is needed, run the whole chain on the bundled real data"
 	@echo "make test   - install what is needed, run every test (unit, PostGIS, S3, Airflow)"
-	@echo "make bench  - ingestion benchmark vs ogr2ogr (writes bench/results.json)"
+	@echo "make bench  - ingestion benchmark vs ogr2ogr, indicator refresh at national size (bench/results.json)"
 	@echo "make lint   - ruff"
 
 setup: system-deps $(STAMP)
@@ -46,6 +46,7 @@ lint: setup
 
 bench: setup
 	$(PY) bench/bench_ingest.py
+	$(PY) bench/bench_indicators.py
 
 constraints:
 	$(PY) -m pip freeze --exclude-editable | grep -v '^qpvhub' > constraints.txt.new

@@ -86,7 +86,7 @@ def cmd_indicators(args: argparse.Namespace) -> int:
     from qpvhub.indicators import run_indicators
 
     env = _env()
-    written = run_indicators(env.uri, env.settings.sql_dir, only=args.family or None)
+    written = run_indicators(env.uri, env.settings.sql_dir, only=args.family or None, store=env.store)
     for ind, n in written.items():
         print(f"  {ind}: {n} values" + ("" if n else " (sources missing: indicator absent)"))
     return 0

@@ -51,3 +51,11 @@ class ValidationFailed(QpvhubError):
         self.source, self.report = source, report or {}
         super().__init__(f"source {source}: validation failed, nothing promoted\n{summary}")
 
+
+
+class DatabaseError(QpvhubError):
+    """PostgreSQL failed during a step (connection lost, disk full…): the step's transaction was rolled back."""
+
+
+class ConcurrentRunError(QpvhubError):
+    """Another run of the same source is in progress: this one does not start."""

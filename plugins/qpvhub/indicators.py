@@ -10,9 +10,12 @@ empty is absent from the mart, never 0.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
@@ -55,8 +58,14 @@ class Family:
     path: Path
 
 
-def parse_family(path: Path) -> Family:
-    """Split a family file into its validated header and its SELECT."""
+class DerivedHeader(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    table: str = Field(pattern=r"^ref\.[a-z_][a-z0-9_]*$")
+    requires: list[str]
+
+
+def _split_header(path: Path, model: type[BaseModel]) -> tuple[BaseModel, str]:
+    """A SQL file's YAML header (`--` comments between `-- ---` lines), validated, and the SQL after it."""
     text = path.read_text(encoding="utf-8")
     m = re.match(r"\s*-- ---\n(.*?)\n-- ---\n(.*)", text, re.S)
     if not m:
@@ -64,17 +73,44 @@ def parse_family(path: Path) -> Family:
     lines = m.group(1).splitlines()
     header_yaml = "\n".join(line[3:] if line.startswith("-- ") else line.lstrip("-") for line in lines)
     try:
-        header = FamilyHeader.model_validate(yaml.safe_load(header_yaml))
+        return model.model_validate(yaml.safe_load(header_yaml)), m.group(2)
     except (yaml.YAMLError, ValidationError) as exc:
-        raise ConfigError(f"{path}: invalid indicator header: {exc}") from None
+        raise ConfigError(f"{path}: invalid header: {exc}") from None
+
+
+def parse_family(path: Path) -> Family:
+    """Split a family file into its validated header and its SELECT."""
+    header, body = _split_header(path, FamilyHeader)
+    assert isinstance(header, FamilyHeader)
     for req in header.requires:
-        if not re.match(r"^(ref|src|mart)\.[a-z_][a-z0-9_]*$", req):
-            raise ConfigError(f"{path}: requires entry {req!r} is not schema.table")
-    return Family(header=header, sql=m.group(2).strip().rstrip(";"), path=path)
+        if not re.match(r"^((ref|src|mart)\.[a-z_][a-z0-9_]*|indicator:[a-z][a-z0-9_]*)$", req):
+            raise ConfigError(f"{path}: requires entry {req!r} is neither schema.table nor indicator:<id>")
+    return Family(header=header, sql=body.strip().rstrip(";"), path=path)
+
+
+def _ordered(families: list[Family]) -> list[Family]:
+    """Families in an order where each comes after the families computing the indicators it requires."""
+    by_indicator = {i.id: f.header.family for f in families for i in f.header.indicators}
+    deps = {f.header.family: {by_indicator.get(r.split(":", 1)[1], r) for r in f.header.requires
+                              if r.startswith("indicator:")} for f in families}
+    for fam, ds in deps.items():
+        unknown = [d for d in ds if d.startswith("indicator:") or d not in deps]
+        if unknown:
+            raise ConfigError(f"indicator family {fam} requires indicators no family defines: {unknown}")
+    done: list[Family] = []
+    pending = list(families)
+    while pending:
+        ready = [f for f in pending if deps[f.header.family] <= {d.header.family for d in done}]
+        if not ready:
+            raise ConfigError("indicator families require each other in a cycle: "
+                              + ", ".join(f.header.family for f in pending))
+        done += ready
+        pending = [f for f in pending if f not in ready]
+    return done
 
 
 def load_families(sql_dir: Path) -> list[Family]:
-    families = [parse_family(p) for p in sorted((sql_dir / "indicators").glob("*.sql"))]
+    families = _ordered([parse_family(p) for p in sorted((sql_dir / "indicators").glob("*.sql"))])
     seen: dict[str, Path] = {}
     for f in families:
         for ind in f.header.indicators:
@@ -85,6 +121,9 @@ def load_families(sql_dir: Path) -> list[Family]:
 
 
 def _has_rows(conn: psycopg.Connection, qualified: str) -> bool:
+    if qualified.startswith("indicator:"):
+        return conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE indicator_id = %s)").format(
+            sql.Identifier("staging", NEXT)), (qualified.split(":", 1)[1],)).fetchone()[0]
     schema, table = qualified.split(".")
     exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL",
                           (sql.Identifier(schema, table).as_string(conn),)).fetchone()[0]
@@ -96,6 +135,30 @@ def _has_rows(conn: psycopg.Connection, qualified: str) -> bool:
 NEXT = "qpv_indicator_next"
 
 
+def refresh_derived(conn: psycopg.Connection, sql_dir: Path) -> dict[str, int]:
+    """Rebuild the derived reference tables (`sql/derived/*.sql`: subdivided QPV, QPV × commune shares,
+    2015/2024 correspondence, EPCI) from what is loaded; a table whose inputs are missing is left empty."""
+    counts: dict[str, int] = {}
+    for path in sorted((sql_dir / "derived").glob("*.sql")):
+        header, body = _split_header(path, DerivedHeader)
+        assert isinstance(header, DerivedHeader)
+        schema, table = header.table.split(".")
+        target = sql.Identifier(schema, table)
+        conn.execute(sql.SQL("TRUNCATE {}").format(target))
+        missing = [r for r in header.requires if not _has_rows(conn, r)]
+        if missing:
+            log.info("derived table %s left empty: %s not loaded", header.table, ", ".join(missing))
+            counts[header.table] = 0
+            continue
+        try:
+            conn.execute(body)
+        except psycopg.Error as exc:
+            raise ConfigError(f"derived table {path.name} failed: {str(exc).strip()}") from exc
+        conn.execute(sql.SQL("ANALYZE {}").format(target))
+        counts[header.table] = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(target)).fetchone()[0]
+    return counts
+
+
 def _compute(conn: psycopg.Connection, families: list[Family], only: list[str] | None) -> dict[str, int]:
     """Compute the families into staging.qpv_indicator_next (other families' rows carried over)."""
     conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier("staging", NEXT)))
@@ -103,6 +166,7 @@ def _compute(conn: psycopg.Connection, families: list[Family], only: list[str] |
         sql.Identifier("staging", NEXT)))
     target = sql.Identifier("staging", NEXT)
     chosen = [f for f in families if not only or f.header.family in only]
+    computed = sql.Identifier("staging", NEXT).as_string(conn)
     recomputed = [i.id for f in chosen for i in f.header.indicators]
     conn.execute(sql.SQL("INSERT INTO {} SELECT * FROM mart.qpv_indicator WHERE NOT indicator_id = ANY(%s)").format(
         target), (recomputed,))
@@ -117,8 +181,10 @@ def _compute(conn: psycopg.Connection, families: list[Family], only: list[str] |
             written.update(dict.fromkeys(ids, 0))
             continue
         try:
+            # The SQL is the project's own file, not user input; {computed} is this run's indicators so far.
+            body = fam.sql.replace("{computed}", computed)
             conn.execute(sql.SQL("INSERT INTO {t} ({cols}) SELECT {cols} FROM ({q}) AS f").format(
-                t=target, cols=cols, q=sql.SQL(fam.sql)))  # the SQL is the project's own file, not user input
+                t=target, cols=cols, q=sql.SQL(body)))
         except psycopg.Error as exc:
             raise ConfigError(f"indicator family {fam.path.name} failed: {str(exc).strip()}") from exc
         for i in ids:
@@ -152,21 +218,34 @@ def mart_expectations(families: list[Family]) -> list[tuple[str, dict]]:
     return exps
 
 
-def run_indicators(uri: str, sql_dir: Path, only: list[str] | None = None) -> dict[str, int]:
+def run_indicators(uri: str, sql_dir: Path, only: list[str] | None = None, *, run_id: str | None = None,
+                   store=None) -> dict[str, int]:
     """Build the mart in staging, check it with its GX suite, then swap it in; return rows per indicator.
 
-    As for sources, a failed suite changes nothing: `mart.qpv_indicator` keeps its previous values.
+    As for sources, a failed suite changes nothing: `mart.qpv_indicator` keeps its previous values. The
+    suite's results go to `meta.validation_results` under `run_id` (and as JSON under
+    `quality/mart/<run_id>/` when a store is given).
     """
     from qpvhub.db import connect
     from qpvhub.errors import ValidationFailed
-    from qpvhub.quality import validate_table
+    from qpvhub.quality import record_results, validate_table
 
+    run_id = run_id or "indicators-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     families = load_families(sql_dir)
     try:
         with connect(uri) as conn:
+            derived = refresh_derived(conn, sql_dir)
+            conn.commit()
+            log.info("derived reference tables: %s", derived)
             written = _compute(conn, families, only)
             conn.commit()
         report = validate_table(uri, "staging", NEXT, "mart_qpv_indicator", mart_expectations(families), "block")
+        with connect(uri) as conn:  # kept whatever the outcome, like a source's results
+            record_results(conn, run_id, report)
+            conn.commit()
+        if store is not None:
+            store.put_bytes(f"quality/mart/{run_id}/validation.json",
+                            json.dumps(report.to_json(), ensure_ascii=False, indent=2).encode(), "application/json")
         if not report.success:
             raise ValidationFailed("mart.qpv_indicator", report.text(), report.to_json())
         with connect(uri) as conn:
@@ -197,25 +276,58 @@ def run_indicators(uri: str, sql_dir: Path, only: list[str] | None = None) -> di
     return written
 
 
-def rebuild_profile(conn: psycopg.Connection) -> None:
-    """`mart.qpv_profile`: one row per QPV, one column per indicator computed (scope qpv)."""
-    ids = [r[0] for r in conn.execute(
-        "SELECT DISTINCT indicator_id FROM mart.qpv_indicator WHERE scope = 'qpv' ORDER BY 1").fetchall()]
-    cols = [sql.SQL("max(i.value) FILTER (WHERE i.indicator_id = {}) AS {}").format(sql.Literal(i), sql.Identifier(i))
-            for i in ids]
+SCOPE_SUFFIX = {"qpv": "", "commune": "__commune", "commune_hors_qpv": "__hors_qpv"}
+
+
+def theme_view_name(theme: str) -> str:
+    """`mart.theme_<theme without accents>`: 'socio-démographie' → theme_socio_demographie."""
+    import unicodedata
+
+    ascii_ = unicodedata.normalize("NFKD", theme).encode("ascii", "ignore").decode()
+    return "theme_" + re.sub(r"[^a-z0-9]+", "_", ascii_.lower()).strip("_")
+
+
+def _wide_view(conn: psycopg.Connection, name: str, columns: list[tuple[str, str]], comment: str) -> None:
+    """A view with one row per QPV and generation and one column per (indicator, scope)."""
+    cols = [sql.SQL("max(i.value) FILTER (WHERE i.indicator_id = {} AND i.scope = {}) AS {}").format(
+        sql.Literal(ind), sql.Literal(scope), sql.Identifier(ind + SCOPE_SUFFIX[scope])) for ind, scope in columns]
     select = sql.SQL(
         "SELECT q.code_qp, q.generation, q.lib_qp, q.insee_com, q.lib_com, q.dep{extra} "
         "FROM ref.qpv q LEFT JOIN mart.qpv_indicator i "
-        "ON i.code_qp = q.code_qp AND i.generation = q.generation AND i.scope = 'qpv' "
+        "ON i.code_qp = q.code_qp AND i.generation = q.generation "
         "GROUP BY q.code_qp, q.generation, q.lib_qp, q.insee_com, q.lib_com, q.dep"
     ).format(extra=sql.SQL("").join(sql.SQL(", ") + c for c in cols))
-    conn.execute("DROP VIEW IF EXISTS mart.qpv_profile")
-    conn.execute(sql.SQL("CREATE VIEW mart.qpv_profile AS {}").format(select))
-    conn.execute("COMMENT ON VIEW mart.qpv_profile IS "
-                 "'One row per QPV and generation, one column per indicator (scope qpv); see mart.indicator_catalog'")
-    for i in ids:
+    view = sql.Identifier("mart", name)
+    conn.execute(sql.SQL("DROP VIEW IF EXISTS {}").format(view))
+    conn.execute(sql.SQL("CREATE VIEW {} AS {}").format(view, select))
+    conn.execute(sql.SQL("COMMENT ON VIEW {} IS {}").format(view, sql.Literal(comment)))
+    scope_fr = {"qpv": "", "commune": " — commune", "commune_hors_qpv": " — commune hors QPV"}
+    for ind, scope in columns:
         label = conn.execute("SELECT label_fr || ' (' || unit || ')' FROM mart.indicator_catalog "
-                             "WHERE indicator_id = %s", (i,)).fetchone()
+                             "WHERE indicator_id = %s", (ind,)).fetchone()
         if label:
-            conn.execute(sql.SQL("COMMENT ON COLUMN mart.qpv_profile.{} IS {}").format(
-                sql.Identifier(i), sql.Literal(label[0])))
+            conn.execute(sql.SQL("COMMENT ON COLUMN {}.{} IS {}").format(
+                view, sql.Identifier(ind + SCOPE_SUFFIX[scope]), sql.Literal(label[0] + scope_fr[scope])))
+
+
+def rebuild_profile(conn: psycopg.Connection) -> None:
+    """`mart.qpv_profile` (every indicator, scope qpv) and one `mart.theme_<theme>` view per theme
+    (its indicators in every scope computed, commune comparisons beside the QPV value)."""
+    present = conn.execute(
+        "SELECT i.indicator_id, i.scope, c.theme FROM (SELECT DISTINCT indicator_id, scope FROM mart.qpv_indicator) i "
+        "JOIN mart.indicator_catalog c USING (indicator_id) "
+        "ORDER BY c.theme, i.indicator_id, array_position(ARRAY['qpv', 'commune', 'commune_hors_qpv'], i.scope)"
+    ).fetchall()
+    _wide_view(conn, "qpv_profile", sorted((i, s) for i, s, _ in present if s == "qpv"),
+               "One row per QPV and generation, one column per indicator (scope qpv); see mart.indicator_catalog")
+    themes = sorted({t for *_, t in conn.execute("SELECT theme FROM mart.indicator_catalog").fetchall()})
+    existing = {r[0] for r in conn.execute(
+        "SELECT viewname FROM pg_views WHERE schemaname = 'mart' AND viewname LIKE 'theme\\_%'").fetchall()}
+    for theme in themes:
+        name = theme_view_name(theme)
+        _wide_view(conn, name, [(i, s) for i, s, t in present if t == theme],
+                   f"Theme « {theme} »: one row per QPV and generation; columns <indicator> (QPV), "
+                   "<indicator>__commune and <indicator>__hors_qpv (the commune outside its QPV) where computed")
+        existing.discard(name)
+    for stale in existing:
+        conn.execute(sql.SQL("DROP VIEW {}").format(sql.Identifier("mart", stale)))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 import secrets
 import shutil
 import tempfile
@@ -17,13 +18,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
 from psycopg.types.json import Jsonb
 
 from qpvhub import __version__, load, quality
 from qpvhub.catalog import Source
 from qpvhub.config import Settings, load_settings
 from qpvhub.db import connect, migrate, resolve_uri
-from qpvhub.errors import QpvhubError, ValidationFailed
+from qpvhub.errors import ConcurrentRunError, DatabaseError, QpvhubError, ValidationFailed
 from qpvhub.fetch import fetch
 from qpvhub.readers import get_reader
 from qpvhub.store import Store, open_store, upload_tree
@@ -79,13 +81,30 @@ def _add_timing(env: Env, run_id: str, step: str, seconds: float) -> None:
         conn.commit()
 
 
+STALE_RUN_HOURS = float(os.environ.get("QPVHUB_STALE_RUN_HOURS", "6"))
+
+
 def start_run(env: Env, source: Source, *, airflow_run_id: str | None = None, run_id: str | None = None) -> str:
+    """Record a new run; refuse it while another run of the source is in progress.
+
+    Two runs of one source would stage the same tables and race to promote. A 'running' row older than
+    QPVHUB_STALE_RUN_HOURS (a worker killed without its failure callback) does not block.
+    """
     run_id = run_id or new_run_id()
     with connect(env.uri) as conn:
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"run:{source.id}",))
+        other = conn.execute(
+            "SELECT run_id, started_at FROM meta.source_runs WHERE source_id = %s AND status = 'running' "
+            "AND started_at > now() - make_interval(secs => %s) ORDER BY started_at DESC LIMIT 1",
+            (source.id, STALE_RUN_HOURS * 3600)).fetchone()
+        if other:
+            raise ConcurrentRunError(
+                f"source {source.id}: run {other[0]} started at {other[1]:%Y-%m-%d %H:%M:%S%z} is still in "
+                "progress; this run does not start (retry later, or mark that run failed if its worker died)")
         conn.execute(
-            "INSERT INTO meta.source_runs (run_id, source_id, airflow_run_id, status, target, code_version) "
-            "VALUES (%s, %s, %s, 'running', %s, %s)",
-            (run_id, source.id, airflow_run_id, source.target.qualified, __version__))
+            "INSERT INTO meta.source_runs (run_id, source_id, airflow_run_id, status, target, code_version, millesime) "
+            "VALUES (%s, %s, %s, 'running', %s, %s, %s)",
+            (run_id, source.id, airflow_run_id, source.target.qualified, __version__, source.millesime))
         conn.commit()
     return run_id
 
@@ -188,7 +207,11 @@ def stage_step(env: Env, source: Source, run_id: str, raw_key: str) -> load.Stag
     try:
         path = work / raw_key.rsplit("/", 1)[-1]
         env.store.download(raw_key, path)
-        result = stage_file(env, source, run_id, path)
+        try:
+            result = stage_file(env, source, run_id, path)
+        except psycopg.Error as exc:
+            raise DatabaseError(f"source {source.id}, run {run_id}, step stage: PostgreSQL error, the staging "
+                                f"load was abandoned (live table untouched): {str(exc).strip()}") from exc
         _update(env, run_id, rows_read=result.rows_read, rows_loaded=result.rows_loaded,
                 rows_rejected=result.rows_rejected, rows_repaired=result.rows_repaired)
         _add_timing(env, run_id, "stage", time.monotonic() - t0)
@@ -261,13 +284,7 @@ def validate_step(env: Env, source: Source, run_id: str) -> quality.ValidationRe
     finally:
         shutil.rmtree(docs, ignore_errors=True)
     with connect(env.uri) as conn:
-        with conn.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO meta.validation_results (run_id, suite, expectation, column_name, success, "
-                "observed_value, unexpected_count, unexpected_percent, sample) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)",
-                [(run_id, report.suite, r.expectation, r.column, r.success,
-                  None if r.observed_value is None else json.dumps(r.observed_value, ensure_ascii=False),
-                  r.unexpected_count, r.unexpected_percent, Jsonb(r.sample)) for r in report.results])
+        quality.record_results(conn, run_id, report)
         conn.commit()
     report_json = json.dumps(report.to_json(), ensure_ascii=False, indent=2).encode()
     env.store.put_bytes(f"quality/sources/{source.id}/{run_id}/validation.json", report_json, "application/json")
@@ -298,12 +315,17 @@ def promote_step(env: Env, source: Source, run_id: str) -> dict:
     """Swap staging into the live table in one transaction, then record success."""
     t0 = time.monotonic()
     _, final_table = load.staging_names(source, run_id)
-    with connect(env.uri) as conn:
-        load.drop_check_view(conn, final_table)
-        load.promote(conn, source, final_table, run_id)
-        conn.execute(
-            "UPDATE meta.source_runs SET status = 'success', finished_at = now() WHERE run_id = %s", (run_id,))
-        conn.commit()
+    try:
+        with connect(env.uri) as conn:
+            load.drop_check_view(conn, final_table)
+            load.promote(conn, source, final_table, run_id)
+            conn.execute(
+                "UPDATE meta.source_runs SET status = 'success', finished_at = now() WHERE run_id = %s", (run_id,))
+            conn.commit()
+    except psycopg.Error as exc:
+        raise DatabaseError(f"source {source.id}, run {run_id}, step promote: PostgreSQL error, the swap was "
+                            f"rolled back and {source.target.qualified} keeps its previous version: "
+                            f"{str(exc).strip()}") from exc
     _add_timing(env, run_id, "promote", time.monotonic() - t0)
     return {"status": "success", "target": source.target.qualified}
 

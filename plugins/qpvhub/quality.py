@@ -246,6 +246,19 @@ def validate_table(
     return ValidationReport(suite=suite_name, success=all(c.success for c in checks), results=checks, policy=policy)
 
 
+def record_results(conn, run_id: str, report: ValidationReport) -> None:
+    """One `meta.validation_results` row per expectation evaluated (the caller commits)."""
+    from psycopg.types.json import Jsonb
+
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO meta.validation_results (run_id, suite, expectation, column_name, success, "
+            "observed_value, unexpected_count, unexpected_percent, sample) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+            [(run_id, report.suite, r.expectation, r.column, r.success,
+              None if r.observed_value is None else json.dumps(r.observed_value, ensure_ascii=False),
+              r.unexpected_count, r.unexpected_percent, Jsonb(r.sample)) for r in report.results])
+
+
 def _jsonable(v: Any) -> Any:
     if isinstance(v, dict):
         return {str(k): _jsonable(x) for k, x in v.items()}

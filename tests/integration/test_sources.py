@@ -13,9 +13,9 @@ ROOT = Path(__file__).resolve().parents[2]
 ORDER = [s.id for s in load_order(load_catalog(ROOT / "include" / "sources"))]
 # rows expected from each bundled sample (after filters and rejects), checked against the files
 EXPECTED_ROWS = {
-    "bpe": 120, "cog_communes": 2430, "filosofi_iris": 1021, "flood_zones": 3, "gtfs_star": 1493,
-    "iris_ref": 3680, "qpv_2015": 6, "rennes_bus_stops": 2021, "rennes_job_offers": 3918,
-    "sigville_demo": 78, "sigville_ipro": 78, "sigville_revn": 78,
+    "bpe": 120, "cog_communes": 2430, "commune_contours": 332, "filosofi_iris": 1021, "flood_zones": 3,
+    "gtfs_star": 1493, "iris_ref": 3680, "isochrones": 16, "qpv_2015": 6, "rennes_bus_stops": 2021,
+    "rennes_job_offers": 3918, "sigville_demo": 78, "sigville_ipro": 78, "sigville_revn": 78,
 }
 
 

@@ -140,15 +140,17 @@ def build_indicators_dag(sources: dict[str, Source]) -> DAG:
         tags=["qpvhub", "indicators"],
         default_args=default_args(),
         doc_md="### Indicators\nRuns every family of `sql/indicators/` into `mart.qpv_indicator` and rebuilds "
-               "`mart.qpv_profile`, when any source is reloaded.",
+               "`mart.qpv_profile` and the `mart.theme_*` views, when any source is reloaded; the mart's GX results "
+               "go to `meta.validation_results` under `indicators-<Airflow run id>`.",
     ) as dag:
 
         @task(pool=POOL, outlets=[Asset(MART_ASSET)])
-        def compute() -> dict:
+        def compute(**context) -> dict:
             from qpvhub.indicators import run_indicators
 
             env = _env()
-            return run_indicators(env.uri, env.settings.sql_dir)
+            return run_indicators(env.uri, env.settings.sql_dir, run_id=f"indicators-{context['run_id']}",
+                                  store=env.store)
 
         compute()
     return dag

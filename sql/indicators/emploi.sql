@@ -1,0 +1,43 @@
+-- ---
+-- family: emploi
+-- sources: [sigville_ipro]
+-- requires: [src.sigville_ipro]
+-- indicators:
+--   - id: demandeurs_emploi_abc
+--     label_fr: Demandeurs d'emploi de catégories A, B, C
+--     unit: personnes
+--     theme: emploi
+--     method: Demandeurs d'emploi inscrits à France Travail en catégories A, B et C (ABC, SIG Ville).
+--     millesime: SIG Ville, données QPV
+--     is_count: true
+--     range: [0, 100000]
+--   - id: taux_emploi
+--     label_fr: Taux d'emploi des 15-64 ans
+--     unit: "%"
+--     theme: emploi
+--     method: Part des personnes de 15 à 64 ans ayant un emploi (TX_TOT_EMPL, SIG Ville).
+--     millesime: SIG Ville, données QPV
+--     range: [0, 100]
+--   - id: part_emploi_precaire
+--     label_fr: Part des emplois précaires
+--     unit: "%"
+--     theme: emploi
+--     method: Part des emplois à durée limitée parmi les emplois salariés (TX_TOT_EDLIM, SIG Ville).
+--     millesime: SIG Ville, données QPV
+--     range: [0, 100]
+-- ---
+WITH e AS (
+    SELECT s.*, meta.millesime_of(s.source_run_id) AS mil
+    FROM src.sigville_ipro s
+    JOIN ref.qpv q ON q.generation = 2015 AND q.code_qp = s.code_qp
+)
+SELECT i.indicator_id, e.code_qp, 2015::smallint AS generation, 'qpv' AS scope, i.value,
+       NULL::double precision AS numerator, NULL::double precision AS denominator,
+       e.mil AS millesime, ARRAY[e.source_run_id] AS source_run_ids
+FROM e
+CROSS JOIN LATERAL (VALUES
+    ('demandeurs_emploi_abc', e.demandeurs_abc::double precision),
+    ('taux_emploi', e.taux_emploi),
+    ('part_emploi_precaire', e.part_emploi_precaire)
+) AS i (indicator_id, value)
+WHERE i.value IS NOT NULL

@@ -1,0 +1,116 @@
+-- ---
+-- family: mobilite
+-- sources: [gtfs_star]
+-- requires: [src.gtfs_stops]
+-- indicators:
+--   - id: arrets_dans_qpv
+--     label_fr: Arrêts de transport en commun dans le quartier
+--     unit: arrêts
+--     theme: mobilité
+--     method: >
+--       Arrêts du GTFS (location_type vide ou 0 : pas les stations parentes) situés dans le périmètre
+--       du QPV. Seuls les QPV dont un point intérieur est dans l'emprise du réseau (enveloppe convexe
+--       des arrêts élargie de 300 m) ont une valeur : ailleurs, absente et non nulle.
+--     millesime: validité du GTFS
+--     is_count: true
+--     range: [0, 10000]
+--   - id: arrets_300m
+--     label_fr: Arrêts de transport en commun à moins de 300 m
+--     unit: arrêts
+--     theme: mobilité
+--     method: Arrêts du GTFS dans le QPV ou à moins de 300 m de son périmètre (Lambert-93).
+--     millesime: validité du GTFS
+--     is_count: true
+--     range: [0, 10000]
+--   - id: departs_jour_ouvre_300m
+--     label_fr: Départs par jour ouvré aux arrêts à moins de 300 m
+--     unit: départs par jour
+--     theme: mobilité
+--     method: >
+--       Somme, sur les arrêts à moins de 300 m (y compris dans le QPV), du nombre moyen de départs
+--       par jour du lundi au vendredi de la semaine de référence du GTFS (stop_times × trips ×
+--       calendar/calendar_dates).
+--     millesime: semaine de référence du GTFS
+--     range: [0, 1000000]
+--   - id: distance_arret_m
+--     label_fr: Distance du quartier à l'arrêt le plus proche
+--     unit: m
+--     theme: mobilité
+--     method: Distance euclidienne (Lambert-93) du périmètre du QPV à l'arrêt le plus proche ; 0 si un arrêt est dans le QPV.
+--     millesime: validité du GTFS
+--     range: [0, 50000]
+--   - id: part_surface_300m_arret
+--     label_fr: Part de la surface à moins de 300 m d'un arrêt
+--     unit: "%"
+--     theme: mobilité
+--     method: >
+--       Part de l'aire du QPV à moins de 300 m d'un arrêt (union des tampons de 300 m, 8 segments
+--       par quart de cercle). Portée « commune » : même calcul sur la commune principale ;
+--       « commune_hors_qpv » : sur la commune privée de tous les QPV de la même liste.
+--     millesime: validité du GTFS
+--     range: [0, 100]
+-- ---
+WITH stops AS (
+    SELECT stop_id, geom, departures_weekday_avg, source_run_id
+    FROM src.gtfs_stops WHERE coalesce(location_type, 0) = 0
+), meta_run AS (
+    SELECT min(source_run_id) AS run_id, ST_Buffer(ST_ConvexHull(ST_Collect(geom)), 300) AS cover FROM stops
+), stop_cover AS (      -- the area within 300 m of a stop, built once
+    SELECT ST_Union(ST_Buffer(geom, 300, 'quad_segs=8')) AS g FROM stops
+), qpv AS (
+    SELECT q.generation, q.code_qp, q.insee_com, q.geom, q.source_run_id AS qpv_run
+    FROM ref.qpv q, meta_run m
+    WHERE ST_Intersects(ST_PointOnSurface(q.geom), m.cover)
+), near AS (            -- stops within 300 m, found through the subdivided perimeters
+    SELECT DISTINCT s.generation, s.code_qp, st.stop_id, st.departures_weekday_avg
+    FROM ref.qpv_subdivided s
+    JOIN qpv USING (generation, code_qp)
+    JOIN stops st ON ST_DWithin(st.geom, s.geom, 300)
+), inside AS (
+    SELECT DISTINCT s.generation, s.code_qp, st.stop_id
+    FROM ref.qpv_subdivided s
+    JOIN qpv USING (generation, code_qp)
+    JOIN stops st ON ST_Intersects(st.geom, s.geom)
+), per_qpv AS (
+    SELECT qpv.generation, qpv.code_qp, qpv.qpv_run,
+           (SELECT count(*) FROM inside i WHERE i.generation = qpv.generation AND i.code_qp = qpv.code_qp) AS n_in,
+           (SELECT count(*) FROM near n WHERE n.generation = qpv.generation AND n.code_qp = qpv.code_qp) AS n_300,
+           (SELECT coalesce(sum(n.departures_weekday_avg), 0) FROM near n
+             WHERE n.generation = qpv.generation AND n.code_qp = qpv.code_qp) AS dep_300,
+           (SELECT ST_Distance(qpv.geom, st.geom) FROM stops st ORDER BY st.geom <-> qpv.geom LIMIT 1) AS dist,
+           ST_Area(ST_Intersection(qpv.geom, sc.g)) AS covered,
+           ST_Area(qpv.geom) AS area
+    FROM qpv, stop_cover sc
+), commune_scope AS (   -- each main commune, whole and outside every QPV of the same list
+    SELECT cm.generation, cm.insee_com, c.source_run_id AS com_run, z.scope, z.geom
+    FROM (SELECT DISTINCT generation, insee_com FROM qpv) cm
+    JOIN ref.commune_contour c USING (insee_com)
+    CROSS JOIN LATERAL (VALUES
+        ('commune', c.geom),
+        ('commune_hors_qpv', ST_Difference(c.geom, (SELECT ST_Union(o.geom) FROM ref.qpv o
+                                                    WHERE o.generation = cm.generation
+                                                      AND ST_Intersects(o.geom, c.geom))))
+    ) AS z (scope, geom)
+), commune_cov AS (
+    SELECT cs.*, ST_Area(cs.geom) AS area, ST_Area(ST_Intersection(cs.geom, sc.g)) AS covered
+    FROM commune_scope cs, stop_cover sc
+)
+SELECT i.indicator_id, p.code_qp, p.generation, i.scope, i.value, i.num AS numerator, i.den AS denominator,
+       meta.millesime_of(m.run_id) AS millesime, ARRAY[p.qpv_run, m.run_id] AS source_run_ids
+FROM per_qpv p, meta_run m
+CROSS JOIN LATERAL (VALUES
+    ('arrets_dans_qpv', 'qpv', p.n_in::double precision, NULL::double precision, NULL::double precision),
+    ('arrets_300m', 'qpv', p.n_300::double precision, NULL, NULL),
+    ('departs_jour_ouvre_300m', 'qpv', round(p.dep_300::numeric, 1)::double precision, NULL, NULL),
+    ('distance_arret_m', 'qpv', CASE WHEN p.n_in > 0 THEN 0 ELSE round(p.dist::numeric) END::double precision, NULL, NULL),
+    ('part_surface_300m_arret', 'qpv', round((100 * p.covered / p.area)::numeric, 1)::double precision,
+        p.covered, p.area)
+) AS i (indicator_id, scope, value, num, den)
+UNION ALL
+SELECT 'part_surface_300m_arret', qpv.code_qp, qpv.generation, cc.scope,
+       round((100 * cc.covered / cc.area)::numeric, 1)::double precision, cc.covered, cc.area,
+       meta.millesime_of(m.run_id), ARRAY[qpv.qpv_run, m.run_id, cc.com_run]
+FROM qpv
+JOIN commune_cov cc USING (generation, insee_com)
+CROSS JOIN meta_run m
+WHERE cc.area > 0

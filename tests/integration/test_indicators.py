@@ -1,0 +1,285 @@
+"""The indicators mart on the bundled Rennes sample: every theme computed in PostGIS, and values
+recomputed independently with geopandas/shapely from the same real files."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import uuid
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import geopandas as gpd
+import pandas as pd
+import psycopg
+import pytest
+import shapely
+from psycopg import sql
+
+from tests.conftest import ROOT, SAMPLES, _with_db
+
+pytestmark = pytest.mark.postgis
+
+THEMES = {"socio-démographie", "emploi", "mobilité", "services", "climat", "géographie"}
+
+
+@pytest.fixture(scope="module")
+def mart(pg_admin_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Every catalogue source loaded from its bundled sample, then the indicators: one database for the module."""
+    from qpvhub.catalog import load_catalog, load_order
+    from qpvhub.db import migrate
+    from qpvhub.indicators import run_indicators
+    from qpvhub.pipeline import Env, ingest
+
+    name = "qpvhub_ind_" + uuid.uuid4().hex[:8]
+    with psycopg.connect(pg_admin_uri, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    uri = _with_db(pg_admin_uri, name)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AIRFLOW_CONN_QPVHUB_POSTGIS", uri)
+        mp.setenv("QPVHUB_HOME", str(tmp_path_factory.mktemp("home")))
+        mp.delenv("AIRFLOW_CONN_QPVHUB_STORE", raising=False)
+        migrate(uri)
+        env = Env.from_settings()
+        catalog = load_catalog(ROOT / "include" / "sources")
+        for source in load_order(catalog):
+            assert ingest(env, source, sample=True).status == "success", source.id
+        run_indicators(uri, ROOT / "sql")
+        yield uri
+    with psycopg.connect(pg_admin_uri, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def _values(uri: str, indicator: str, scope: str = "qpv") -> dict[str, float]:
+    with psycopg.connect(uri) as conn:
+        return dict(conn.execute("SELECT code_qp, value FROM mart.qpv_indicator WHERE indicator_id = %s "
+                                 "AND scope = %s AND generation = 2015", (indicator, scope)).fetchall())
+
+
+@pytest.fixture(scope="module")
+def qpv() -> gpd.GeoDataFrame:
+    return gpd.read_file(SAMPLES / "qpv2015_dept35_esigat_resovilles.geojson").to_crs(2154).set_index("CODE_QP")
+
+
+def _points(gdf: gpd.GeoDataFrame) -> gpd.GeoSeries:
+    return gdf.geometry.to_crs(2154)
+
+
+def test_profile_has_one_row_per_qpv_and_every_theme(mart: str) -> None:
+    with psycopg.connect(mart) as conn:
+        n_profile, n_qpv = conn.execute(
+            "SELECT (SELECT count(*) FROM mart.qpv_profile), (SELECT count(*) FROM ref.qpv)").fetchone()
+        themes = {r[0] for r in conn.execute(
+            "SELECT DISTINCT c.theme FROM mart.qpv_indicator i JOIN mart.indicator_catalog c USING (indicator_id)")}
+        per_qpv = dict(conn.execute(
+            "SELECT i.code_qp, array_agg(DISTINCT c.theme ORDER BY c.theme) FROM mart.qpv_indicator i "
+            "JOIN mart.indicator_catalog c USING (indicator_id) WHERE i.code_qp <> 'QP035001' GROUP BY 1"))
+        views = {r[0] for r in conn.execute("SELECT viewname FROM pg_views WHERE schemaname = 'mart'")}
+        undocumented = conn.execute(
+            "SELECT c.relname || '.' || a.attname FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'mart' AND c.relkind IN ('r', 'v') "
+            "AND a.attnum > 0 AND NOT a.attisdropped AND col_description(c.oid, a.attnum) IS NULL "
+            "AND a.attname NOT IN ('code_qp', 'generation', 'lib_qp', 'insee_com', 'lib_com', 'dep')").fetchall()
+    assert n_profile == n_qpv == 6
+    assert themes == THEMES
+    # the five Rennes QPV are inside every sample's coverage (Saint-Malo is outside the STAR network)
+    assert per_qpv == dict.fromkeys(["QP035002", "QP035003", "QP035004", "QP035005", "QP035006"], sorted(THEMES))
+    assert {"theme_socio_demographie", "theme_emploi", "theme_mobilite", "theme_services", "theme_climat",
+            "theme_geographie", "qpv_profile"} <= views
+    assert undocumented == []
+
+
+def test_area_matches_geopandas(mart: str, qpv: gpd.GeoDataFrame) -> None:
+    got = _values(mart, "superficie_ha")
+    for code, geom in qpv.geometry.items():
+        assert got[code] == pytest.approx(geom.area / 10_000, rel=1e-3), code
+
+
+def test_stops_within_300m_and_covered_share_match_shapely(mart: str, qpv: gpd.GeoDataFrame) -> None:
+    with zipfile.ZipFile(SAMPLES / "gtfs_star_rennes_20160419.zip") as z:
+        stops = pd.read_csv(z.open("stops.txt"), dtype=str)
+    stops = stops[stops["location_type"].fillna("0").isin(["0", ""])]
+    pts = gpd.GeoSeries(gpd.points_from_xy(stops.stop_lon.astype(float), stops.stop_lat.astype(float)),
+                        crs=4326).to_crs(2154)
+    cover = shapely.union_all(pts.buffer(300, quad_segs=8).values)
+    n300, inside, share, dist = (_values(mart, i) for i in
+                                 ("arrets_300m", "arrets_dans_qpv", "part_surface_300m_arret", "distance_arret_m"))
+    assert set(n300) == {"QP035002", "QP035003", "QP035004", "QP035005", "QP035006"}  # not Saint-Malo
+    for code in n300:
+        geom = qpv.geometry[code]
+        assert n300[code] == int((pts.distance(geom) <= 300).sum()), code
+        assert inside[code] == int(pts.within(geom).sum()), code
+        assert share[code] == pytest.approx(100 * geom.intersection(cover).area / geom.area, abs=0.15), code
+        expected = 0 if inside[code] else round(pts.distance(geom).min())
+        assert dist[code] == pytest.approx(expected, abs=1), code
+        assert n300[code] > 0
+
+
+def test_job_offers_within_5km_and_in_the_isochrone_match(mart: str, qpv: gpd.GeoDataFrame) -> None:
+    offers = _points(gpd.read_file(SAMPLES / "offres.geojson"))
+    got = _values(mart, "offres_emploi_5km")
+    assert set(got) == set(qpv.index)  # offers reach Saint-Malo too
+    for code, n in got.items():
+        assert n == int((offers.distance(qpv.geometry[code]) <= 5000).sum()), code
+    iso = gpd.read_file(SAMPLES / "isochrones_qp035002_resovilles.geojson").to_crs(2154)
+    tc30 = iso[(iso.AA_MODE == "TC") & (iso.AA_MINS == "30")].geometry.union_all()
+    assert _values(mart, "offres_emploi_tc_30min") == {"QP035002": float(offers.intersects(tc30).sum())}
+    ratio = _values(mart, "demandeurs_par_offre_5km")
+    demandeurs = _values(mart, "demandeurs_emploi_abc")
+    for code, v in ratio.items():
+        assert v == pytest.approx(round(demandeurs[code] / got[code], 2)), code
+
+
+def test_facilities_by_domain_within_500m_match(mart: str, qpv: gpd.GeoDataFrame) -> None:
+    bpe = pd.read_csv(SAMPLES / "bpe_ensemble_xy_fixture_35.csv", sep=";", dtype=str).dropna(
+        subset=["LAMBERT_X", "LAMBERT_Y"])
+    pts = gpd.GeoSeries(gpd.points_from_xy(bpe.LAMBERT_X.astype(float), bpe.LAMBERT_Y.astype(float)), crs=2154)
+    for dom in "ABCDEFG":
+        got = _values(mart, f"equipements_500m_dom_{dom.lower()}")
+        mask = bpe.TYPEQU.str.startswith(dom).to_numpy()
+        for code, geom in qpv.geometry.items():
+            assert got[code] == int((pts[mask].distance(geom) <= 500).sum()), (dom, code)
+
+
+def test_flood_shares_match_shapely_for_qpv_and_commune_outside_qpv(mart: str, qpv: gpd.GeoDataFrame) -> None:
+    with zipfile.ZipFile(SAMPLES / "tri_rennes_inondable_fixture.zip") as z:
+        shp = next(n for n in z.namelist() if n.endswith(".shp"))
+    flood = gpd.read_file(f"zip://{SAMPLES / 'tri_rennes_inondable_fixture.zip'}!{shp}").to_crs(2154)
+    zone = flood.geometry.union_all()
+    strong = flood[flood.scenario.str.startswith("01For")].geometry.union_all()
+    got, got_strong = _values(mart, "part_surface_inondable"), _values(mart, "part_surface_inondable_forte")
+    assert got, "the fixture's flood bands cross Rennes"
+    for code, v in got.items():
+        geom = qpv.geometry[code]
+        assert v == pytest.approx(100 * geom.intersection(zone).area / geom.area, abs=0.1), code
+        assert got_strong[code] == pytest.approx(100 * geom.intersection(strong).area / geom.area, abs=0.1), code
+    communes = gpd.read_file(SAMPLES / "communes_dept35_datafrance.geojson").to_crs(2154).set_index("insee_com")
+    rennes = communes.geometry["35238"]
+    hors = rennes.difference(qpv.geometry.union_all())
+    hors_share = _values(mart, "part_surface_inondable", "commune_hors_qpv")["QP035002"]
+    assert hors_share == pytest.approx(100 * hors.intersection(zone).area / hors.area, abs=0.1)
+
+
+def _sigville(name: str) -> dict[str, dict[str, str]]:
+    text = (SAMPLES / name).read_text(encoding="utf-8-sig")
+    return {r["CODGEO"]: r for r in csv.DictReader(io.StringIO(text), delimiter=";")}
+
+
+def _num(cell: str) -> float:
+    return float(re.sub(r"[\s\u202f\xa0]", "", cell).replace(",", "."))
+
+
+def test_population_and_commune_outside_qpv_match_the_sigville_file(mart: str) -> None:
+    demo = _sigville("sigville_qpv2015_DEMO_2022_reg52_53.csv")
+    qpv, com, hors = (_values(mart, "population", s) for s in ("qpv", "commune", "commune_hors_qpv"))
+    for code in qpv:
+        row = demo[code]
+        assert qpv[code] == _num(row["POP_MUN"])
+        assert com[code] == _num(row["POP_COM"])
+        assert hors[code] == _num(row["POP_COM"]) - _num(row["POP_COM_QP"])
+    revn = _sigville("sigville_qpv2015_REVN_2022_reg52_53.csv")
+    assert _values(mart, "taux_pauvrete")["QP035004"] == _num(revn["QP035004"]["TP60"])
+    with psycopg.connect(mart) as conn:
+        mil = {r[0] for r in conn.execute(
+            "SELECT millesime FROM mart.qpv_indicator WHERE indicator_id = 'population'")}
+    assert mil == {"2022"}
+
+
+def test_reference_geography_shares_and_epci(mart: str) -> None:
+    with psycopg.connect(mart) as conn:
+        shares = dict(conn.execute("SELECT code_qp, sum(share_of_qpv) FROM ref.qpv_commune GROUP BY 1"))
+        main = conn.execute("SELECT count(*) FROM ref.qpv q JOIN ref.qpv_commune c USING (generation, code_qp) "
+                            "WHERE c.insee_com = q.insee_com").fetchone()[0]
+        epci = conn.execute("SELECT nom_epci, n_communes FROM ref.epci WHERE siren_epci = '243500139'").fetchone()
+        pieces = conn.execute("SELECT max(ST_NPoints(geom)) FROM ref.qpv_subdivided").fetchone()[0]
+        same = conn.execute(
+            "SELECT max(ST_Area(ST_SymDifference(q.geom, s.g))) FROM ref.qpv q JOIN (SELECT code_qp, "
+            "ST_Multi(ST_Union(geom)) g FROM ref.qpv_subdivided GROUP BY 1) s USING (code_qp)").fetchone()[0]
+    assert set(shares) == {f"QP03500{i}" for i in range(1, 7)}
+    assert all(0.97 <= s <= 1.0001 for s in shares.values()), shares
+    assert main == 6  # each QPV overlaps the commune it is published with
+    assert epci == ("Rennes Métropole", 43)
+    assert pieces <= 65 and same < 1  # m²: the pieces rebuild the perimeter
+
+
+def test_missing_source_gives_absent_indicators_not_zero(db_uri: str, qpvhub_home: Path) -> None:
+    from qpvhub.catalog import load_catalog
+    from qpvhub.indicators import run_indicators
+    from qpvhub.pipeline import Env, ingest
+
+    env = Env.from_settings()
+    catalog = load_catalog(ROOT / "include" / "sources")
+    for sid in ("cog_communes", "qpv_2015", "rennes_bus_stops"):
+        assert ingest(env, catalog[sid], sample=True).status == "success"
+    written = run_indicators(db_uri, ROOT / "sql")
+    assert written["superficie_ha"] == 6
+    assert written["arrets_300m"] == written["part_surface_inondable"] == written["population"] == 0
+    with psycopg.connect(db_uri) as conn:
+        ids = {r[0] for r in conn.execute("SELECT DISTINCT indicator_id FROM mart.qpv_indicator")}
+        cols = {r[0] for r in conn.execute("SELECT column_name FROM information_schema.columns "
+                                           "WHERE table_schema = 'mart' AND table_name = 'qpv_profile'")}
+    assert ids == {"superficie_ha"}  # nb_communes needs the commune outlines
+    assert "arrets_300m" not in cols and "superficie_ha" in cols
+
+
+def test_correspondence_between_generations_comes_from_geometry(db_uri: str, qpvhub_home: Path,
+                                                                tmp_path: Path) -> None:
+    import shutil
+
+    from qpvhub.catalog import load_catalog, load_source
+    from qpvhub.indicators import run_indicators
+    from qpvhub.pipeline import Env, ingest
+
+    env = Env.from_settings()
+    catalog = load_catalog(ROOT / "include" / "sources")
+    spec = tmp_path / "qpv_2024_test.yml"
+    shutil.copy(ROOT / "tests" / "data" / "qpv_2024_test.yml", spec)
+    for source in (catalog["cog_communes"], catalog["qpv_2015"]):
+        assert ingest(env, source, sample=True).status == "success"
+    run_indicators(db_uri, ROOT / "sql")
+    with psycopg.connect(db_uri) as conn:
+        assert conn.execute("SELECT count(*) FROM ref.qpv_correspondence").fetchone()[0] == 0  # one generation
+    assert ingest(env, load_source(spec), sample=True).status == "success"
+    run_indicators(db_uri, ROOT / "sql")
+    with psycopg.connect(db_uri) as conn:
+        pairs = conn.execute("SELECT code_qp_2015, code_qp_2024, round(share_of_2015::numeric, 3), "
+                             "round(share_of_2024::numeric, 3) FROM ref.qpv_correspondence ORDER BY 1").fetchall()
+        area = dict(conn.execute("SELECT generation, count(*) FROM mart.qpv_indicator "
+                                 "WHERE indicator_id = 'superficie_ha' GROUP BY 1"))
+    # the fixture's 2024 perimeters are the 2015 ones (tests/data/PROVENANCE.md): each pair overlaps fully
+    assert [(a, b[:5]) for a, b, *_ in pairs] == [(f"QP03500{i}", f"QN035{i:02d}"[:5]) for i in range(1, 7)]
+    assert all(s15 == s24 == 1 for *_, s15, s24 in pairs)
+    assert area == {2015: 6, 2024: 6}
+
+
+def test_analyst_guide_queries_run_as_the_analyst(mart: str) -> None:
+    """Every SQL block of docs/analyst_guide.md runs, read-only, as qpvhub_analyst and returns rows."""
+    guide = (ROOT / "docs" / "analyst_guide.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```sql\n(.*?)```", guide, re.S)
+    assert len(blocks) >= 3
+    analyst = re.sub(r"//[^@/]*@", "//qpvhub_analyst@", mart) if "@" in mart else mart
+    with psycopg.connect(analyst) as conn:
+        assert conn.execute("SELECT current_user").fetchone()[0] == "qpvhub_analyst"
+        for block in blocks:
+            rows = conn.execute(block).fetchall()
+            assert rows, block
+        # read-only by default; switched off here to prove the privileges themselves refuse writes
+        conn.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE")
+        conn.commit()
+        for stmt in ("INSERT INTO mart.indicator_catalog (indicator_id) VALUES ('x')",
+                     "UPDATE mart.qpv_indicator SET value = 0", "DELETE FROM ref.qpv",
+                     "CREATE TABLE mart.mine (a int)", "CREATE VIEW mart.v AS SELECT 1"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(stmt)
+            conn.rollback()
+
+
+def test_mart_suite_results_are_kept(mart: str) -> None:
+    with psycopg.connect(mart) as conn:
+        rows = conn.execute("SELECT run_id, count(*), bool_and(success) FROM meta.validation_results "
+                            "WHERE suite = 'mart_qpv_indicator' GROUP BY 1").fetchall()
+        n_ranged = conn.execute("SELECT count(*) FROM mart.indicator_catalog").fetchone()[0]
+    assert len(rows) == 1 and rows[0][0].startswith("indicators-") and rows[0][2] is True
+    assert rows[0][1] == 4 + n_ranged  # keys, code format, millésime, a profile per QPV; one range per indicator
