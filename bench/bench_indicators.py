@@ -1,10 +1,11 @@
 """Benchmark: the indicator refresh on a national-size synthetic load.
 
 1,400 QPV outlines replicated from the six real Ille-et-Vilaine ones (bundled sample) and translated
-across metropolitan France's Lambert-93 extent, and 1,000,000 points in the BPE layout: half within
-3 km of a QPV (facilities are urban), half anywhere. Synthetic positions, real shapes and real BPE
-type codes. Times `run_indicators` (derived tables + every family whose inputs exist + the mart's GX
-suite + swap) and merges `indicators_s` into bench/results.json. Runs in a database of its own.
+across metropolitan France's Lambert-93 extent, 1,000,000 points in the BPE layout (half within 3 km of
+a QPV: facilities are urban; half anywhere) and 100,000 transit stops within 4 km of a QPV. Synthetic
+positions, real shapes and real BPE type codes. Times `run_indicators` (derived tables + every family
+whose inputs exist + the mart's GX suite + swap) and merges `indicators_s` into bench/results.json.
+Runs in a database of its own.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ EXTENT = (120_000, 6_150_000, 1_050_000, 7_050_000)  # metropolitan France, Lamb
 DEPS = [f"{d:02d}" for d in range(1, 96) if d != 20]
 
 
-def load_synthetic(uri: str, n_qpv: int, n_points: int, seed: int = 2015) -> None:
-    """Write ref.qpv (generation 2015) and src.bpe directly, shaped as the loader leaves them."""
+def load_synthetic(uri: str, n_qpv: int, n_points: int, n_stops: int, seed: int = 2015) -> None:
+    """Write ref.qpv (generation 2015), src.bpe and src.gtfs_stops directly, shaped as the loader leaves them."""
     rng = np.random.default_rng(seed)
     real = gpd.read_file(ROOT / "include" / "sample_data" / "qpv2015_dept35_esigat_resovilles.geojson").to_crs(2154)
     shapes = [shapely.force_2d(g) for g in real.geometry]
@@ -71,10 +72,25 @@ def load_synthetic(uri: str, n_qpv: int, n_points: int, seed: int = 2015) -> Non
                 cp.write("".join(f"{d}001\t{d}\t2018\t{t}\tbench\tSRID=2154;POINT({x:.0f} {y:.0f})\n"
                                  for d, t, x, y in zip(pdeps[sl], types[sl], px[sl], py[sl], strict=True)))
         conn.execute("CREATE INDEX ON src.bpe USING gist (geom)")
+        # transit stops: clustered around the QPV like urban networks, with weekday departures
+        w = rng.integers(0, n_qpv, n_stops)
+        r, a = 4000 * np.sqrt(rng.random(n_stops)), rng.uniform(0, 2 * np.pi, n_stops)
+        sx, sy = xs[w] + r * np.cos(a), ys[w] + r * np.sin(a)
+        dep = rng.integers(0, 300, n_stops)
+        conn.execute("DROP TABLE IF EXISTS src.gtfs_stops")
+        conn.execute("CREATE TABLE src.gtfs_stops (stop_id text PRIMARY KEY, stop_name text, location_type integer, "
+                     "departures_weekday_avg double precision, source_run_id text, "
+                     "geom geometry(Point, 2154) NOT NULL)")
+        with conn.cursor().copy("COPY src.gtfs_stops (stop_id, stop_name, departures_weekday_avg, source_run_id, geom) "
+                                "FROM STDIN") as cp:
+            cp.write("".join(f"S{k}\tarrêt {k}\t{d}\tbench\tSRID=2154;POINT({x:.0f} {y:.0f})\n"
+                             for k, (d, x, y) in enumerate(zip(dep, sx, sy, strict=True))))
+        conn.execute("CREATE INDEX ON src.gtfs_stops USING gist (geom)")
         conn.execute("INSERT INTO meta.source_runs (run_id, source_id, status, millesime, finished_at) "
                      "VALUES ('bench', 'bpe', 'success', '2018', now()) ON CONFLICT DO NOTHING")
         conn.commit()
         conn.execute("ANALYZE src.bpe")
+        conn.execute("ANALYZE src.gtfs_stops")
         conn.execute("ANALYZE ref.qpv")
         conn.commit()
 
@@ -83,6 +99,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--qpv", type=int, default=1400)
     ap.add_argument("--points", type=int, default=1_000_000)
+    ap.add_argument("--stops", type=int, default=100_000)
     args = ap.parse_args()
     from qpvhub.db import migrate, resolve_uri
     from qpvhub.indicators import run_indicators
@@ -95,7 +112,7 @@ def main() -> None:
     try:
         migrate(uri)
         t = time.perf_counter()
-        load_synthetic(uri, args.qpv, args.points)
+        load_synthetic(uri, args.qpv, args.points, args.stops)
         load_s = time.perf_counter() - t
         t = time.perf_counter()
         written = run_indicators(uri, ROOT / "sql")
@@ -106,7 +123,7 @@ def main() -> None:
     path = ROOT / "bench" / "results.json"
     res = json.loads(path.read_text()) if path.exists() else {}
     res.update({
-        "indicators_qpv": args.qpv, "indicators_points": args.points,
+        "indicators_qpv": args.qpv, "indicators_points": args.points, "indicators_stops": args.stops,
         "indicators_s": round(indicators_s, 2), "indicators_target_s": 60,
         "indicators_values": sum(written.values()), "indicators_synthetic_load_s": round(load_s, 2),
     })

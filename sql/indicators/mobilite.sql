@@ -50,37 +50,43 @@
 --     millesime: validité du GTFS
 --     range: [0, 100]
 -- ---
-WITH stops AS (
-    SELECT stop_id, geom, departures_weekday_avg, source_run_id
+-- Set-based: stops near each QPV come from the subdivided perimeters through the GiST index; the
+-- area within 300 m is the union of the buffers of those stops only, per QPV and per commune.
+-- src.gtfs_stops is read directly (not through a CTE) so that every spatial join uses its GiST index.
+WITH meta_run AS (
+    SELECT min(source_run_id) AS run_id, ST_Buffer(ST_ConvexHull(ST_Collect(geom)), 300) AS cover
     FROM src.gtfs_stops WHERE coalesce(location_type, 0) = 0
-), meta_run AS (
-    SELECT min(source_run_id) AS run_id, ST_Buffer(ST_ConvexHull(ST_Collect(geom)), 300) AS cover FROM stops
-), stop_cover AS (      -- the area within 300 m of a stop, built once
-    SELECT ST_Union(ST_Buffer(geom, 300, 'quad_segs=8')) AS g FROM stops
 ), qpv AS (
     SELECT q.generation, q.code_qp, q.insee_com, q.geom, q.source_run_id AS qpv_run
     FROM ref.qpv q, meta_run m
     WHERE ST_Intersects(ST_PointOnSurface(q.geom), m.cover)
-), near AS (            -- stops within 300 m, found through the subdivided perimeters
-    SELECT DISTINCT s.generation, s.code_qp, st.stop_id, st.departures_weekday_avg
+), near AS (            -- stops within 300 m (inside included), once per QPV
+    SELECT DISTINCT s.generation, s.code_qp, st.stop_id
     FROM ref.qpv_subdivided s
     JOIN qpv USING (generation, code_qp)
-    JOIN stops st ON ST_DWithin(st.geom, s.geom, 300)
+    JOIN src.gtfs_stops st ON ST_DWithin(st.geom, s.geom, 300) AND coalesce(st.location_type, 0) = 0
 ), inside AS (
     SELECT DISTINCT s.generation, s.code_qp, st.stop_id
     FROM ref.qpv_subdivided s
     JOIN qpv USING (generation, code_qp)
-    JOIN stops st ON ST_Intersects(st.geom, s.geom)
+    JOIN src.gtfs_stops st ON ST_Intersects(st.geom, s.geom) AND coalesce(st.location_type, 0) = 0
+), near_agg AS (
+    SELECT n.generation, n.code_qp, count(*) AS n_300, sum(st.departures_weekday_avg) AS dep_300,
+           ST_Union(ST_Buffer(st.geom, 300, 'quad_segs=8')) AS buf
+    FROM near n JOIN src.gtfs_stops st USING (stop_id)
+    GROUP BY n.generation, n.code_qp
+), inside_agg AS (
+    SELECT generation, code_qp, count(*) AS n_in FROM inside GROUP BY 1, 2
 ), per_qpv AS (
     SELECT qpv.generation, qpv.code_qp, qpv.qpv_run,
-           (SELECT count(*) FROM inside i WHERE i.generation = qpv.generation AND i.code_qp = qpv.code_qp) AS n_in,
-           (SELECT count(*) FROM near n WHERE n.generation = qpv.generation AND n.code_qp = qpv.code_qp) AS n_300,
-           (SELECT coalesce(sum(n.departures_weekday_avg), 0) FROM near n
-             WHERE n.generation = qpv.generation AND n.code_qp = qpv.code_qp) AS dep_300,
-           (SELECT ST_Distance(qpv.geom, st.geom) FROM stops st ORDER BY st.geom <-> qpv.geom LIMIT 1) AS dist,
-           ST_Area(ST_Intersection(qpv.geom, sc.g)) AS covered,
+           coalesce(ia.n_in, 0) AS n_in, coalesce(na.n_300, 0) AS n_300, coalesce(na.dep_300, 0) AS dep_300,
+           (SELECT ST_Distance(qpv.geom, st.geom) FROM src.gtfs_stops st WHERE coalesce(st.location_type, 0) = 0
+             ORDER BY st.geom <-> qpv.geom LIMIT 1) AS dist,
+           coalesce(ST_Area(ST_Intersection(qpv.geom, na.buf)), 0) AS covered,
            ST_Area(qpv.geom) AS area
-    FROM qpv, stop_cover sc
+    FROM qpv
+    LEFT JOIN near_agg na USING (generation, code_qp)
+    LEFT JOIN inside_agg ia USING (generation, code_qp)
 ), commune_scope AS (   -- each main commune, whole and outside every QPV of the same list
     SELECT cm.generation, cm.insee_com, c.source_run_id AS com_run, z.scope, z.geom
     FROM (SELECT DISTINCT generation, insee_com FROM qpv) cm
@@ -92,8 +98,11 @@ WITH stops AS (
                                                       AND ST_Intersects(o.geom, c.geom))))
     ) AS z (scope, geom)
 ), commune_cov AS (
-    SELECT cs.*, ST_Area(cs.geom) AS area, ST_Area(ST_Intersection(cs.geom, sc.g)) AS covered
-    FROM commune_scope cs, stop_cover sc
+    SELECT cs.*, ST_Area(cs.geom) AS area,
+           coalesce((SELECT ST_Area(ST_Intersection(cs.geom, ST_Union(ST_Buffer(st.geom, 300, 'quad_segs=8'))))
+                     FROM src.gtfs_stops st
+                     WHERE ST_DWithin(st.geom, cs.geom, 300) AND coalesce(st.location_type, 0) = 0), 0) AS covered
+    FROM commune_scope cs
 )
 SELECT i.indicator_id, p.code_qp, p.generation, i.scope, i.value, i.num AS numerator, i.den AS denominator,
        meta.millesime_of(m.run_id) AS millesime, ARRAY[p.qpv_run, m.run_id] AS source_run_ids
