@@ -465,7 +465,9 @@ def create_check_view(conn: psycopg.Connection, source: Source, final_table: str
                 .format(g=gc, s=sql.Literal(source.geometry.srid), a=sql.Literal(float(b[0])),
                         b=sql.Literal(float(b[1])), c=sql.Literal(float(b[2])), d=sql.Literal(float(b[3])))
                 for b in bboxes)
-            extra += sql.SQL(", coalesce({}, false) AS _geom_in_region").format(tests)
+            extra += sql.SQL(", coalesce({}, false) AS _geom_in_region, "
+                             "ST_AsText(ST_Transform(ST_PointOnSurface({g}), 4326), 4) AS _geom_where").format(
+                tests, g=gc)
     conn.execute(sql.SQL("CREATE OR REPLACE VIEW {} AS SELECT {}{} FROM {}").format(
         sql.Identifier("staging", view), sql.SQL(", ").join(cols), extra, sql.Identifier("staging", final_table)))
     return view

@@ -134,6 +134,13 @@ def region_bboxes(env: Env) -> list[tuple[float, float, float, float]]:
     return [r.bbox for r in load_regions(env.settings.regions_dir).values()]
 
 
+def http_settings() -> dict:
+    """HTTP timeout (s), attempts and backoff (s) for sources: QPVHUB_HTTP_TIMEOUT / _RETRIES / _BACKOFF."""
+    return {"timeout": float(os.environ.get("QPVHUB_HTTP_TIMEOUT", "60")),
+            "retries": int(os.environ.get("QPVHUB_HTTP_RETRIES", "3")),
+            "backoff": float(os.environ.get("QPVHUB_HTTP_BACKOFF", "1"))}
+
+
 def fetch_step(env: Env, source: Source, run_id: str, url: str, *, force: bool = False) -> dict:
     """Download, compare with the last success, archive raw bytes; return {'status', 'raw_key', …}."""
     t0 = time.monotonic()
@@ -141,7 +148,7 @@ def fetch_step(env: Env, source: Source, run_id: str, url: str, *, force: bool =
     work = Path(tempfile.mkdtemp(prefix=f"qpvhub-{source.id}-"))
     try:
         got = fetch(url, work, etag=prev and prev["etag"], last_modified=prev and prev["last_modified"],
-                    s3_client=getattr(env.store, "client", None))
+                    s3_client=getattr(env.store, "client", None), **http_settings())
         unchanged = got.not_modified or (prev is not None and got.sha256 == prev["sha256"])
         if unchanged:
             _update(env, run_id, status="skipped", urls=[url], finished_at=dt.datetime.now(dt.UTC),

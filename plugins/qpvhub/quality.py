@@ -111,7 +111,12 @@ def build_expectations(source: Source, previous_rows: int | None, *, in_region: 
             exps.append(("expect_column_values_to_be_in_set",
                          {"column": "_geom_type", "value_set": [PG_GEOMETRY_TYPE[g.type]]}))
         if in_region:
-            exps.append(("expect_column_values_to_be_in_set", {"column": "_geom_in_region", "value_set": [True]}))
+            # rows named by their key (or first column) and a WGS84 point, so the report says which and where
+            shown = ", ".join(f'"{c}"' for c in (source.keys or list(source.columns)[:1]))
+            exps.append(("unexpected_rows_expectation", {
+                "unexpected_rows_query": f"SELECT {shown}, _geom_where FROM {{batch}} WHERE NOT _geom_in_region",
+                "description": "every geometry inside the bounding box of the deployment's regions "
+                               "(swapped lon/lat or a wrong CRS land outside)"}))
     for c in q.checks:
         exps.append(expand_check(c))
     for e in q.expectations:
@@ -243,7 +248,33 @@ def validate_table(
             kwargs=_jsonable(dict(cfg.kwargs)),
             description=getattr(cfg, "description", None),
         ))
+    _sample_unexpected_rows(uri, schema, table, checks)
     return ValidationReport(suite=suite_name, success=all(c.success for c in checks), results=checks, policy=policy)
+
+
+def _sample_unexpected_rows(uri: str, schema: str, table: str, checks: list[CheckResult], n: int = 5) -> None:
+    """GX gives an unexpected-rows check's rows only in COMPLETE format (all of them): fetch a few instead,
+    so the report says which rows failed."""
+    import psycopg
+    from psycopg import sql
+
+    failed = [c for c in checks if not c.success and c.expectation == "unexpected_rows_expectation"
+              and c.kwargs.get("unexpected_rows_query")]
+    if not failed:
+        return
+    batch = sql.Identifier(schema, table)
+    with psycopg.connect(uri) as conn:
+        conn.execute("SET TRANSACTION READ ONLY")
+        for c in failed:
+            # plain substitution: the query may hold other braces (regex quantifiers)
+            query = sql.SQL(c.kwargs["unexpected_rows_query"].replace("{batch}", batch.as_string(conn)))
+            try:
+                rows = conn.execute(sql.SQL("SELECT * FROM (") + query + sql.SQL(f") AS u LIMIT {int(n)}"))
+                c.sample = _jsonable([list(r) for r in rows.fetchall()])
+            except psycopg.Error as exc:  # the count came from GX; a sample is a bonus
+                log.warning("could not sample rows of %s: %s", c.description, exc)
+                conn.rollback()
+                conn.execute("SET TRANSACTION READ ONLY")
 
 
 def record_results(conn, run_id: str, report: ValidationReport) -> None:

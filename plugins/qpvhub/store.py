@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -160,12 +161,21 @@ class S3Store:
         return f"s3://{self.bucket}/{full}"
 
     def _wrap(self, what: str, key: str, fn):
-        from minio.error import S3Error
+        """Run a client call; S3 refusals and an unreachable endpoint become a StoreError naming the key."""
+        import urllib3
+        from minio.error import InvalidResponseError, S3Error
 
         try:
             return fn()
         except S3Error as exc:
             raise StoreError(f"{what} {self.describe(key)}: {exc.code} {exc.message}") from exc
+        except InvalidResponseError as exc:  # a refusal without an S3 XML body (proxy, policy engine)
+            status = re.search(r"Response code: (\d+)", str(exc))
+            raise StoreError(f"{what} {self.describe(key)}: refused by the object store "
+                             f"(HTTP {status.group(1) if status else '?'})") from exc
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise StoreError(f"{what} {self.describe(key)}: object store {self.endpoint} unreachable: "
+                             f"{type(exc).__name__}") from exc
 
     def put_file(self, key: str, path: Path, content_type: str = "application/octet-stream") -> None:
         self._wrap("upload to", key, lambda: self.client.fput_object(
