@@ -102,9 +102,33 @@ def cmd_publish(args: argparse.Namespace) -> int:
     for code in wanted:
         if code not in regions:
             raise QpvhubError(f"unknown region {code!r}; known: {', '.join(sorted(regions))}")
-        res = publish_region(env, regions[code], keep=args.keep)
-        where = env.store.describe(f"published/{code}/{res.product}/latest/")
-        print(f"  region {code}: {res.status} version {res.version} → {where}")
+        res = publish_region(env, regions[code], keep=args.keep, threshold=args.secrecy_threshold)
+        for r in [res, *res.parts]:
+            where = env.store.describe(f"published/{code}/{r.product}/latest/")
+            label = f"region {code}" if r is res else f"  {r.product}"
+            print(f"  {label}: {r.status} version {r.version} → {where}")
+    return 0
+
+
+def cmd_share(args: argparse.Namespace) -> int:
+    """Print time-limited download URLs (S3 presigned, at most 7 days) for a product's latest files or a key."""
+    env = _env()
+    presign = getattr(env.store, "presigned_get", None)
+    if presign is None:
+        raise QpvhubError("qpvhub share needs an S3 object store (AIRFLOW_CONN_QPVHUB_STORE of type aws): "
+                          "a local directory cannot sign URLs")
+    if "/" in args.target:
+        keys = [args.target]
+    else:
+        if not args.region:
+            raise QpvhubError("give --region with a product name (or give an object key)")
+        prefix = f"published/{args.region}/{args.target}/latest/"
+        keys = [k for k in env.store.list(prefix) if not k.endswith("/")]
+        if not keys:
+            raise QpvhubError(f"no published files under {env.store.describe(prefix)}")
+    for key in sorted(keys):
+        print(f"{key}\n  {presign(key, args.days)}")
+    print(f"valid {args.days:g} day(s); anyone holding a URL can download that object until then")
     return 0
 
 
@@ -141,7 +165,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print("→ indicators")
     cmd_indicators(argparse.Namespace(family=None))
     print("→ publish")
-    cmd_publish(argparse.Namespace(region=["53"], keep=10))
+    cmd_publish(argparse.Namespace(region=["53"], keep=10, secrecy_threshold=None))
     from qpvhub.db import connect
 
     with connect(env.uri) as conn:
@@ -195,7 +219,15 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("publish", help="publish the extracts of a region")
     s.add_argument("--region", action="append", help="region code (repeatable; default: all)")
     s.add_argument("--keep", type=int, default=10, help="versions to keep (default 10)")
+    s.add_argument("--secrecy-threshold", type=int, default=None,
+                   help="statistical secrecy threshold for counts (default QPVHUB_SECRECY_THRESHOLD or 11)")
     s.set_defaults(func=cmd_publish)
+
+    s = sub.add_parser("share", help="time-limited download URLs (S3 presigned) for restricted products")
+    s.add_argument("target", help="a product name (with --region) or an object key")
+    s.add_argument("--region", help="region code, with a product name")
+    s.add_argument("--days", type=float, default=7, help="validity in days, at most 7 (default 7)")
+    s.set_defaults(func=cmd_share)
 
     s = sub.add_parser("status", help="last run of each source")
     s.set_defaults(func=cmd_status)

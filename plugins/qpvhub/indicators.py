@@ -17,6 +17,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
 import psycopg
 import yaml
@@ -41,6 +42,8 @@ class IndicatorDef(BaseModel):
     millesime: str
     is_count: bool = False
     range: tuple[float, float] | None = Field(default=None, description="plausible [min, max], checked")
+    secrecy: Literal["count"] | dict[Literal["rate_of"], str] | None = Field(
+        default=None, description="'count' (people or households) or {rate_of: <count id>}: publication secrecy")
 
 
 class FamilyHeader(BaseModel):
@@ -117,6 +120,12 @@ def load_families(sql_dir: Path) -> list[Family]:
             if ind.id in seen:
                 raise ConfigError(f"indicator {ind.id!r} defined in {seen[ind.id]} and {f.path}")
             seen[ind.id] = f.path
+    counts = {i.id for f in families for i in f.header.indicators if i.secrecy == "count"}
+    for f in families:
+        for ind in f.header.indicators:
+            if isinstance(ind.secrecy, dict) and ind.secrecy["rate_of"] not in counts:
+                raise ConfigError(f"{f.path}: {ind.id} secrecy rate_of {ind.secrecy['rate_of']!r} is not an "
+                                  "indicator declared 'secrecy: count'")
     return families
 
 

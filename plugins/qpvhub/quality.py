@@ -196,6 +196,15 @@ def validate_table(
     asset = ds.add_table_asset(table, table_name=table, schema_name=schema)
     batch_def = asset.add_batch_definition_whole_table("whole")
 
+    checks = _run_suite(gx, ctx, batch_def, suite_name, expectations, docs=docs_dir is not None)
+    _sample_unexpected_rows(uri, schema, table, checks)
+    return ValidationReport(suite=suite_name, success=all(c.success for c in checks), results=checks, policy=policy)
+
+
+def _run_suite(gx, ctx, batch_def, suite_name: str, expectations: list[tuple[str, dict]], *,
+               batch_parameters: dict | None = None, docs: bool = False) -> list[CheckResult]:
+    """Run a suite in two passes (BOOLEAN_ONLY for all, SUMMARY for the failed and the row counts)."""
+
     def run(name: str, exps: list[tuple[str, dict]], fmt: dict):
         suite = gx.ExpectationSuite(name=name)
         for exp_name, kwargs in exps:
@@ -205,7 +214,8 @@ def validate_table(
             suite.add_expectation(cls(**kwargs))
         suite = ctx.suites.add(suite)
         vd = ctx.validation_definitions.add(gx.ValidationDefinition(name=name, data=batch_def, suite=suite))
-        return vd.run(result_format=fmt).results  # kept in the context's results store, for Data Docs
+        # results stay in the context's store, for Data Docs
+        return vd.run(result_format=fmt, batch_parameters=batch_parameters).results
 
     def key(cfg) -> str:  # GX does not keep the suite's order in its results: match on the config
         return cfg.type + json.dumps({k: v for k, v in cfg.kwargs.items() if k != "batch_id"}, sort_keys=True,
@@ -220,7 +230,7 @@ def validate_table(
                           **({"description": c.description} if c.description else {})}) for c in again]
         detailed = {key(r.expectation_config): r for r in run(
             suite_name + "__detail", exps, {"result_format": "SUMMARY", "partial_unexpected_count": 10})}
-    if docs_dir is not None:
+    if docs:
         ctx.build_data_docs(site_names=["qpvhub"])  # one render of both passes
     checks = []
     for first in quick:
@@ -248,7 +258,16 @@ def validate_table(
             kwargs=_jsonable(dict(cfg.kwargs)),
             description=getattr(cfg, "description", None),
         ))
-    _sample_unexpected_rows(uri, schema, table, checks)
+    return checks
+
+
+def validate_frame(df, suite_name: str, expectations: list[tuple[str, dict]], policy: str = "block"
+                   ) -> ValidationReport:
+    """The same suites on a pandas DataFrame (small frames: an extract before publication)."""
+    gx, ctx = _gx_context()
+    batch_def = ctx.data_sources.add_pandas("frame").add_dataframe_asset("frame").add_batch_definition_whole_dataframe(
+        "whole")
+    checks = _run_suite(gx, ctx, batch_def, suite_name, expectations, batch_parameters={"dataframe": df})
     return ValidationReport(suite=suite_name, success=all(c.success for c in checks), results=checks, policy=policy)
 
 

@@ -18,6 +18,8 @@ from typing import Protocol
 from qpvhub.config import StoreSettings
 from qpvhub.errors import ConfigError, QpvhubError
 
+MAX_PRESIGN_DAYS = 7
+
 
 class StoreError(QpvhubError):
     """The object store refused or failed an operation."""
@@ -176,6 +178,17 @@ class S3Store:
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise StoreError(f"{what} {self.describe(key)}: object store {self.endpoint} unreachable: "
                              f"{type(exc).__name__}") from exc
+
+    def presigned_get(self, key: str, days: float) -> str:
+        """A time-limited download URL for one object (S3 caps the validity at 7 days)."""
+        import datetime as dt
+
+        if not 0 < days <= MAX_PRESIGN_DAYS:
+            raise StoreError(f"presigned URLs last at most {MAX_PRESIGN_DAYS} days (S3 limit); asked {days}")
+        if not self.exists(key):
+            raise StoreError(f"no object {self.describe(key)} to share")
+        return self._wrap("presign", key, lambda: self.client.presigned_get_object(
+            self.bucket, self._key(key), expires=dt.timedelta(days=days)))
 
     def put_file(self, key: str, path: Path, content_type: str = "application/octet-stream") -> None:
         self._wrap("upload to", key, lambda: self.client.fput_object(

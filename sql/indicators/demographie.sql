@@ -14,6 +14,7 @@
 --     millesime: SIG Ville, données QPV (millésime de la source)
 --     is_count: true
 --     range: [0, 3000000]
+--     secrecy: count
 --   - id: part_moins_25
 --     label_fr: Part des moins de 25 ans
 --     unit: "%"
@@ -21,6 +22,7 @@
 --     method: Part des habitants de moins de 25 ans (TX_TOT_0A24, SIG Ville).
 --     millesime: SIG Ville, données QPV
 --     range: [0, 100]
+--     secrecy: {rate_of: population}
 --   - id: part_60_plus
 --     label_fr: Part des 60 ans et plus
 --     unit: "%"
@@ -28,6 +30,7 @@
 --     method: Part des habitants de 60 ans et plus (TX_TOT_60ETPLUS, SIG Ville).
 --     millesime: SIG Ville, données QPV
 --     range: [0, 100]
+--     secrecy: {rate_of: population}
 --   - id: part_etrangers
 --     label_fr: Part des étrangers
 --     unit: "%"
@@ -35,6 +38,7 @@
 --     method: Part des habitants de nationalité étrangère (TX_TOT_ET, SIG Ville).
 --     millesime: SIG Ville, données QPV
 --     range: [0, 100]
+--     secrecy: {rate_of: population}
 -- ---
 -- SIG Ville publishes the 2015 list only: rows join the 2015 generation. NULL (secret) cells give no row.
 WITH d AS (

@@ -11,6 +11,7 @@
 --     millesime: SIG Ville, données QPV
 --     is_count: true
 --     range: [0, 100000]
+--     secrecy: count
 --   - id: taux_emploi
 --     label_fr: Taux d'emploi des 15-64 ans
 --     unit: "%"
@@ -18,6 +19,7 @@
 --     method: Part des personnes de 15 à 64 ans ayant un emploi (TX_TOT_EMPL, SIG Ville).
 --     millesime: SIG Ville, données QPV
 --     range: [0, 100]
+--     secrecy: {rate_of: population}
 --   - id: part_emploi_precaire
 --     label_fr: Part des emplois précaires
 --     unit: "%"
@@ -25,6 +27,7 @@
 --     method: Part des emplois à durée limitée parmi les emplois salariés (TX_TOT_EDLIM, SIG Ville).
 --     millesime: SIG Ville, données QPV
 --     range: [0, 100]
+--     secrecy: {rate_of: population}
 -- ---
 WITH e AS (
     SELECT s.*, meta.millesime_of(s.source_run_id) AS mil

@@ -12,6 +12,7 @@
 --       métropolitain par unité de consommation), SIG Ville / Filosofi (TP60).
 --     millesime: SIG Ville, données QPV
 --     range: [0, 100]
+--     secrecy: {rate_of: population}
 --   - id: revenu_disponible_median
 --     label_fr: Revenu disponible médian par unité de consommation
 --     unit: €
@@ -19,6 +20,7 @@
 --     method: Médiane du revenu disponible par unité de consommation (DISP_Q2, SIG Ville / Filosofi).
 --     millesime: SIG Ville, données QPV
 --     range: [1000, 60000]
+--     secrecy: {rate_of: population}
 -- ---
 WITH r AS (
     SELECT s.*, meta.millesime_of(s.source_run_id) AS mil

@@ -14,6 +14,7 @@
 --       QPV, pour 1 000 habitants hors QPV. Numérateur (équipements) et dénominateur (habitants) donnés.
 --     millesime: BPE et SIG Ville
 --     range: [0, 100000]
+--     secrecy: {rate_of: population}
 --   - id: equipements_500m_pour_1000_hab
 --     label_fr: Équipements à moins de 500 m pour 1 000 habitants
 --     unit: équipements pour 1 000 habitants
@@ -21,6 +22,7 @@
 --     method: Équipements dans le QPV ou à moins de 500 m (equipements_500m) pour 1 000 habitants du QPV.
 --     millesime: BPE et SIG Ville
 --     range: [0, 100000]
+--     secrecy: {rate_of: population}
 -- ---
 WITH run AS (
     SELECT min(source_run_id) AS run_id, array_agg(DISTINCT dep) AS deps FROM src.bpe

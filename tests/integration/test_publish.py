@@ -76,8 +76,8 @@ def test_publish_region_53_to_local_store(env, catalog, regions) -> None:
     root = env.settings.store.path / "published" / "53" / "qpv_profil"
     for d in (root / res.version, root / "latest"):
         names = sorted(p.name for p in d.iterdir())
-        assert names == ["SHA256SUMS", "datapackage.json", "qpv_profil_53.csv", "qpv_profil_53.geojson",
-                         "qpv_profil_53.gpkg", "qpv_profil_53.parquet"]
+        assert names == ["SHA256SUMS", "datapackage.json", "qpv_profil_53.csv", "qpv_profil_53.fr.csv",
+                         "qpv_profil_53.geojson", "qpv_profil_53.gpkg", "qpv_profil_53.parquet"]
         subprocess.run(["sha256sum", "--quiet", "-c", "SHA256SUMS"], cwd=d, check=True)
     latest = root / "latest"
     gj = gpd.read_file(latest / "qpv_profil_53.geojson")
@@ -91,8 +91,9 @@ def test_publish_region_53_to_local_store(env, catalog, regions) -> None:
     assert (gp.geometry.area / 10000).round(2).tolist() == gp["superficie_ha"].tolist()
     pkg = json.loads((latest / "datapackage.json").read_text(encoding="utf-8"))
     assert pkg["version"] == res.version
-    assert {r["path"] for r in pkg["resources"]} == {"qpv_profil_53.csv", "qpv_profil_53.geojson",
-                                                     "qpv_profil_53.gpkg", "qpv_profil_53.parquet"}
+    assert {r["path"] for r in pkg["resources"]} == {"qpv_profil_53.csv", "qpv_profil_53.fr.csv",
+                                                     "qpv_profil_53.geojson", "qpv_profil_53.gpkg",
+                                                     "qpv_profil_53.parquet"}
     for r in pkg["resources"]:
         assert r["hash"] == "sha256:" + hashlib.sha256((latest / r["path"]).read_bytes()).hexdigest()
         assert any(f["name"] == "superficie_ha" and f["unit"] == "ha" for f in r["schema"]["fields"])
@@ -120,8 +121,9 @@ def test_republishing_unchanged_data_creates_no_version(env, catalog, regions) -
     versions = {k.split("/")[3] for k in env.store.list("published/53/qpv_profil/")}
     assert versions == {first.version, "latest"}
     with psycopg.connect(env.uri) as conn:
-        assert conn.execute("SELECT status FROM meta.publications ORDER BY id").fetchall() == [
-            ("published",), ("unchanged",)]
+        assert conn.execute("SELECT product, status FROM meta.publications ORDER BY id").fetchall() == [
+            ("qpv_profil", "published"), ("qpv_profil_dep35", "published"),
+            ("qpv_profil", "unchanged"), ("qpv_profil_dep35", "unchanged")]
 
 
 def test_region_without_qpv_fails_clearly(env, catalog, regions) -> None:
@@ -147,3 +149,88 @@ def test_publish_over_s3_protocol(db_uri, qpvhub_home, s3_store_conn, catalog, r
         digest, name = line.split("  ")
         body = env.store.get_bytes(f"published/53/qpv_profil/latest/{name}")
         assert hashlib.sha256(body).hexdigest() == digest
+
+
+def _load_demo(env, catalog) -> None:
+    for sid in ("cog_communes", "qpv_2015", "sigville_demo", "sigville_ipro"):
+        assert ingest(env, catalog[sid], sample=True).status == "success"
+    run_indicators(env.uri, env.settings.sql_dir)
+
+
+def test_products_per_departement_french_csv_and_catalog(env, catalog, regions) -> None:
+    _load_demo(env, catalog)
+    res = publish_region(env, regions["53"])
+    assert [p.product for p in res.parts] == ["qpv_profil_dep35"]  # the only département with QPV loaded
+    root = env.settings.store.path / "published" / "53"
+    dep = root / "qpv_profil_dep35" / "latest"
+    subprocess.run(["sha256sum", "--quiet", "-c", "SHA256SUMS"], cwd=dep, check=True)
+    fr_bytes = (dep / "qpv_profil_dep35.fr.csv").read_bytes()
+    assert fr_bytes.startswith(b"\xef\xbb\xbf") and b"\r\n" in fr_bytes
+    fr = pd.read_csv(dep / "qpv_profil_dep35.fr.csv", sep=";", decimal=",", encoding="utf-8-sig",
+                     dtype={"insee_com": str, "dep": str})
+    en = pd.read_csv(dep / "qpv_profil_dep35.csv", dtype={"insee_com": str, "dep": str})
+    pd.testing.assert_frame_equal(fr, en)
+    assert en.loc[en.code_qp == "QP035002", "population"].item() == 8883
+    assert en.loc[en.code_qp == "QP035002", "population__hors_qpv"].item() == 217_728 - 33_227
+    cat = json.loads((root / "catalog.json").read_text(encoding="utf-8"))
+    assert [p["product"] for p in cat["products"]] == ["qpv_profil", "qpv_profil_dep35"]
+    assert all(p["latest"] == p["versions"][-1]["version"] for p in cat["products"])
+    assert {f["format"] for f in cat["products"][0]["versions"][0]["files"]} == {
+        "csv", "csv_fr", "geojson", "gpkg", "parquet"}
+
+
+def test_same_inputs_give_byte_identical_files(env, catalog, regions, tmp_path: Path) -> None:
+    """Publishing the same mart into two stores gives the same bytes in every data file."""
+    _load_demo(env, catalog)
+    first = publish_region(env, regions["53"])
+    a = env.settings.store.path / "published" / "53" / "qpv_profil" / first.version
+    copy = tmp_path / "first"
+    shutil.copytree(a, copy)
+    shutil.rmtree(env.settings.store.path / "published")
+    second = publish_region(env, regions["53"])
+    b = env.settings.store.path / "published" / "53" / "qpv_profil" / second.version
+    for f in sorted(copy.iterdir()):
+        if f.name in ("datapackage.json", "SHA256SUMS"):  # carry the version name and creation time
+            continue
+        assert f.read_bytes() == (b / f.name).read_bytes(), f.name
+    assert first.version.split("-")[-1] == second.version.split("-")[-1]  # same content hash
+
+
+def test_statistical_secrecy_on_the_real_figures(env, catalog, regions) -> None:
+    """With a threshold of 1,500 (a product may set it), Rennes' smallest QPV is hidden, with the next
+    smallest as secondary suppression, and the published file cannot give either back."""
+    _load_demo(env, catalog)
+    res = publish_region(env, regions["53"], threshold=1500)
+    latest = env.settings.store.path / "published" / "53" / "qpv_profil" / "latest"
+    csv = pd.read_csv(latest / "qpv_profil_53.csv", dtype={"insee_com": str, "dep": str}).set_index("code_qp")
+    assert pd.isna(csv.loc["QP035006", "population"])
+    assert csv.loc["QP035006", "population__secret"] == "effectif inférieur au seuil"
+    assert pd.isna(csv.loc["QP035003", "population"]) and "secondaire" in csv.loc["QP035003", "population__secret"]
+    assert pd.isna(csv.loc["QP035006", "part_moins_25"])
+    rennes = csv[csv.lib_com == "Rennes"]
+    unknown = rennes["population"].isna().sum() + rennes["population__hors_qpv"].isna().iloc[0]
+    assert unknown >= 2  # commune = hors QPV + Σ QPV has two unknowns: neither can be solved
+    gp = gpd.read_file(latest / "qpv_profil_53.gpkg").set_index("code_qp")
+    assert gp.loc["QP035006", "population__secret"] == "effectif inférieur au seuil"
+    pkg = json.loads((latest / "datapackage.json").read_text(encoding="utf-8"))
+    assert pkg["qpvhub"]["statistical_secrecy"]["threshold"] == 1500
+    assert res.status == "published"
+
+
+def test_final_check_refuses_an_extract_with_a_small_count(env, catalog, regions) -> None:
+    from qpvhub.errors import QpvhubError
+    from qpvhub.indicators import load_families
+    from qpvhub.publish import check_secrecy, read_profile, secrecy_rules
+
+    _load_demo(env, catalog)
+    families = load_families(env.settings.sql_dir)
+    with connect(env.uri) as conn:
+        gdf, _, _ = read_profile(conn, regions["53"], families, 11)
+    gdf.loc[gdf.code_qp == "QP035006", "population"] = 7.0  # a leak the suppression would never make
+    with pytest.raises(QpvhubError, match=r"(?s)statistical secrecy check failed \(threshold 11\).*"
+                                          r"expect_column_values_to_be_between on 'population'"):
+        check_secrecy(gdf, secrecy_rules(families), 11, "qpv_profil_53")
+    gdf.loc[gdf.code_qp == "QP035006", "population"] = 1317.0
+    gdf.loc[gdf.code_qp == "QP035006", "population__secret"] = "effectif inférieur au seuil"
+    with pytest.raises(QpvhubError, match=r"values published beside a secrecy flag: \['population'\]"):
+        check_secrecy(gdf, secrecy_rules(families), 11, "qpv_profil_53")

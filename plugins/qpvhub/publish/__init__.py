@@ -11,6 +11,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ from qpvhub import __version__
 from qpvhub.catalog import Region, load_catalog
 from qpvhub.db import connect
 from qpvhub.errors import QpvhubError
+from qpvhub.indicators import SCOPE_SUFFIX, load_families
+from qpvhub.publish.secrecy import Rule, apply_secrecy
 from qpvhub.publish.writers import WRITERS
 from qpvhub.store import sha256_file
 
@@ -45,26 +48,65 @@ class PublishResult:
     status: str  # published | unchanged
     prefix: str
     files: list[dict] = field(default_factory=list)
+    parts: list[PublishResult] = field(default_factory=list)  # per-département products
 
 
-def read_profile(conn, region: Region) -> tuple[gpd.GeoDataFrame, list[dict], list[dict]]:
-    """QPV outlines of the region with their profile; the field documentation; the source runs used."""
-    cols = [r[0] for r in conn.execute(
-        "SELECT column_name FROM information_schema.columns WHERE table_schema = 'mart' "
-        "AND table_name = 'qpv_profile' ORDER BY ordinal_position").fetchall()]
-    if not cols:
-        raise QpvhubError("mart.qpv_profile does not exist: run the indicators first (qpvhub indicators)")
-    rows = conn.execute(
-        "SELECT p.*, ST_AsBinary(q.geom) AS __wkb FROM mart.qpv_profile p "
-        "JOIN ref.qpv q USING (code_qp, generation) WHERE q.dep = ANY(%s) ORDER BY p.generation, p.code_qp",
-        (region.departements,)).fetchall()
-    if not rows:
+SECRECY_THRESHOLD = int(os.environ.get("QPVHUB_SECRECY_THRESHOLD", "11"))
+SCOPE_LABEL = {"commune": " — commune entière (comparaison)", "commune_hors_qpv": " — commune hors QPV (comparaison)"}
+
+
+def secrecy_rules(families) -> dict[str, Rule]:
+    """Secrecy rules from the indicator headers (`secrecy: count` or `{rate_of: <count>}`)."""
+    rules = {}
+    for fam in families:
+        for ind in fam.header.indicators:
+            if ind.secrecy == "count":
+                rules[ind.id] = Rule("count")
+            elif isinstance(ind.secrecy, dict):
+                rules[ind.id] = Rule("rate", ind.secrecy["rate_of"])
+    return rules
+
+
+def read_profile(conn, region: Region, families, threshold: int = SECRECY_THRESHOLD
+                 ) -> tuple[gpd.GeoDataFrame, list[dict], list[dict]]:
+    """QPV outlines of the region with every indicator (QPV, then commune comparisons), statistical
+    secrecy applied; the field documentation; the source runs used."""
+    base = conn.execute(
+        "SELECT code_qp, generation, lib_qp, insee_com, lib_com, dep, ST_AsBinary(geom) FROM ref.qpv "
+        "WHERE dep = ANY(%s) ORDER BY generation, code_qp", (region.departements,)).fetchall()
+    if not base:
         raise QpvhubError(f"region {region.code}: no QPV in ref.qpv for départements {region.departements}")
-    df = pd.DataFrame(rows, columns=[*cols, "__wkb"])
+    catalog = {r[0]: r for r in conn.execute(
+        "SELECT indicator_id, label_fr, unit, method, millesime, theme FROM mart.indicator_catalog").fetchall()}
+    long = pd.DataFrame(conn.execute(
+        "SELECT i.code_qp, i.generation, i.indicator_id, i.scope, i.value, q.insee_com "
+        "FROM mart.qpv_indicator i JOIN ref.qpv q USING (code_qp, generation) WHERE q.dep = ANY(%s)",
+        (region.departements,)).fetchall(), columns=["code_qp", "generation", "indicator_id", "scope", "value",
+                                                      "insee_com"])
+    rules = secrecy_rules(families)
+    long = apply_secrecy(long, rules, threshold)
+    long["col"] = long["indicator_id"] + long["scope"].map(SCOPE_SUFFIX)
+    order = {s: k for k, s in enumerate(SCOPE_SUFFIX)}
+    cols = (long[["indicator_id", "scope", "col"]].drop_duplicates()
+            .assign(theme=lambda d: d["indicator_id"].map(lambda i: catalog[i][5] if i in catalog else ""),
+                    so=lambda d: d["scope"].map(order))
+            .sort_values(["theme", "indicator_id", "so"]))
+    df = pd.DataFrame(base, columns=["code_qp", "generation", "lib_qp", "insee_com", "lib_com", "dep", "__wkb"])
+    values = long.set_index(["code_qp", "generation", "col"])["value"].unstack("col")
+    flags = long[long["indicator_id"].isin(rules)].set_index(["code_qp", "generation", "col"])["secret"].unstack("col")
+    ordered: list[str] = []
+    for c, ind in zip(cols["col"], cols["indicator_id"], strict=True):
+        ordered.append(c)
+        if ind in rules:
+            ordered.append(c + "__secret")
+    wide = values.join(flags.add_suffix("__secret"), how="left") if not flags.empty else values
+    for c in ordered:
+        if c not in wide.columns:
+            wide[c] = pd.NA
+    df = df.join(wide[ordered].astype({c: "float64" for c in ordered if not c.endswith("__secret")}),
+                 on=["code_qp", "generation"])
     geom = shapely.from_wkb([bytes(w) for w in df.pop("__wkb")])
     gdf = gpd.GeoDataFrame(df, geometry=geom, crs=2154)
-    catalog = {r[0]: r for r in conn.execute(
-        "SELECT indicator_id, label_fr, unit, method, millesime, sources FROM mart.indicator_catalog").fetchall()}
     base_doc = {
         "code_qp": ("string", "Code du QPV (QP… liste 2015, QN… liste 2024)"),
         "generation": ("integer", "Liste des QPV : 2015 ou 2024"),
@@ -73,14 +115,17 @@ def read_profile(conn, region: Region) -> tuple[gpd.GeoDataFrame, list[dict], li
         "lib_com": ("string", "Nom de la commune principale"),
         "dep": ("string", "Code du département"),
     }
-    fields = []
-    for c in cols:
-        if c in base_doc:
-            fields.append({"name": c, "type": base_doc[c][0], "description": base_doc[c][1]})
-        elif c in catalog:
-            _, label, unit, method, mill, _ = catalog[c]
-            fields.append({"name": c, "type": "number", "description": f"{label}. {method}", "unit": unit,
-                           "millesime": mill})
+    fields = [{"name": c, "type": t, "description": d} for c, (t, d) in base_doc.items()]
+    for c, ind, scope in zip(cols["col"], cols["indicator_id"], cols["scope"], strict=True):
+        if ind not in catalog:
+            continue
+        _, label, unit, method, mill, _ = catalog[ind]
+        fields.append({"name": c, "type": "number", "description": f"{label}{SCOPE_LABEL.get(scope, '')}. {method}",
+                       "unit": unit, "millesime": mill})
+        if ind in rules:
+            fields.append({"name": c + "__secret", "type": "string",
+                           "description": f"Motif de non-diffusion de {c} (secret statistique, seuil {threshold}) ; "
+                                          "vide si la valeur est diffusée"})
     run_ids = sorted({rid for rid in conn.execute(
         "SELECT DISTINCT unnest(source_run_ids) FROM mart.qpv_indicator i JOIN ref.qpv q "
         "USING (code_qp, generation) WHERE q.dep = ANY(%s)", (region.departements,)).fetchall() for rid in rid if rid})
@@ -94,15 +139,63 @@ def read_profile(conn, region: Region) -> tuple[gpd.GeoDataFrame, list[dict], li
     return gdf, fields, runs
 
 
-def publish_region(env, region: Region, *, airflow_run_id: str | None = None, keep: int = 10) -> PublishResult:
-    """Write the region's extracts, verify them, flip `latest/`; skip when the content is unchanged."""
+def check_secrecy(gdf: gpd.GeoDataFrame, rules: dict[str, Rule], threshold: int, suite: str) -> None:
+    """The extract's final check, refusing the version: a GX suite (every count cell, in every scope, at
+    or above the threshold) and no value left beside a secrecy flag."""
+    from qpvhub.quality import validate_frame
+
+    def base(c: str) -> str:
+        return next((c[: -len(suf)] for suf in ("__commune", "__hors_qpv") if c.endswith(suf)), c)
+
+    counts = [c for c in gdf.columns if rules.get(base(c), Rule("none")).kind == "count"]
+    leaks = [c[: -len("__secret")] for c in gdf.columns if c.endswith("__secret")
+             and (gdf[c].notna() & gdf[c[: -len("__secret")]].notna()).any()]
+    report = None
+    if counts:
+        report = validate_frame(pd.DataFrame(gdf[counts]), suite, [
+            ("expect_column_values_to_be_between", {"column": c, "min_value": threshold}) for c in counts])
+    if (report and not report.success) or leaks:
+        raise QpvhubError(f"{suite}: statistical secrecy check failed (threshold {threshold}), nothing published"
+                          + (f"\n{report.text()}" if report and not report.success else "")
+                          + (f"\nvalues published beside a secrecy flag: {leaks}" if leaks else ""))
+
+
+def publish_region(env, region: Region, *, airflow_run_id: str | None = None, keep: int = 10,
+                   threshold: int | None = None) -> PublishResult:
+    """Publish the region's QPV profile, then one product per département with QPV; write catalog.json.
+
+    Secrecy is applied once on the whole region, so every product hides the same cells. Returns the
+    region product's result, with the départements' in `parts`.
+    """
+    threshold = SECRECY_THRESHOLD if threshold is None else threshold
+    families = load_families(env.settings.sql_dir)
     with connect(env.uri) as conn:
-        gdf, fields, runs = read_profile(conn, region)
+        gdf, fields, runs = read_profile(conn, region, families, threshold)
+    check_secrecy(gdf, secrecy_rules(families), threshold, f"{PRODUCT}_{region.code}")
     sources = load_catalog(env.settings.sources_dir)
+    quality_key = _quality_page(env, region, runs, sources)
+    common = {"fields": fields, "runs": runs, "sources": sources, "airflow_run_id": airflow_run_id, "keep": keep,
+              "threshold": threshold, "quality_key": quality_key}
+    result = _publish_product(env, region, PRODUCT, gdf, f"Profil des QPV de la région {region.name} ({region.code})",
+                              **common)
+    for dep in region.departements:
+        part = gdf[gdf["dep"] == dep].reset_index(drop=True)
+        if part.empty:
+            log.info("region %s: no QPV in département %s, no product for it", region.code, dep)
+            continue
+        result.parts.append(_publish_product(env, region, f"{PRODUCT}_dep{dep}", part,
+                                             f"Profil des QPV du département {dep} ({region.name})", **common))
+    _write_catalog(env, region)
+    return result
+
+
+def _publish_product(env, region: Region, product: str, gdf: gpd.GeoDataFrame, title: str, *, fields, runs,
+                     sources, airflow_run_id, keep: int, threshold: int, quality_key: str) -> PublishResult:
+    """Write one product's files, verify them, flip `latest/`; skip when the content is unchanged."""
     stamp_day = max((r["finished_at"] or "") for r in runs)[:10] if runs else "2000-01-01"
     stamp = f"{stamp_day}T00:00:00Z"
-    layer = f"{PRODUCT}_{region.code}"
-    description = f"Profil des QPV de la région {region.name} ({region.code}). {INDICATIVE_NOTE}"
+    layer = product if product != PRODUCT else f"{PRODUCT}_{region.code}"
+    description = f"{title}. {INDICATIVE_NOTE}"
     work = Path(tempfile.mkdtemp(prefix="qpvhub-publish-"))
     try:
         files = []
@@ -113,20 +206,19 @@ def publish_region(env, region: Region, *, airflow_run_id: str | None = None, ke
                           "sha256": sha256_file(path), "path": path})
         sums = "".join(f"{f['sha256']}  {f['name']}\n" for f in files)
         content_hash = hashlib.sha256(sums.encode()).hexdigest()[:12]
-        base = f"published/{region.code}/{PRODUCT}"
+        base = f"published/{region.code}/{product}"
         if env.store.exists(f"{base}/latest/SHA256SUMS"):
             current = env.store.get_bytes(f"{base}/latest/SHA256SUMS").decode()
             data_lines = "".join(line + "\n" for line in current.splitlines() if not line.endswith("datapackage.json"))
             if data_lines == sums:
                 version = json.loads(env.store.get_bytes(f"{base}/latest/datapackage.json"))["version"]
-                log.info("region %s: extracts unchanged, still version %s", region.code, version)
-                _record(env, region, version, "unchanged", [], None, airflow_run_id)
-                return PublishResult(region.code, PRODUCT, version, "unchanged", f"{base}/{version}/")
-        quality_key = _quality_page(env, region, runs, sources)
+                log.info("%s/%s: extracts unchanged, still version %s", region.code, product, version)
+                _record(env, region, product, version, "unchanged", [], None, airflow_run_id)
+                return PublishResult(region.code, product, version, "unchanged", f"{base}/{version}/")
         version = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + content_hash
-        package = _datapackage(region, version, files, fields, runs, sources, airflow_run_id, layer)
-        package["qpvhub"]["data_docs"] = {"key": quality_key,
-                                          "relative_path": f"../../../../{quality_key}"}
+        package = _datapackage(region, product, title, version, files, fields, runs, sources, airflow_run_id, layer,
+                               threshold)
+        package["qpvhub"]["data_docs"] = {"key": quality_key, "relative_path": f"../../../../{quality_key}"}
         (work / "datapackage.json").write_text(json.dumps(package, ensure_ascii=False, indent=2) + "\n",
                                                encoding="utf-8")
         pkg_sha = sha256_file(work / "datapackage.json")
@@ -147,18 +239,42 @@ def publish_region(env, region: Region, *, airflow_run_id: str | None = None, ke
         # latest/: data files first, then the manifest, then SHA256SUMS (the marker a reader checks).
         for p in upload:
             env.store.put_file(f"{base}/latest/{p.name}", p, media[p.name])
-        _record(env, region, version, "published",
-                [{k: v for k, v in f.items() if k != "path"} for f in files], f"{vprefix}/datapackage.json",
+        public_files = [{k: v for k, v in f.items() if k != "path"} for f in files]
+        _record(env, region, product, version, "published", public_files, f"{vprefix}/datapackage.json",
                 airflow_run_id)
         _prune(env, base, keep)
-        log.info("region %s: published version %s (%d files) under %s", region.code, version, len(upload), vprefix)
-        return PublishResult(region.code, PRODUCT, version, "published", vprefix + "/",
-                             [{k: v for k, v in f.items() if k != "path"} for f in files])
+        log.info("%s/%s: published version %s (%d files) under %s", region.code, product, version, len(upload),
+                 vprefix)
+        return PublishResult(region.code, product, version, "published", vprefix + "/", public_files)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _datapackage(region, version, files, fields, runs, sources, airflow_run_id, layer) -> dict:
+def _write_catalog(env, region: Region) -> str:
+    """`published/<region>/catalog.json`: every product, its versions, files and latest version."""
+    root = f"published/{region.code}/"
+    products: dict[str, dict] = {}
+    for key in env.store.list(root):
+        parts = key[len(root):].split("/")
+        if len(parts) == 3 and parts[1] != "latest" and parts[2] == "datapackage.json":
+            pkg = json.loads(env.store.get_bytes(key))
+            entry = products.setdefault(parts[0], {"product": parts[0], "title": pkg.get("title"), "versions": []})
+            entry["versions"].append({
+                "version": pkg["version"], "created": pkg.get("created"), "path": f"{parts[0]}/{parts[1]}/",
+                "files": [{"path": r["path"], "format": r["format"], "bytes": r["bytes"], "hash": r["hash"]}
+                          for r in pkg["resources"]]})
+    for entry in products.values():
+        entry["versions"].sort(key=lambda v: v["version"])
+        entry["latest"] = entry["versions"][-1]["version"] if entry["versions"] else None
+    doc = {"region": region.code, "name": region.name, "licence": "etalab-2.0 (see each source)",
+           "note": INDICATIVE_NOTE, "products": sorted(products.values(), key=lambda e: e["product"])}
+    key = root + "catalog.json"
+    env.store.put_bytes(key, (json.dumps(doc, ensure_ascii=False, indent=2) + "\n").encode(), "application/json")
+    return key
+
+
+def _datapackage(region, product, title, version, files, fields, runs, sources, airflow_run_id, layer,
+                 threshold) -> dict:
     """Frictionless Data Package: resources with Table Schema, licences, sources, lineage, quality."""
     used = sorted({r["source_id"] for r in runs})
     csv_point = [
@@ -167,7 +283,7 @@ def _datapackage(region, version, files, fields, runs, sources, airflow_run_id, 
     ]
     resources = []
     for f in files:
-        if f["format"] == "csv":
+        if f["format"] in ("csv", "csv_fr"):
             extra = csv_point
         else:
             crs = "EPSG:2154 (Lambert-93)" if f["format"] == "gpkg" else "EPSG:4326"
@@ -181,11 +297,13 @@ def _datapackage(region, version, files, fields, runs, sources, airflow_run_id, 
             "bytes": f["bytes"],
             "hash": f"sha256:{f['sha256']}",
             "schema": {"fields": fields + extra},
+            **({"dialect": {"delimiter": ";", "header": True}, "encoding": "utf-8-sig",
+                "x-decimal-char": ","} if f["format"] == "csv_fr" else {}),
         })
     return {
         "profile": "data-package",
-        "name": f"qpvhub-{region.code}-{PRODUCT}".replace("_", "-"),
-        "title": f"Profil des quartiers prioritaires — {region.name}",
+        "name": f"qpvhub-{region.code}-{product}".replace("_", "-"),
+        "title": title,
         "description": INDICATIVE_NOTE,
         "version": version,
         "created": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
@@ -199,7 +317,14 @@ def _datapackage(region, version, files, fields, runs, sources, airflow_run_id, 
         "resources": resources,
         "qpvhub": {
             "region": region.code,
-            "product": PRODUCT,
+            "product": product,
+            "statistical_secrecy": {
+                "threshold": threshold,
+                "rule": "counts below the threshold and rates on them are empty, with the reason in the "
+                        "<column>__secret column; secondary suppression keeps them from being recomputed "
+                        "from the commune total and the commune outside its QPV"},
+            "csv_fr": "the .fr.csv file is the same table for French spreadsheets: ';', UTF-8 with BOM, "
+                      "decimal comma",
             "code_version": __version__,
             "airflow_run_id": airflow_run_id,
             "lineage": [{k: r[k] for k in ("run_id", "source_id", "urls", "sha256", "finished_at", "rows_loaded")}
@@ -226,12 +351,12 @@ def _quality_page(env, region: Region, runs: list[dict], sources: dict) -> str:
     return key
 
 
-def _record(env, region, version, status, files, manifest_key, airflow_run_id) -> None:
+def _record(env, region, product, version, status, files, manifest_key, airflow_run_id) -> None:
     with connect(env.uri) as conn:
         conn.execute(
             "INSERT INTO meta.publications (region, product, version, status, files, manifest_key, airflow_run_id) "
             "VALUES (%s, %s, %s, %s, %s, %s, %s)",
-            (region.code, PRODUCT, version, status, Jsonb(files), manifest_key, airflow_run_id))
+            (region.code, product, version, status, Jsonb(files), manifest_key, airflow_run_id))
         conn.commit()
 
 

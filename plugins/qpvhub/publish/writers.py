@@ -47,20 +47,34 @@ def write_parquet(gdf: gpd.GeoDataFrame, path: Path, *, layer: str, description:
     _round(gdf.to_crs(4326)).to_parquet(path, index=False, compression="zstd", schema_version="1.0.0")
 
 
+def _table(gdf: gpd.GeoDataFrame):
+    """Attributes without geometry, plus `lon`/`lat` of a point inside each polygon (EPSG:4326)."""
+    df = _round(gdf.copy())
+    pts = gdf.to_crs(2154).representative_point().to_crs(4326)
+    df = df.drop(columns="geometry")
+    df["lon"] = pts.x.round(6)
+    df["lat"] = pts.y.round(6)
+    return df
+
+
 def write_csv(gdf: gpd.GeoDataFrame, path: Path, *, layer: str, description: str, stamp: str) -> None:
     """CSV UTF-8, `,`, no geometry column: a point inside each polygon as `lon`, `lat` (EPSG:4326).
 
     Polygons as WKT would break spreadsheets (cells over 32,767 characters); the GeoJSON, GeoPackage
     and GeoParquet files carry the perimeters.
     """
-    df = _round(gdf.copy())
-    pts = gdf.to_crs(2154).representative_point().to_crs(4326)
-    df = df.drop(columns="geometry")
-    df["lon"] = pts.x.round(6)
-    df["lat"] = pts.y.round(6)
+    df = _table(gdf)
     buf = io.StringIO()
     df.to_csv(buf, index=False, lineterminator="\n", quoting=csv.QUOTE_MINIMAL, float_format=None)
     path.write_text(buf.getvalue(), encoding="utf-8")
+
+
+def write_csv_fr(gdf: gpd.GeoDataFrame, path: Path, *, layer: str, description: str, stamp: str) -> None:
+    """The same table for French spreadsheets: `;` separator, UTF-8 with BOM, decimal comma."""
+    df = _table(gdf)
+    buf = io.StringIO()
+    df.to_csv(buf, index=False, sep=";", decimal=",", lineterminator="\r\n", quoting=csv.QUOTE_MINIMAL)
+    path.write_text(buf.getvalue(), encoding="utf-8-sig")
 
 
 WRITERS: dict[str, tuple[str, str, Callable[..., None]]] = {
@@ -69,4 +83,5 @@ WRITERS: dict[str, tuple[str, str, Callable[..., None]]] = {
     "gpkg": ("gpkg", "application/geopackage+sqlite3", write_gpkg),
     "parquet": ("parquet", "application/vnd.apache.parquet", write_parquet),
     "csv": ("csv", "text/csv", write_csv),
+    "csv_fr": ("fr.csv", "text/csv", write_csv_fr),
 }
