@@ -77,7 +77,8 @@ def test_publish_region_53_to_local_store(env, catalog, regions) -> None:
     for d in (root / res.version, root / "latest"):
         names = sorted(p.name for p in d.iterdir())
         assert names == ["SHA256SUMS", "datapackage.json", "qpv_profil_53.csv", "qpv_profil_53.fr.csv",
-                         "qpv_profil_53.geojson", "qpv_profil_53.gpkg", "qpv_profil_53.parquet"]
+                         "qpv_profil_53.geojson", "qpv_profil_53.gpkg", "qpv_profil_53.parquet",
+                         "qpv_profil_53_carte.svg"]
         subprocess.run(["sha256sum", "--quiet", "-c", "SHA256SUMS"], cwd=d, check=True)
     latest = root / "latest"
     gj = gpd.read_file(latest / "qpv_profil_53.geojson")
@@ -93,10 +94,11 @@ def test_publish_region_53_to_local_store(env, catalog, regions) -> None:
     assert pkg["version"] == res.version
     assert {r["path"] for r in pkg["resources"]} == {"qpv_profil_53.csv", "qpv_profil_53.fr.csv",
                                                      "qpv_profil_53.geojson", "qpv_profil_53.gpkg",
-                                                     "qpv_profil_53.parquet"}
+                                                     "qpv_profil_53.parquet", "qpv_profil_53_carte.svg"}
     for r in pkg["resources"]:
         assert r["hash"] == "sha256:" + hashlib.sha256((latest / r["path"]).read_bytes()).hexdigest()
-        assert any(f["name"] == "superficie_ha" and f["unit"] == "ha" for f in r["schema"]["fields"])
+        if r["format"] != "svg":
+            assert any(f["name"] == "superficie_ha" and f["unit"] == "ha" for f in r["schema"]["fields"])
     assert {x["source_id"] for x in pkg["qpvhub"]["lineage"]} == {"qpv_2015"}
     assert pkg["qpvhub"]["quality"][0]["success"] is True
     assert "SIG Ville" in pkg["description"]  # indicative, not a regulatory attestation
@@ -176,7 +178,7 @@ def test_products_per_departement_french_csv_and_catalog(env, catalog, regions) 
     assert [p["product"] for p in cat["products"]] == ["qpv_profil", "qpv_profil_dep35"]
     assert all(p["latest"] == p["versions"][-1]["version"] for p in cat["products"])
     assert {f["format"] for f in cat["products"][0]["versions"][0]["files"]} == {
-        "csv", "csv_fr", "geojson", "gpkg", "parquet"}
+        "csv", "csv_fr", "geojson", "gpkg", "parquet", "svg"}
 
 
 def test_same_inputs_give_byte_identical_files(env, catalog, regions, tmp_path: Path) -> None:

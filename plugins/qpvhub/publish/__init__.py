@@ -27,6 +27,7 @@ from qpvhub.catalog import Region, load_catalog
 from qpvhub.db import connect
 from qpvhub.errors import QpvhubError
 from qpvhub.indicators import SCOPE_SUFFIX, load_families
+from qpvhub.publish.portal import choropleth_svg, map_indicator, portal_html
 from qpvhub.publish.secrecy import Rule, apply_secrecy
 from qpvhub.publish.writers import WRITERS
 from qpvhub.store import sha256_file
@@ -185,8 +186,20 @@ def publish_region(env, region: Region, *, airflow_run_id: str | None = None, ke
             continue
         result.parts.append(_publish_product(env, region, f"{PRODUCT}_dep{dep}", part,
                                              f"Profil des QPV du département {dep} ({region.name})", **common))
-    _write_catalog(env, region)
+    catalog_doc = _write_catalog(env, region)
+    _write_portal(env, region, catalog_doc, quality_key)
     return result
+
+
+def _write_portal(env, region: Region, catalog_doc: dict, quality_key: str) -> str:
+    """`published/<region>/index.html`: the partners' page, links relative to it."""
+    packages = {p["product"]: json.loads(env.store.get_bytes(
+        f"published/{region.code}/{p['product']}/latest/datapackage.json")) for p in catalog_doc["products"]
+        if env.store.exists(f"published/{region.code}/{p['product']}/latest/datapackage.json")}
+    key = f"published/{region.code}/index.html"
+    page = portal_html(region, catalog_doc, packages, f"../../{quality_key}")
+    env.store.put_bytes(key, page.encode(), "text/html; charset=utf-8")
+    return key
 
 
 def _publish_product(env, region: Region, product: str, gdf: gpd.GeoDataFrame, title: str, *, fields, runs,
@@ -204,6 +217,14 @@ def _publish_product(env, region: Region, product: str, gdf: gpd.GeoDataFrame, t
             writer(gdf, path, layer=layer, description=description, stamp=stamp)
             files.append({"name": path.name, "format": fmt, "mediatype": media, "bytes": path.stat().st_size,
                           "sha256": sha256_file(path), "path": path})
+        column = map_indicator(gdf)
+        if column is not None:  # the product's map: a choropleth of one indicator, drawn here
+            label = next((f"{fd['description'].split('.')[0]}" for fd in fields if fd["name"] == column), column)
+            unit = next((fd.get("unit", "") for fd in fields if fd["name"] == column), "")
+            path = work / f"{layer}_carte.svg"
+            path.write_text(choropleth_svg(gdf, column, f"{label} — {title}", unit), encoding="utf-8")
+            files.append({"name": path.name, "format": "svg", "mediatype": "image/svg+xml",
+                          "bytes": path.stat().st_size, "sha256": sha256_file(path), "path": path})
         sums = "".join(f"{f['sha256']}  {f['name']}\n" for f in files)
         content_hash = hashlib.sha256(sums.encode()).hexdigest()[:12]
         base = f"published/{region.code}/{product}"
@@ -250,7 +271,7 @@ def _publish_product(env, region: Region, product: str, gdf: gpd.GeoDataFrame, t
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _write_catalog(env, region: Region) -> str:
+def _write_catalog(env, region: Region) -> dict:
     """`published/<region>/catalog.json`: every product, its versions, files and latest version."""
     root = f"published/{region.code}/"
     products: dict[str, dict] = {}
@@ -270,7 +291,7 @@ def _write_catalog(env, region: Region) -> str:
            "note": INDICATIVE_NOTE, "products": sorted(products.values(), key=lambda e: e["product"])}
     key = root + "catalog.json"
     env.store.put_bytes(key, (json.dumps(doc, ensure_ascii=False, indent=2) + "\n").encode(), "application/json")
-    return key
+    return doc
 
 
 def _datapackage(region, product, title, version, files, fields, runs, sources, airflow_run_id, layer,
@@ -296,7 +317,7 @@ def _datapackage(region, product, title, version, files, fields, runs, sources, 
             "mediatype": f["mediatype"],
             "bytes": f["bytes"],
             "hash": f"sha256:{f['sha256']}",
-            "schema": {"fields": fields + extra},
+            **({"schema": {"fields": fields + extra}} if f["format"] != "svg" else {}),
             **({"dialect": {"delimiter": ";", "header": True}, "encoding": "utf-8-sig",
                 "x-decimal-char": ","} if f["format"] == "csv_fr" else {}),
         })

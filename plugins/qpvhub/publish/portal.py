@@ -1,0 +1,136 @@
+"""The partners' portal page of a region and the map picture of each product, rendered server side.
+
+`published/<region>/index.html` lists every product of `catalog.json` with its latest version, files,
+sizes, data dictionary, licence, quality link and map. The map is an SVG choropleth drawn here from the
+Lambert-93 perimeters (no tiles, no internet, no plotting library), deterministic for the same data.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+
+import geopandas as gpd
+import shapely
+
+PALETTE = ["#eff3ff", "#bdd7e7", "#6baed6", "#3182bd", "#08519c"]  # ColorBrewer Blues, 5 classes
+MISSING = "#d9d9d9"
+MAP_PREFERENCE = ["taux_pauvrete", "part_surface_300m_arret", "population", "superficie_ha"]
+
+
+def map_indicator(gdf: gpd.GeoDataFrame) -> str | None:
+    """The indicator mapped for a product: the first of MAP_PREFERENCE with a value, else None."""
+    return next((c for c in MAP_PREFERENCE if c in gdf.columns and gdf[c].notna().any()), None)
+
+
+def _classes(values: list[float]) -> list[float]:
+    """Upper bounds of up to five quantile classes."""
+    vals = sorted(values)
+    bounds = sorted({vals[min(len(vals) - 1, math.ceil(len(vals) * k / 5) - 1)] for k in range(1, 6)})
+    return bounds
+
+
+def _fmt(v: float) -> str:
+    return f"{v:,.1f}".replace(",", "\u202f").replace(".", ",")
+
+
+def choropleth_svg(gdf: gpd.GeoDataFrame, column: str, title: str, unit: str = "", width: int = 640) -> str:
+    """An SVG map of `column` per QPV (quantile classes; grey where absent or under statistical secrecy)."""
+    g = gdf.to_crs(2154)
+    minx, miny, maxx, maxy = g.total_bounds
+    pad = max(maxx - minx, maxy - miny) * 0.05 + 200
+    minx, miny, maxx, maxy = minx - pad, miny - pad, maxx + pad, maxy + pad
+    scale = width / (maxx - minx)
+    height = int((maxy - miny) * scale)
+    legend_h = 130
+    values = [float(v) for v in g[column] if v == v and v is not None]
+    bounds = _classes(values) if values else []
+
+    def colour(v) -> str:
+        if v is None or v != v:
+            return MISSING
+        return PALETTE[next(i for i, b in enumerate(bounds) if v <= b) * (len(PALETTE) - 1) // max(len(bounds) - 1, 1)]
+
+    def path(geom) -> str:
+        parts = []
+        for poly in getattr(geom, "geoms", [geom]):
+            for ring in [poly.exterior, *poly.interiors]:
+                xy = shapely.get_coordinates(ring)
+                pts = " L".join(f"{(x - minx) * scale:.1f} {(maxy - y) * scale:.1f}" for x, y in xy)
+                parts.append(f"M{pts} Z")
+        return " ".join(parts)
+
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + legend_h}" '
+           f'viewBox="0 0 {width} {height + legend_h}" font-family="sans-serif" font-size="12">',
+           f"<title>{html.escape(title)}</title>",
+           f'<rect width="{width}" height="{height}" fill="#ffffff" stroke="#999999"/>']
+    for _, row in g.sort_values("code_qp").iterrows():
+        v = row[column]
+        label = f"{row['code_qp']} {row.get('lib_qp', '')} : " + (_fmt(float(v)) + f" {unit}" if v == v else "absent")
+        out.append(f'<path d="{path(row.geometry)}" fill="{colour(v)}" fill-rule="evenodd" stroke="#333333" '
+                   f'stroke-width="0.6" data-code="{html.escape(row["code_qp"])}"><title>{html.escape(label)}'
+                   "</title></path>")
+    y = height + 18
+    out.append(f'<text x="8" y="{y}" font-weight="bold">{html.escape(title)}</text>')
+    lower = min(values) if values else 0.0
+    for i, b in enumerate(bounds):
+        c = PALETTE[i * (len(PALETTE) - 1) // max(len(bounds) - 1, 1)]
+        out.append(f'<rect x="8" y="{y + 8 + 16 * i}" width="14" height="12" fill="{c}" stroke="#333333"/>'
+                   f'<text x="28" y="{y + 18 + 16 * i}">{_fmt(lower)} – {_fmt(b)} {html.escape(unit)}</text>')
+        lower = b
+    k = len(bounds)
+    out.append(f'<rect x="8" y="{y + 8 + 16 * k}" width="14" height="12" fill="{MISSING}" stroke="#333333"/>'
+               f'<text x="28" y="{y + 18 + 16 * k}">absent ou sous secret statistique</text>')
+    bar = 5000 * scale  # a 5 km scale bar
+    out.append(f'<line x1="{width - 20 - bar:.1f}" y1="{height - 12}" x2="{width - 20}" y2="{height - 12}" '
+               f'stroke="#000000" stroke-width="2"/><text x="{width - 20 - bar:.1f}" y="{height - 18}">5 km</text>')
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
+def portal_html(region, catalog: dict, packages: dict[str, dict], quality_href: str | None) -> str:
+    """The region's portal page from its catalog.json and each product's latest datapackage.json."""
+    e = html.escape
+    parts = [f"""<!DOCTYPE html>
+<html lang="fr"><head><meta charset="utf-8"><title>Données QPV — {e(region.name)}</title>
+<style>body{{font-family:sans-serif;max-width:70em;margin:auto;padding:1em}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:.2em .5em;text-align:left;vertical-align:top}}.note{{color:#555}}</style>
+</head><body>
+<h1>Quartiers prioritaires — {e(region.name)} ({e(region.code)})</h1>
+<p class="note">{e(catalog.get("note", ""))}</p>
+<p>Licence : {e(catalog.get("licence", ""))}. Catalogue machine : <a href="catalog.json">catalog.json</a>.
+""" + (f' Qualité des données : <a href="{e(quality_href)}">rapport de contrôle</a>.' if quality_href else "")
+             + "</p>"]
+    for prod in catalog["products"]:
+        name = prod["product"]
+        pkg = packages.get(name, {})
+        latest = next((v for v in prod["versions"] if v["version"] == prod["latest"]), None)
+        if latest is None:
+            continue
+        parts.append(f'<h2 id="{e(name)}">{e(prod.get("title") or name)}</h2>')
+        parts.append(f"<p>Dernière version : <code>{e(latest['version'])}</code>, publiée le "
+                     f"{e((latest.get('created') or '')[:10])} ; {len(prod['versions'])} version(s) conservée(s). "
+                     f"Sommes de contrôle : <a href=\"{e(name)}/latest/SHA256SUMS\">SHA256SUMS</a>, "
+                     f"description : <a href=\"{e(name)}/latest/datapackage.json\">datapackage.json</a>.</p>")
+        quality = pkg.get("qpvhub", {}).get("quality", [])
+        ok = all(q.get("success", False) for q in quality) if quality else None
+        parts.append(f"<p>Contrôles qualité des sources : {'tous réussis' if ok else 'voir le rapport'}"
+                     f" ({len(quality)} source(s)).</p>")
+        svg = next((f for f in latest["files"] if f["path"].endswith(".svg")), None)
+        if svg:
+            parts.append(f'<p><img src="{e(name)}/latest/{e(svg["path"])}" alt="carte {e(name)}"></p>')
+        parts.append("<table><tr><th>fichier</th><th>format</th><th>taille</th></tr>")
+        for f in latest["files"]:
+            parts.append(f'<tr><td><a href="{e(name)}/latest/{e(f["path"])}">{e(f["path"])}</a></td>'
+                         f"<td>{e(f['format'])}</td><td>{f['bytes'] / 1024:.1f} Kio</td></tr>")
+        parts.append("</table>")
+        fields = next((r["schema"]["fields"] for r in pkg.get("resources", []) if r.get("format") == "csv"), [])
+        if fields:
+            parts.append("<details><summary>Dictionnaire des données</summary><table>"
+                         "<tr><th>colonne</th><th>unité</th><th>description</th></tr>")
+            for fd in fields:
+                parts.append(f"<tr><td><code>{e(fd['name'])}</code></td><td>{e(str(fd.get('unit', '')))}</td>"
+                             f"<td>{e(fd.get('description', ''))}</td></tr>")
+            parts.append("</table></details>")
+    parts.append("</body></html>\n")
+    return "\n".join(parts)
