@@ -283,3 +283,21 @@ def test_mart_suite_results_are_kept(mart: str) -> None:
         n_ranged = conn.execute("SELECT count(*) FROM mart.indicator_catalog").fetchone()[0]
     assert len(rows) == 1 and rows[0][0].startswith("indicators-") and rows[0][2] is True
     assert rows[0][1] == 4 + n_ranged  # keys, code format, millésime, a profile per QPV; one range per indicator
+
+
+def test_per_qpv_maps_show_the_stops_and_facilities_within_500m(mart: str, qpv: gpd.GeoDataFrame) -> None:
+    import xml.etree.ElementTree as ET
+
+    from qpvhub.publish.portal import qpv_maps_svg
+
+    with psycopg.connect(mart) as conn:
+        maps = qpv_maps_svg(conn, qpv.reset_index().rename(columns={"CODE_QP": "code_qp", "NOM_QP": "lib_qp"}))
+    with zipfile.ZipFile(SAMPLES / "gtfs_star_rennes_20160419.zip") as z:
+        stops = pd.read_csv(z.open("stops.txt"), dtype=str)
+    stops = stops[stops["location_type"].fillna("0").isin(["0", ""])]
+    pts = gpd.GeoSeries(gpd.points_from_xy(stops.stop_lon.astype(float), stops.stop_lat.astype(float)),
+                        crs=4326).to_crs(2154)
+    svg = ET.fromstring(maps["QP035005"])
+    circles = svg.findall("{http://www.w3.org/2000/svg}circle[@data-kind='stop']")
+    assert len(circles) == int((pts.distance(qpv.geometry["QP035005"]) <= 500).sum()) > 0
+    assert sorted(maps) == sorted(qpv.index)

@@ -38,3 +38,4 @@ def test_portal_lists_products_with_working_links_and_maps(env, catalog, regions
     dom = _render((root / "index.html").as_uri(), tmp_path, screenshot=shot)
     assert "Quartiers prioritaires — Bretagne (53)" in dom and "Dictionnaire des données" in dom
     assert shot.stat().st_size > 10_000
+    assert '<img src="qpv_profil/latest/qpv_profil_53_carte.svg"' in page  # the choropleth, not a QPV map

@@ -76,9 +76,11 @@ def test_publish_region_53_to_local_store(env, catalog, regions) -> None:
     root = env.settings.store.path / "published" / "53" / "qpv_profil"
     for d in (root / res.version, root / "latest"):
         names = sorted(p.name for p in d.iterdir())
-        assert names == ["SHA256SUMS", "datapackage.json", "qpv_profil_53.csv", "qpv_profil_53.fr.csv",
-                         "qpv_profil_53.geojson", "qpv_profil_53.gpkg", "qpv_profil_53.parquet",
-                         "qpv_profil_53_carte.svg"]
+        assert names == sorted(["SHA256SUMS", "datapackage.json", "qpv_profil_53.csv", "qpv_profil_53.fr.csv",
+                                "qpv_profil_53.geojson", "qpv_profil_53.gpkg", "qpv_profil_53.parquet",
+                                "qpv_profil_53_carte.svg", "qpv_profil_53_theme_geographie.csv",
+                                "qpv_profil_53_theme_geographie.fr.csv",
+                                *[f"qpv_profil_53_carte_QP03500{i}.svg" for i in range(1, 7)]])
         subprocess.run(["sha256sum", "--quiet", "-c", "SHA256SUMS"], cwd=d, check=True)
     latest = root / "latest"
     gj = gpd.read_file(latest / "qpv_profil_53.geojson")
@@ -92,9 +94,9 @@ def test_publish_region_53_to_local_store(env, catalog, regions) -> None:
     assert (gp.geometry.area / 10000).round(2).tolist() == gp["superficie_ha"].tolist()
     pkg = json.loads((latest / "datapackage.json").read_text(encoding="utf-8"))
     assert pkg["version"] == res.version
-    assert {r["path"] for r in pkg["resources"]} == {"qpv_profil_53.csv", "qpv_profil_53.fr.csv",
-                                                     "qpv_profil_53.geojson", "qpv_profil_53.gpkg",
-                                                     "qpv_profil_53.parquet", "qpv_profil_53_carte.svg"}
+    assert {r["path"] for r in pkg["resources"]} == set(names) - {"SHA256SUMS", "datapackage.json"}
+    theme = next(r for r in pkg["resources"] if r["path"] == "qpv_profil_53_theme_geographie.csv")
+    assert [f["name"] for f in theme["schema"]["fields"]][6:] == ["superficie_ha", "lon", "lat"]
     for r in pkg["resources"]:
         assert r["hash"] == "sha256:" + hashlib.sha256((latest / r["path"]).read_bytes()).hexdigest()
         if r["format"] != "svg":

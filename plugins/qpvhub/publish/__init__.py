@@ -26,8 +26,8 @@ from qpvhub import __version__
 from qpvhub.catalog import Region, load_catalog
 from qpvhub.db import connect
 from qpvhub.errors import QpvhubError
-from qpvhub.indicators import SCOPE_SUFFIX, load_families
-from qpvhub.publish.portal import choropleth_svg, map_indicator, portal_html
+from qpvhub.indicators import SCOPE_SUFFIX, load_families, theme_view_name
+from qpvhub.publish.portal import choropleth_svg, map_indicator, portal_html, qpv_maps_svg
 from qpvhub.publish.secrecy import Rule, apply_secrecy
 from qpvhub.publish.writers import WRITERS
 from qpvhub.store import sha256_file
@@ -121,10 +121,11 @@ def read_profile(conn, region: Region, families, threshold: int = SECRECY_THRESH
         if ind not in catalog:
             continue
         _, label, unit, method, mill, _ = catalog[ind]
+        theme = catalog[ind][5]
         fields.append({"name": c, "type": "number", "description": f"{label}{SCOPE_LABEL.get(scope, '')}. {method}",
-                       "unit": unit, "millesime": mill})
+                       "unit": unit, "millesime": mill, "theme": theme})
         if ind in rules:
-            fields.append({"name": c + "__secret", "type": "string",
+            fields.append({"name": c + "__secret", "type": "string", "theme": theme,
                            "description": f"Motif de non-diffusion de {c} (secret statistique, seuil {threshold}) ; "
                                           "vide si la valeur est diffusée"})
     run_ids = sorted({rid for rid in conn.execute(
@@ -175,8 +176,10 @@ def publish_region(env, region: Region, *, airflow_run_id: str | None = None, ke
     check_secrecy(gdf, secrecy_rules(families), threshold, f"{PRODUCT}_{region.code}")
     sources = load_catalog(env.settings.sources_dir)
     quality_key = _quality_page(env, region, runs, sources)
+    with connect(env.uri) as conn:
+        qpv_maps = qpv_maps_svg(conn, gdf)
     common = {"fields": fields, "runs": runs, "sources": sources, "airflow_run_id": airflow_run_id, "keep": keep,
-              "threshold": threshold, "quality_key": quality_key}
+              "threshold": threshold, "quality_key": quality_key, "qpv_maps": qpv_maps}
     result = _publish_product(env, region, PRODUCT, gdf, f"Profil des QPV de la région {region.name} ({region.code})",
                               **common)
     for dep in region.departements:
@@ -203,7 +206,8 @@ def _write_portal(env, region: Region, catalog_doc: dict, quality_key: str) -> s
 
 
 def _publish_product(env, region: Region, product: str, gdf: gpd.GeoDataFrame, title: str, *, fields, runs,
-                     sources, airflow_run_id, keep: int, threshold: int, quality_key: str) -> PublishResult:
+                     sources, airflow_run_id, keep: int, threshold: int, quality_key: str,
+                     qpv_maps: dict[str, str] | None = None) -> PublishResult:
     """Write one product's files, verify them, flip `latest/`; skip when the content is unchanged."""
     stamp_day = max((r["finished_at"] or "") for r in runs)[:10] if runs else "2000-01-01"
     stamp = f"{stamp_day}T00:00:00Z"
@@ -217,6 +221,25 @@ def _publish_product(env, region: Region, product: str, gdf: gpd.GeoDataFrame, t
             writer(gdf, path, layer=layer, description=description, stamp=stamp)
             files.append({"name": path.name, "format": fmt, "mediatype": media, "bytes": path.stat().st_size,
                           "sha256": sha256_file(path), "path": path})
+        # per-theme tables: the same rows, the theme's columns only (CSV and French CSV)
+        base_cols = ["code_qp", "generation", "lib_qp", "insee_com", "lib_com", "dep"]
+        for theme in sorted({fd["theme"] for fd in fields if fd.get("theme")}):
+            cols = [fd["name"] for fd in fields if fd.get("theme") == theme and fd["name"] in gdf.columns]
+            sub = gdf[[*base_cols, *cols, "geometry"]]
+            slug = theme_view_name(theme).removeprefix("theme_")
+            for fmt in ("csv", "csv_fr"):
+                ext, media, writer = WRITERS[fmt]
+                path = work / f"{layer}_theme_{slug}.{ext}"
+                writer(sub, path, layer=layer, description=description, stamp=stamp)
+                files.append({"name": path.name, "format": fmt, "mediatype": media, "bytes": path.stat().st_size,
+                              "sha256": sha256_file(path), "path": path, "theme": theme, "columns": cols})
+        for code, svg in qpv_maps.items() if qpv_maps else []:
+            if code not in set(gdf["code_qp"]):
+                continue
+            path = work / f"{layer}_carte_{code}.svg"
+            path.write_text(svg, encoding="utf-8")
+            files.append({"name": path.name, "format": "svg", "mediatype": "image/svg+xml",
+                          "bytes": path.stat().st_size, "sha256": sha256_file(path), "path": path})
         column = map_indicator(gdf)
         if column is not None:  # the product's map: a choropleth of one indicator, drawn here
             label = next((f"{fd['description'].split('.')[0]}" for fd in fields if fd["name"] == column), column)
@@ -260,7 +283,7 @@ def _publish_product(env, region: Region, product: str, gdf: gpd.GeoDataFrame, t
         # latest/: data files first, then the manifest, then SHA256SUMS (the marker a reader checks).
         for p in upload:
             env.store.put_file(f"{base}/latest/{p.name}", p, media[p.name])
-        public_files = [{k: v for k, v in f.items() if k != "path"} for f in files]
+        public_files = [{k: v for k, v in f.items() if k not in ("path", "columns")} for f in files]
         _record(env, region, product, version, "published", public_files, f"{vprefix}/datapackage.json",
                 airflow_run_id)
         _prune(env, base, keep)
@@ -317,7 +340,8 @@ def _datapackage(region, product, title, version, files, fields, runs, sources, 
             "mediatype": f["mediatype"],
             "bytes": f["bytes"],
             "hash": f"sha256:{f['sha256']}",
-            **({"schema": {"fields": fields + extra}} if f["format"] != "svg" else {}),
+            **({"schema": {"fields": [fd for fd in fields if "columns" not in f or fd["name"] in f["columns"]
+                                      or not fd.get("theme")] + extra}} if f["format"] != "svg" else {}),
             **({"dialect": {"delimiter": ";", "header": True}, "encoding": "utf-8-sig",
                 "x-decimal-char": ","} if f["format"] == "csv_fr" else {}),
         })

@@ -34,15 +34,17 @@ def _fmt(v: float) -> str:
     return f"{v:,.1f}".replace(",", "\u202f").replace(".", ",")
 
 
-def choropleth_svg(gdf: gpd.GeoDataFrame, column: str, title: str, unit: str = "", width: int = 640) -> str:
+def choropleth_svg(gdf: gpd.GeoDataFrame, column: str, title: str, unit: str = "", width: int = 560) -> str:
     """An SVG map of `column` per QPV (quantile classes; grey where absent or under statistical secrecy)."""
     g = gdf.to_crs(2154)
     minx, miny, maxx, maxy = g.total_bounds
     pad = max(maxx - minx, maxy - miny) * 0.05 + 200
     minx, miny, maxx, maxy = minx - pad, miny - pad, maxx + pad, maxy + pad
-    scale = width / (maxx - minx)
-    height = int((maxy - miny) * scale)
+    scale = min(width / (maxx - minx), width / (maxy - miny))  # fits a square of `width`
+    width = int((maxx - minx) * scale) + 1
+    height = int((maxy - miny) * scale) + 1
     legend_h = 130
+    width = max(width, 600)  # room for the legend and the title
     values = [float(v) for v in g[column] if v == v and v is not None]
     bounds = _classes(values) if values else []
 
@@ -70,6 +72,12 @@ def choropleth_svg(gdf: gpd.GeoDataFrame, column: str, title: str, unit: str = "
         out.append(f'<path d="{path(row.geometry)}" fill="{colour(v)}" fill-rule="evenodd" stroke="#333333" '
                    f'stroke-width="0.6" data-code="{html.escape(row["code_qp"])}"><title>{html.escape(label)}'
                    "</title></path>")
+        # QPV are small at regional scale: a marker of the same class at a point inside each keeps them visible
+        pt = row.geometry.representative_point()
+        cx, cy = (pt.x - minx) * scale, (maxy - pt.y) * scale
+        out.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="6" fill="{colour(v)}" stroke="#333333" '
+                   f'stroke-width="1"><title>{html.escape(label)}</title></circle>'
+                   f'<text x="{cx + 8:.1f}" y="{cy + 4:.1f}" font-size="10">{html.escape(row["code_qp"])}</text>')
     y = height + 18
     out.append(f'<text x="8" y="{y}" font-weight="bold">{html.escape(title)}</text>')
     lower = min(values) if values else 0.0
@@ -116,7 +124,7 @@ td,th{{border:1px solid #ccc;padding:.2em .5em;text-align:left;vertical-align:to
         ok = all(q.get("success", False) for q in quality) if quality else None
         parts.append(f"<p>Contrôles qualité des sources : {'tous réussis' if ok else 'voir le rapport'}"
                      f" ({len(quality)} source(s)).</p>")
-        svg = next((f for f in latest["files"] if f["path"].endswith(".svg")), None)
+        svg = next((f for f in latest["files"] if f["path"].endswith("_carte.svg")), None)  # the product's map
         if svg:
             parts.append(f'<p><img src="{e(name)}/latest/{e(svg["path"])}" alt="carte {e(name)}"></p>')
         parts.append("<table><tr><th>fichier</th><th>format</th><th>taille</th></tr>")
@@ -134,3 +142,68 @@ td,th{{border:1px solid #ccc;padding:.2em .5em;text-align:left;vertical-align:to
             parts.append("</table></details>")
     parts.append("</body></html>\n")
     return "\n".join(parts)
+
+
+def _points(conn, table: str, where: str) -> list[tuple[str, float, float, str]]:
+    """(code_qp, x, y, label) of a point table's rows within 500 m of each QPV, when the table exists."""
+    from psycopg import sql
+
+    schema, name = table.split(".")
+    if not conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()[0]:
+        return []
+    label = sql.SQL("p.stop_name" if name == "gtfs_stops" else "p.typequ")
+    return conn.execute(sql.SQL(
+        "SELECT q.code_qp, ST_X(p.geom), ST_Y(p.geom), {label} FROM ref.qpv q JOIN {t} p "
+        "ON ST_DWithin(p.geom, q.geom, 500) WHERE {where} ORDER BY 1, 2, 3, 4"
+    ).format(t=sql.Identifier(schema, name), label=label, where=sql.SQL(where))).fetchall()
+
+
+def qpv_maps_svg(conn, gdf: gpd.GeoDataFrame, width: int = 480) -> dict[str, str]:
+    """One SVG per QPV: its perimeter, the transit stops (blue dots) and BPE facilities (orange squares)
+    within 500 m, a 200 m scale bar. Indicative: not a regulatory map."""
+    stops = _points(conn, "src.gtfs_stops", "coalesce(p.location_type, 0) = 0")
+    facilities = _points(conn, "src.bpe", "true")
+    g = gdf.to_crs(2154)
+    maps = {}
+    for _, row in g.sort_values("code_qp").iterrows():
+        code = row["code_qp"]
+        minx, miny, maxx, maxy = row.geometry.buffer(520).bounds
+        scale = width / max(maxx - minx, maxy - miny)
+        h = int((maxy - miny) * scale)
+
+        def xy(x: float, y: float, minx=minx, maxy=maxy, scale=scale) -> str:
+            return f"{(x - minx) * scale:.1f} {(maxy - y) * scale:.1f}"
+
+        rings = []
+        for poly in getattr(row.geometry, "geoms", [row.geometry]):
+            for ring in [poly.exterior, *poly.interiors]:
+                rings.append("M" + " L".join(xy(x, y) for x, y in shapely.get_coordinates(ring)) + " Z")
+        title = f"{code} {row.get('lib_qp', '')} — arrêts et équipements à moins de 500 m (indicatif)"
+        out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{h + 60}" '
+               f'viewBox="0 0 {width} {h + 60}" font-family="sans-serif" font-size="11">',
+               f"<title>{html.escape(title)}</title>",
+               f'<rect width="{width}" height="{h}" fill="#ffffff" stroke="#999999"/>',
+               f'<path d="{" ".join(rings)}" fill="#fde0c5" fill-rule="evenodd" stroke="#b35806" stroke-width="1.2"/>']
+        n_f = n_s = 0
+        for c, x, y, label in facilities:
+            if c == code:
+                p = xy(x, y).split()
+                out.append(f'<rect x="{float(p[0]) - 3:.1f}" y="{float(p[1]) - 3:.1f}" width="6" height="6" '
+                           f'fill="#e08214" data-kind="facility"><title>{html.escape(str(label))}</title></rect>')
+                n_f += 1
+        for c, x, y, label in stops:
+            if c == code:
+                p = xy(x, y).split()
+                out.append(f'<circle cx="{p[0]}" cy="{p[1]}" r="3" fill="#2166ac" data-kind="stop">'
+                           f"<title>{html.escape(str(label))}</title></circle>")
+                n_s += 1
+        bar = 200 * scale
+        out.append(f'<line x1="10" y1="{h - 10}" x2="{10 + bar:.1f}" y2="{h - 10}" stroke="#000" stroke-width="2"/>'
+                   f'<text x="10" y="{h - 14}">200 m</text>')
+        out.append(f'<text x="8" y="{h + 16}" font-weight="bold">{html.escape(title)}</text>')
+        out.append(f'<circle cx="14" cy="{h + 32}" r="3" fill="#2166ac"/><text x="24" y="{h + 36}">'
+                   f"{n_s} arrêt(s) de transport en commun</text>")
+        out.append(f'<rect x="11" y="{h + 42}" width="6" height="6" fill="#e08214"/><text x="24" y="{h + 50}">'
+                   f"{n_f} équipement(s) BPE</text></svg>")
+        maps[code] = "\n".join(out) + "\n"
+    return maps
