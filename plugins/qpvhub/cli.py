@@ -133,27 +133,32 @@ def cmd_share(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    """Freshness of every source against its schedule: state, last run, last confirmed load, age, rows."""
     from qpvhub.catalog import load_catalog
-    from qpvhub.db import connect
+    from qpvhub.monitor import freshness, status_table
 
     env = _env()
-    sources = load_catalog(env.settings.sources_dir)
-    with connect(env.uri) as conn:
-        rows = conn.execute(
-            """SELECT DISTINCT ON (source_id) source_id, status, started_at, rows_loaded, error
-               FROM meta.source_runs ORDER BY source_id, started_at DESC""").fetchall()
-        ok = dict(conn.execute(
-            "SELECT source_id, max(finished_at) FROM meta.source_runs WHERE status = 'success' GROUP BY 1").fetchall())
-    last = {r[0]: r for r in rows}
-    print(f"{'source':<16} {'last run':<9} {'last success':<20} {'rows':>8}  target / last error")
-    for sid, src in sources.items():
-        r = last.get(sid)
-        succ = ok.get(sid)
-        status = r[1] if r else "never"
-        note = src.target.qualified if not (r and r[4]) else r[4].splitlines()[0][:80]
-        print(f"{sid:<16} {status:<9} {succ.strftime('%Y-%m-%d %H:%M') if succ else '-':<20} "
-              f"{(r[3] if r and r[3] is not None else '-')!s:>8}  {note}")
+    rows = freshness(env.uri, load_catalog(env.settings.sources_dir))
+    print(status_table(rows))
+    bad = [f for f in rows if f.state in ("stale", "never", "failing")]
+    if bad:
+        print(f"\n{len(bad)} source(s) need attention: " + ", ".join(f"{f.source_id} ({f.state})" for f in bad))
     return 0
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    """Exit 1 when a source is stale (or never loaded, unless --ignore-never): for cron and monitoring."""
+    from qpvhub.catalog import load_catalog
+    from qpvhub.monitor import freshness
+
+    env = _env()
+    bad = [f for f in freshness(env.uri, load_catalog(env.settings.sources_dir))
+           if f.state == "stale" or (f.state == "never" and not args.ignore_never)]
+    for f in bad:
+        print(f"{f.source_id}: {f.state}" + (f" (last confirmed {f.age} ago, tolerance {f.tolerance})"
+                                              if f.state == "stale" else ""))
+    print("healthy" if not bad else f"{len(bad)} source(s) not fresh")
+    return 1 if bad else 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -229,7 +234,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--days", type=float, default=7, help="validity in days, at most 7 (default 7)")
     s.set_defaults(func=cmd_share)
 
-    s = sub.add_parser("status", help="last run of each source")
+    s = sub.add_parser("health", help="exit 1 when a source is stale or never loaded")
+    s.add_argument("--ignore-never", action="store_true", help="sources never loaded are not an error")
+    s.set_defaults(func=cmd_health)
+
+    s = sub.add_parser("status", help="freshness of each source: state, last run, age, rows, last error")
     s.set_defaults(func=cmd_status)
 
     s = sub.add_parser("demo", help="the whole chain on the bundled real data")

@@ -58,6 +58,21 @@ def _fail_ingest_run(source: Source, context: dict) -> None:
     log.error("qpvhub ingest %s failed (run %s): %s", source.id, run_id, error)
     if run_id:
         fail_run(_env(), source, run_id, error)
+    _notify(f"ingest {source.id}", context, qpvhub_run=run_id)
+
+
+def _notify(what: str, context: dict, **extra: Any) -> None:
+    """Post a failure to the configured webhook (and the task log) with where to look."""
+    from qpvhub.monitor import notify_failure
+
+    ti = context.get("ti")
+    notify_failure(what, context.get("exception") or "task failed",
+                   dag_id=getattr(ti, "dag_id", None), task_id=getattr(ti, "task_id", None),
+                   airflow_run_id=context.get("run_id"), try_number=getattr(ti, "try_number", None), **extra)
+
+
+def _notify_task_failure(what: str, context: dict) -> None:
+    _notify(what, context)
 
 
 def build_ingest_dag(source: Source) -> DAG:
@@ -138,7 +153,7 @@ def build_indicators_dag(sources: dict[str, Source]) -> DAG:
         catchup=False,
         max_active_runs=1,
         tags=["qpvhub", "indicators"],
-        default_args=default_args(),
+        default_args=default_args(on_failure_callback=functools.partial(_notify_task_failure, "indicators")),
         doc_md="### Indicators\nRuns every family of `sql/indicators/` into `mart.qpv_indicator` and rebuilds "
                "`mart.qpv_profile` and the `mart.theme_*` views, when any source is reloaded; the mart's GX results "
                "go to `meta.validation_results` under `indicators-<Airflow run id>`.",
@@ -165,7 +180,8 @@ def build_publish_dag(region: Region) -> DAG:
         catchup=False,
         max_active_runs=1,
         tags=["qpvhub", "publish", f"region:{region.code}"],
-        default_args=default_args(),
+        default_args=default_args(on_failure_callback=functools.partial(_notify_task_failure,
+                                                                        f"publish region {region.code}")),
         doc_md=f"### Publish — {region.name} ({region.code})\nQPV profile extracts (CSV, GeoJSON, GeoPackage, "
                f"GeoParquet) to `published/{region.code}/`, versioned, checksummed, then `latest/`.",
     ) as dag:
@@ -179,6 +195,42 @@ def build_publish_dag(region: Region) -> DAG:
 
         publish()
     return dag
+
+
+def build_health_dag(sources: dict[str, Source]) -> DAG:
+    """Daily: fail (and notify) when a source has not been confirmed within its schedule's tolerance."""
+    with DAG(
+        dag_id="qpvhub_health",
+        schedule="@daily",
+        start_date=START,
+        catchup=False,
+        max_active_runs=1,
+        tags=["qpvhub", "monitoring"],
+        default_args=default_args(retries=0, on_failure_callback=functools.partial(_notify_task_failure,
+                                                                                   "health check")),
+        doc_md="### Health\nFails when a source's last confirmed load (success, or unchanged check) is older "
+               "than its tolerance (QPVHUB_STALE_FACTOR × its schedule's interval + 1 day) or it never "
+               "loaded; the table is in the task log and `qpvhub status`.",
+    ) as dag:
+
+        @task
+        def freshness() -> dict:
+            from qpvhub.monitor import freshness as check
+            from qpvhub.monitor import status_table
+
+            rows = check(_env().uri, sources)
+            log.info("source freshness:\n%s", status_table(rows))
+            bad = [f"{f.source_id} ({f.state})" for f in rows if f.state in ("stale", "never")]
+            if bad:
+                raise RuntimeError(f"{len(bad)} source(s) not fresh: {', '.join(bad)}")
+            return {f.source_id: f.state for f in rows}
+
+        freshness()
+    return dag
+
+
+def health_dags() -> dict[str, DAG]:
+    return {"qpvhub_health": build_health_dag(load_catalog(load_settings().sources_dir))}
 
 
 def ingest_dags() -> dict[str, DAG]:
@@ -199,4 +251,4 @@ def publish_dags() -> dict[str, DAG]:
 
 def build_all() -> dict[str, DAG]:
     """Every qpvhub DAG by dag_id."""
-    return {**ingest_dags(), **indicators_dags(), **publish_dags()}
+    return {**ingest_dags(), **indicators_dags(), **publish_dags(), **health_dags()}

@@ -1,0 +1,130 @@
+"""Monitoring: source freshness against each catalogue schedule, and failure notifications.
+
+A source is *fresh* while its last confirmed load (a successful load, or a check that found it
+unchanged) is younger than its tolerance: `QPVHUB_STALE_FACTOR` (default 2) times its schedule's
+interval, plus a day. Failures are posted to `QPVHUB_WEBHOOK_URL` (Mattermost, Slack and Tchap accept
+the same `{"text": …}` JSON) and logged as one structured line.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import json
+import logging
+import os
+from dataclasses import dataclass
+
+from qpvhub.catalog import Source
+
+log = logging.getLogger(__name__)
+
+PRESETS = {"@hourly": dt.timedelta(hours=1), "@daily": dt.timedelta(days=1), "@weekly": dt.timedelta(weeks=1),
+           "@monthly": dt.timedelta(days=31), "@quarterly": dt.timedelta(days=92), "@yearly": dt.timedelta(days=366),
+           "@annually": dt.timedelta(days=366)}
+
+
+def schedule_interval(schedule: str | None) -> dt.timedelta | None:
+    """The longest gap between two runs of a schedule (preset or cron); None when unscheduled."""
+    if not schedule or schedule in ("@once", "None"):
+        return None
+    if schedule in PRESETS:
+        return PRESETS[schedule]
+    from croniter import croniter
+
+    if not croniter.is_valid(schedule):
+        raise ValueError(f"schedule {schedule!r} is neither an Airflow preset nor a cron expression")
+    it = croniter(schedule, dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
+    ticks = [it.get_next(dt.datetime) for _ in range(60)]
+    return max(b - a for a, b in itertools.pairwise(ticks))
+
+
+def tolerance(source: Source) -> dt.timedelta | None:
+    interval = schedule_interval(source.schedule)
+    if interval is None:
+        return None
+    return interval * float(os.environ.get("QPVHUB_STALE_FACTOR", "2")) + dt.timedelta(days=1)
+
+
+@dataclass
+class Freshness:
+    source_id: str
+    schedule: str | None
+    last_status: str | None
+    last_confirmed: dt.datetime | None  # last success or unchanged check
+    age: dt.timedelta | None
+    tolerance: dt.timedelta | None
+    rows: int | None
+    last_error: str | None
+
+    @property
+    def state(self) -> str:
+        if self.last_confirmed is None:
+            return "never"
+        if self.tolerance is not None and self.age is not None and self.age > self.tolerance:
+            return "stale"
+        return "failing" if self.last_status == "failed" else "ok"
+
+
+def freshness(uri: str, sources: dict[str, Source], now: dt.datetime | None = None) -> list[Freshness]:
+    """Freshness of every catalogue source, from meta.source_runs."""
+    from qpvhub.db import connect
+
+    now = now or dt.datetime.now(dt.UTC)
+    with connect(uri) as conn:
+        last = {r[0]: r[1:] for r in conn.execute(
+            "SELECT DISTINCT ON (source_id) source_id, status, error FROM meta.source_runs "
+            "ORDER BY source_id, started_at DESC").fetchall()}
+        confirmed = {r[0]: r[1:] for r in conn.execute(
+            "SELECT DISTINCT ON (source_id) source_id, coalesce(finished_at, started_at), rows_loaded "
+            "FROM meta.source_runs WHERE status IN ('success', 'skipped') "
+            "ORDER BY source_id, coalesce(finished_at, started_at) DESC").fetchall()}
+        loaded = dict(conn.execute("SELECT source_id, rows_loaded FROM meta.current_source").fetchall())
+    out = []
+    for sid, src in sources.items():
+        when = confirmed.get(sid, (None, None))[0]
+        status, error = last.get(sid, (None, None))
+        out.append(Freshness(sid, src.schedule, status, when, now - when if when else None, tolerance(src),
+                             loaded.get(sid), (error or "").splitlines()[0][:200] if status == "failed" else None))
+    return out
+
+
+def _age(td: dt.timedelta | None) -> str:
+    if td is None:
+        return "-"
+    hours = td.total_seconds() / 3600
+    return f"{hours:.1f} h" if hours < 48 else f"{hours / 24:.1f} d"
+
+
+def status_table(rows: list[Freshness]) -> str:
+    """The `qpvhub status` table."""
+    lines = [f"{'source':<18} {'state':<8} {'last run':<9} {'last confirmed':<17} {'age':>8} {'tolerance':>9} "
+             f"{'rows':>8}  last error"]
+    for f in rows:
+        lines.append(f"{f.source_id:<18} {f.state.upper() if f.state != 'ok' else 'ok':<8} "
+                     f"{f.last_status or 'never':<9} "
+                     f"{f.last_confirmed.strftime('%Y-%m-%d %H:%M') if f.last_confirmed else '-':<17} "
+                     f"{_age(f.age):>8} {_age(f.tolerance):>9} {f.rows if f.rows is not None else '-'!s:>8}  "
+                     f"{f.last_error or ''}")
+    return "\n".join(lines)
+
+
+def notify_failure(what: str, error: object, **details: object) -> bool:
+    """Log one structured line; POST it to QPVHUB_WEBHOOK_URL when set. Never raises: returns delivered."""
+    record = {"event": "qpvhub_failure", "what": what, "error": str(error)[:2000], **details}
+    log.error("%s", json.dumps(record, ensure_ascii=False, default=str))
+    url = os.environ.get("QPVHUB_WEBHOOK_URL")
+    if not url:
+        return False
+    import requests
+
+    lines = [f"**qpvhub: {what} failed**", f"```\n{str(error)[:1500]}\n```"]
+    lines += [f"- {k}: {v}" for k, v in details.items() if v is not None]
+    try:
+        resp = requests.post(url, json={"text": "\n".join(lines), "username": "qpvhub", **{"qpvhub": record}},
+                             timeout=10)
+        resp.raise_for_status()
+        return True
+    except requests.RequestException as exc:  # a dead webhook must not hide the original failure
+        log.warning("failure notification to %s failed: %s", url.split("?")[0], exc)
+        return False
