@@ -362,8 +362,13 @@ def load_order(sources: dict[str, Source]) -> list[Source]:
 
 
 def load_region(path: Path) -> Region:
-    """Load and validate one region file; the file name must be `<code>.yml`."""
-    return _load_model(path, Region, "code")
+    """Load and validate one region file (`<code>.yml`); its départements must exist in the COG and
+    belong to the region."""
+    from qpvhub.regions import check_region
+
+    region = _load_model(path, Region, "code")
+    check_region(region, path)
+    return region
 
 
 def load_regions(regions_dir: Path) -> dict[str, Region]:

@@ -132,6 +132,28 @@ def cmd_share(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_region_add(args: argparse.Namespace) -> int:
+    """Scaffold include/regions/<code>.yml from the COG (name, départements) and a bounding box."""
+    from qpvhub.config import load_settings
+    from qpvhub.regions import scaffold_region
+
+    settings = load_settings()
+    bbox = None
+    if args.bbox:
+        try:
+            bbox = tuple(float(x) for x in args.bbox.split(","))
+        except ValueError:
+            raise QpvhubError(f"--bbox {args.bbox!r}: expected lon_min,lat_min,lon_max,lat_max") from None
+        if len(bbox) != 4:
+            raise QpvhubError(f"--bbox {args.bbox!r}: expected four numbers")
+    uri = None if bbox else _env().uri
+    path = scaffold_region(args.code, settings.regions_dir, bbox=bbox, contact=args.contact, uri=uri)
+    print(f"wrote {path}:\n{path.read_text(encoding='utf-8')}")
+    print("Next: add or reuse sources for its départements (include/sources/), then `qpvhub ingest --all`; "
+          "the Airflow dag-processor picks up the new publish DAG.")
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     """Freshness of every source against its schedule: state, last run, last confirmed load, age, rows."""
     from qpvhub.catalog import load_catalog
@@ -233,6 +255,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--region", help="region code, with a product name")
     s.add_argument("--days", type=float, default=7, help="validity in days, at most 7 (default 7)")
     s.set_defaults(func=cmd_share)
+
+    s = sub.add_parser("region", help="manage the regions served (include/regions/)")
+    rsub = s.add_subparsers(dest="region_command", required=True)
+    r = rsub.add_parser("add", help="scaffold include/regions/<code>.yml from the COG")
+    r.add_argument("code", help="INSEE region code, e.g. 28")
+    r.add_argument("--bbox", help="lon_min,lat_min,lon_max,lat_max (EPSG:4326); default: from the commune "
+                                  "outlines loaded in PostGIS")
+    r.add_argument("--contact", help="contact e-mail of the regional data pole")
+    r.set_defaults(func=cmd_region_add)
 
     s = sub.add_parser("health", help="exit 1 when a source is stale or never loaded")
     s.add_argument("--ignore-never", action="store_true", help="sources never loaded are not an error")
