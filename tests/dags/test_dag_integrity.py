@@ -82,3 +82,16 @@ def test_assets_chain_ingest_to_indicators_to_publish(parsed) -> None:
     assert [a.uri for a in ind.get_task("compute").outlets] == ["qpvhub://mart/qpv_indicator"]
     pub = bag.dags["qpvhub_publish_53"]
     assert pub.timetable.asset_condition.uri == "qpvhub://mart/qpv_indicator"
+
+
+def test_reload_all_and_health_dags(parsed) -> None:
+    bag, _, _ = parsed
+    reload_all = bag.dags["qpvhub_reload_all"]
+    sources = sorted(p.stem for p in (ROOT / "include" / "sources").glob("*.yml"))
+    assert sorted(t.task_id[len("ingest_"):] for t in reload_all.tasks) == sources
+    qpv = reload_all.get_task("ingest_qpv_2015")
+    assert "ingest_cog_communes" in qpv.upstream_task_ids  # dependencies first
+    assert [a.uri for a in qpv.outlets] == ["qpvhub://ref/qpv"]
+    assert type(reload_all.timetable).__name__ == "NullTimetable"  # manual only
+    health = bag.dags["qpvhub_health"]
+    assert [t.task_id for t in health.tasks] == ["freshness"]

@@ -76,3 +76,16 @@ def test_each_reader_through_its_generated_dag(dagbag, db_uri, qpvhub_home, sour
         assert conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == rows
         status = conn.execute("SELECT status, airflow_run_id FROM meta.source_runs").fetchone()
     assert status == ("success", dr.run_id)
+
+
+def test_reload_all_loads_every_source_in_dependency_order(dagbag, db_uri, qpvhub_home) -> None:
+    dr = dagbag.dags["qpvhub_reload_all"].test(run_conf={"sample": True})
+    state, tasks = _state(dr)
+    assert state == "success" and set(tasks.values()) == {"success"}
+    with psycopg.connect(db_uri) as conn:
+        order = [r[0] for r in conn.execute("SELECT source_id FROM meta.source_runs WHERE status = 'success' "
+                                            "ORDER BY started_at")]
+        same_run = conn.execute("SELECT count(DISTINCT airflow_run_id) FROM meta.source_runs").fetchone()[0]
+    assert len(order) == len(tasks) and same_run == 1
+    assert order.index("cog_communes") < order.index("qpv_2015") and order.index("cog_communes") < order.index(
+        "iris_ref")

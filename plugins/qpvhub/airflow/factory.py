@@ -229,6 +229,46 @@ def build_health_dag(sources: dict[str, Source]) -> DAG:
     return dag
 
 
+def build_reload_all_dag(sources: dict[str, Source]) -> DAG:
+    """Manual: reload every source, dependencies first (conf `{"force": true}` reloads unchanged ones too)."""
+    from qpvhub.catalog import load_order
+
+    with DAG(
+        dag_id="qpvhub_reload_all",
+        schedule=None,
+        start_date=START,
+        catchup=False,
+        max_active_runs=1,
+        tags=["qpvhub", "ingest", "manual"],
+        default_args=default_args(on_failure_callback=functools.partial(_notify_task_failure, "reload all")),
+        params={"force": False, "sample": False},
+        doc_md="### Reload everything\nRuns every catalogue source through the same pipeline, each after the "
+               "sources it depends on; each task emits its source's asset, so the indicators and publication "
+               "follow. Trigger with conf `{\"force\": true}` to reload unchanged sources, `{\"sample\": true}` "
+               "for the bundled samples.",
+    ) as dag:
+        tasks: dict[str, Any] = {}
+        for source in load_order(sources):
+
+            @task(task_id=f"ingest_{source.id}", pool=POOL, outlets=[Asset(source.asset_uri)])
+            def run(src: Source = source, **context: Any) -> dict:
+                from qpvhub.pipeline import ingest
+
+                conf = {**context["params"], **((context["dag_run"].conf or {}) if context.get("dag_run") else {})}
+                res = ingest(_env(), src, sample=bool(conf.get("sample")), force=bool(conf.get("force")),
+                             airflow_run_id=context["run_id"])
+                return {"status": res.status, "rows_loaded": res.rows_loaded}
+
+            tasks[source.id] = run()
+            for dep in source.depends_on:
+                tasks[dep] >> tasks[source.id]
+    return dag
+
+
+def reload_all_dags() -> dict[str, DAG]:
+    return {"qpvhub_reload_all": build_reload_all_dag(load_catalog(load_settings().sources_dir))}
+
+
 def health_dags() -> dict[str, DAG]:
     return {"qpvhub_health": build_health_dag(load_catalog(load_settings().sources_dir))}
 
@@ -251,4 +291,4 @@ def publish_dags() -> dict[str, DAG]:
 
 def build_all() -> dict[str, DAG]:
     """Every qpvhub DAG by dag_id."""
-    return {**ingest_dags(), **indicators_dags(), **publish_dags(), **health_dags()}
+    return {**ingest_dags(), **indicators_dags(), **publish_dags(), **health_dags(), **reload_all_dags()}
