@@ -6,13 +6,14 @@ PY := $(VENV)/bin/python
 APT_PACKAGES := postgresql-15-postgis-3 gdal-bin docker-compose chromium
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup system-deps demo test test-fast lint bench constraints clean
+.PHONY: help setup system-deps demo test test-fast lint bench constraints clean airflow airflow-stop
 
 help:
 	@echo "make demo   - install what is needed, run the whole chain on the bundled real data"
 	@echo "make test   - install what is needed, run every test (unit, PostGIS, S3, Airflow)"
 	@echo "make bench  - ingestion benchmark vs ogr2ogr, indicator refresh at national size (bench/results.json)"
 	@echo "make lint   - ruff"
+	@echo "make airflow / airflow-stop - Airflow 3 on this machine (api-server, scheduler, dag-processor)"
 
 setup: system-deps $(STAMP)
 
@@ -43,6 +44,13 @@ test-fast: setup
 
 lint: setup
 	$(VENV)/bin/ruff check plugins dags tests bench
+
+# Airflow without Docker: PostgreSQL metadata database, LocalExecutor; waits until healthy.
+airflow: setup
+	$(PY) -m qpvhub.airflow.native start $(if $(PORT),--port $(PORT),)
+
+airflow-stop:
+	$(PY) -m qpvhub.airflow.native stop
 
 bench: setup
 	$(PY) bench/bench_ingest.py
