@@ -47,7 +47,7 @@ lint: setup
 
 # Airflow without Docker: PostgreSQL metadata database, LocalExecutor; waits until healthy.
 airflow: setup
-	$(PY) -m qpvhub.airflow.native start $(if $(PORT),--port $(PORT),)
+	$(PY) -m qpvhub.airflow.native start $(if $(PORT),--port $(PORT),) $(if $(EXECUTOR),--executor $(EXECUTOR),)
 
 airflow-stop:
 	$(PY) -m qpvhub.airflow.native stop

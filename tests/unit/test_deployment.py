@@ -60,3 +60,16 @@ def test_env_example_holds_only_dev_defaults() -> None:
         if "PASSWORD" in key or "SECRET" in key:
             assert "dev-only" in value, f"{key} in .env.example must be an obvious development default"
     assert ".env" in (ROOT / ".gitignore").read_text().splitlines()
+
+
+def test_celery_profile_adds_redis_and_scalable_workers(compose: dict) -> None:
+    services = compose["services"]
+    worker, redis = services["airflow-worker"], services["redis"]
+    assert worker["profiles"] == ["celery"] and redis["profiles"] == ["celery"]
+    assert worker["command"] == "celery worker" and "healthcheck" in worker and "healthcheck" in redis
+    assert "container_name" not in worker and "ports" not in worker  # `--scale airflow-worker=N`
+    assert worker["depends_on"]["redis"]["condition"] == "service_healthy"
+    env = worker["environment"]
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"  # CeleryExecutor with AIRFLOW_EXECUTOR=…
+    assert env["AIRFLOW__CELERY__BROKER_URL"] == "redis://redis:6379/0"
+    assert env["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("db+postgresql://")

@@ -48,7 +48,8 @@ def _metadata_uri(qpvhub_uri: str, dbname: str) -> str:
     return uri.replace("postgresql://", "postgresql+psycopg2://", 1)
 
 
-def environment(home: Path, port: int, qpvhub_uri: str, metadata_db: str = "airflow") -> dict[str, str]:
+def environment(home: Path, port: int, qpvhub_uri: str, metadata_db: str = "airflow", *,
+                executor: str = "LocalExecutor", broker: str | None = None) -> dict[str, str]:
     """Every setting of the native deployment, as environment variables (also written to env.sh)."""
     settings = load_settings()
     secret_file = home / "secrets.json"
@@ -58,12 +59,19 @@ def environment(home: Path, port: int, qpvhub_uri: str, metadata_db: str = "airf
     sec = json.loads(secret_file.read_text())
     (home / "passwords.json").write_text(json.dumps({"admin": sec["admin"]}))
     (home / "passwords.json").chmod(0o600)
+    meta = _metadata_uri(qpvhub_uri, metadata_db)
+    celery = {
+        "AIRFLOW__CELERY__BROKER_URL": broker or "redis://127.0.0.1:6379/0",
+        "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + meta.replace("+psycopg2", "", 1),
+        "AIRFLOW__CELERY__WORKER_CONCURRENCY": "2",
+    } if executor == "CeleryExecutor" else {}
     return {
+        **celery,
         "AIRFLOW_HOME": str(home),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": _metadata_uri(qpvhub_uri, metadata_db),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": meta,
         "AIRFLOW__CORE__DAGS_FOLDER": str(settings.project / "dags"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__EXECUTOR": executor,
         "AIRFLOW__CORE__PARALLELISM": "2",  # 2 cores
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
@@ -92,8 +100,10 @@ def _healthy(h: dict) -> bool:
     return all(h.get(k, {}).get("status") == "healthy" for k in ("metadatabase", "scheduler", "dag_processor"))
 
 
-def start(port: int | None = None, timeout: float = 180) -> dict:
-    """Start the three processes (idempotent: refuses if they already run) and wait until healthy."""
+def start(port: int | None = None, timeout: float = 180, *, executor: str = "LocalExecutor",
+          broker: str | None = None) -> dict:
+    """Start the processes (refuses if they already run) and wait until healthy. With CeleryExecutor, a
+    Celery worker is started too (broker: Redis on 127.0.0.1:6379 unless `broker`)."""
     settings = load_settings()
     home = settings.home / "airflow"
     home.mkdir(parents=True, exist_ok=True)
@@ -102,7 +112,8 @@ def start(port: int | None = None, timeout: float = 180) -> dict:
         raise QpvhubError(f"Airflow already runs (pids in {pids_file}); `make airflow-stop` first")
     port = port or _free_port()
     env = {**os.environ, **environment(home, port, resolve_uri(settings),
-                                       os.environ.get("QPVHUB_AIRFLOW_DB", "airflow"))}
+                                       os.environ.get("QPVHUB_AIRFLOW_DB", "airflow"), executor=executor,
+                                       broker=broker)}
     (home / "env.sh").write_text("".join(f"export {k}='{v}'\n" for k, v in env.items()
                                          if k.startswith(("AIRFLOW", "QPVHUB"))))
     (home / "env.sh").chmod(0o600)
@@ -111,9 +122,13 @@ def start(port: int | None = None, timeout: float = 180) -> dict:
     subprocess.run([*airflow, "pools", "set", "qpvhub_db", "2", "heavy qpvhub database tasks"], env=env,
                    check=True, capture_output=True, timeout=120)
     pids = {}
-    for name in PROCESSES:
+    commands = {name: [name] for name in PROCESSES}
+    commands["api-server"] += ["--port", str(port)]
+    if executor == "CeleryExecutor":
+        commands["celery-worker"] = ["celery", "worker", "--concurrency", "2"]
+    for name, cmd in commands.items():
         log = (home / f"{name}.log").open("ab")
-        args = [*airflow, name, *(["--port", str(port)] if name == "api-server" else [])]
+        args = [*airflow, *cmd]
         pids[name] = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT,
                                       start_new_session=True).pid
     base = f"http://127.0.0.1:{port}"
@@ -177,11 +192,13 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("start")
     s.add_argument("--port", type=int, default=None)
+    s.add_argument("--executor", default="LocalExecutor", choices=["LocalExecutor", "CeleryExecutor"])
+    s.add_argument("--broker", default=None, help="Celery broker URL (default redis://127.0.0.1:6379/0)")
     sub.add_parser("stop")
     args = ap.parse_args(argv)
     try:
         if args.cmd == "start":
-            info = start(args.port)
+            info = start(args.port, executor=args.executor, broker=args.broker)
             print(f"Airflow is up: {info['url']}  (user {info['user']}, password {info['password']})\n"
                   f"CLI: source {info['home']}/env.sh && airflow dags list\nStop: make airflow-stop")
         else:
