@@ -238,3 +238,23 @@ def test_final_check_refuses_an_extract_with_a_small_count(env, catalog, regions
     gdf.loc[gdf.code_qp == "QP035006", "population__secret"] = "effectif inférieur au seuil"
     with pytest.raises(QpvhubError, match=r"values published beside a secrecy flag: \['population'\]"):
         check_secrecy(gdf, secrecy_rules(families), 11, "qpv_profil_53")
+
+
+def test_two_regions_in_one_deployment_do_not_mix(env, catalog, regions) -> None:
+    """The national SIG Ville file keeps both regions' QPV in src (region_filter on 52 and 53); each
+    region's products hold only its own départements. Only Ille-et-Vilaine's perimeters exist offline,
+    so region 52 has no product and says why, without touching region 53's."""
+    from qpvhub.errors import QpvhubError
+
+    _load_demo(env, catalog)
+    with psycopg.connect(env.uri) as conn:
+        deps = {r[0] for r in conn.execute("SELECT DISTINCT substr(code_qp, 4, 2) FROM src.sigville_demo")}
+    assert {"35", "44", "49", "72"} <= deps  # both regions side by side in src
+    res53 = publish_region(env, regions["53"])
+    with pytest.raises(QpvhubError, match=r"region 52: no QPV in ref.qpv"):
+        publish_region(env, regions["52"])
+    root = env.settings.store.path / "published"
+    assert sorted(p.name for p in root.iterdir()) == ["53"]
+    csv = pd.read_csv(root / "53" / "qpv_profil" / "latest" / "qpv_profil_53.csv", dtype={"dep": str})
+    assert set(csv["dep"]) == {"35"} and csv["code_qp"].str.startswith("QP035").all()
+    assert publish_region(env, regions["53"]).version == res53.version  # untouched by the failed region
