@@ -58,9 +58,8 @@ WITH layer AS (
     JOIN ref.commune_contour c ON c.insee_com = qpv.insee_com
     CROSS JOIN LATERAL (VALUES
         ('commune', c.geom),
-        ('commune_hors_qpv', ST_Difference(c.geom, (SELECT ST_Union(o.geom) FROM ref.qpv o
-                                                    WHERE o.generation = qpv.generation
-                                                      AND ST_Intersects(o.geom, c.geom))))
+        ('commune_hors_qpv', (SELECT h.geom FROM ref.commune_hors_qpv h
+                              WHERE h.generation = qpv.generation AND h.insee_com = c.insee_com))
     ) AS z (scope, geom)
 )
 SELECT h.indicator_id, a.code_qp, a.generation, a.scope,

@@ -93,9 +93,8 @@ WITH meta_run AS (
     JOIN ref.commune_contour c USING (insee_com)
     CROSS JOIN LATERAL (VALUES
         ('commune', c.geom),
-        ('commune_hors_qpv', ST_Difference(c.geom, (SELECT ST_Union(o.geom) FROM ref.qpv o
-                                                    WHERE o.generation = cm.generation
-                                                      AND ST_Intersects(o.geom, c.geom))))
+        ('commune_hors_qpv', (SELECT h.geom FROM ref.commune_hors_qpv h
+                              WHERE h.generation = cm.generation AND h.insee_com = cm.insee_com))
     ) AS z (scope, geom)
 ), commune_cov AS (
     SELECT cs.*, ST_Area(cs.geom) AS area,

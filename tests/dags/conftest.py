@@ -3,6 +3,7 @@ cluster, migrated once per session. Airflow is imported only after this is set u
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -46,3 +47,48 @@ def dagbag(airflow_env, qpvhub_home: Path):
     from airflow.dag_processing.dagbag import DagBag
 
     return DagBag(dag_folder=str(ROOT / "dags"))
+
+
+@pytest.fixture
+def native(db_uri: str, pg_admin_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict]:
+    """Settings for `qpvhub.airflow.native` in this test: its own QPVHUB_HOME, local store and metadata
+    database (dropped afterwards); `start` is left to the test (executor choice)."""
+    meta_db = "airflow_native_" + uuid.uuid4().hex[:6]
+    home = tmp_path / "home"
+    home.mkdir()
+    tmp_path.chmod(0o755)  # the embedded PostgreSQL runs as postgres when we are root
+    monkeypatch.setenv("QPVHUB_AIRFLOW_DB", meta_db)
+    monkeypatch.setenv("QPVHUB_HOME", str(home))
+    monkeypatch.setenv("AIRFLOW_CONN_QPVHUB_STORE",
+                       json.dumps({"conn_type": "fs", "extra": {"path": str(tmp_path / "store")}}))
+    try:
+        yield {"home": home, "store": tmp_path / "store", "db_uri": db_uri}
+    finally:
+        from qpvhub.airflow import native as nat
+
+        nat.stop()
+        with psycopg.connect(pg_admin_uri, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(meta_db)))
+
+
+def api_session(info: dict) -> tuple[str, dict]:
+    """Base URL and bearer header for the started deployment (simple auth manager's /auth/token)."""
+    import requests
+
+    token = requests.post(f"{info['url']}/auth/token", json={"username": "admin", "password": info["password"]},
+                          timeout=10).json()["access_token"]
+    return info["url"], {"Authorization": f"Bearer {token}"}
+
+
+def wait_for_dag(base: str, headers: dict, dag_id: str, timeout: float = 120) -> None:
+    """Wait until the dag-processor has parsed `dag_id` (polls the REST API)."""
+    import time
+
+    import requests
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if requests.get(f"{base}/api/v2/dags/{dag_id}", headers=headers, timeout=10).status_code == 200:
+            return
+        time.sleep(2)
+    raise AssertionError(f"{dag_id} not parsed after {timeout}s")

@@ -3,13 +3,13 @@ metadata database; the ingest → indicators → publish chain triggered through
 
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
 
 import psycopg
 import pytest
 import requests
+
+from tests.dags.conftest import api_session, wait_for_dag
 
 pytestmark = [pytest.mark.airflow, pytest.mark.postgis, pytest.mark.slow]
 
@@ -29,67 +29,43 @@ def _wait_run(base: str, headers: dict, dag_id: str, run_id: str | None = None, 
     raise AssertionError(f"{dag_id} did not finish in {timeout}s")
 
 
-def test_native_deployment_runs_the_chain_through_the_rest_api(db_uri, pg_admin_uri, tmp_path: Path,
-                                                              monkeypatch) -> None:
-    import uuid
+def trigger(base: str, h: dict, dag_id: str, conf: dict | None = None) -> str:
+    """Unpause `dag_id` and start a run; return its run id."""
+    requests.patch(f"{base}/api/v2/dags/{dag_id}", json={"is_paused": False}, headers=h, timeout=10).raise_for_status()
+    r = requests.post(f"{base}/api/v2/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf or {}},
+                      headers=h, timeout=10)
+    assert r.status_code == 200, r.text
+    return r.json()["dag_run_id"]
 
-    from psycopg import sql
-    from qpvhub.airflow import native
 
-    meta_db = "airflow_native_" + uuid.uuid4().hex[:6]
-    monkeypatch.setenv("QPVHUB_AIRFLOW_DB", meta_db)
+def test_native_deployment_runs_the_chain_through_the_rest_api(native) -> None:
+    from qpvhub.airflow import native as nat
 
-    home = tmp_path / "home"
-    home.mkdir()
-    tmp_path.chmod(0o755)
-    monkeypatch.setenv("QPVHUB_HOME", str(home))
-    monkeypatch.setenv("AIRFLOW_CONN_QPVHUB_STORE", json.dumps({"conn_type": "fs",
-                                                                "extra": {"path": str(tmp_path / "store")}}))
-    info = native.start(timeout=240)
-    try:
-        base = info["url"]
-        health = requests.get(f"{base}/api/v2/monitor/health", timeout=10).json()
-        assert {k: health[k]["status"] for k in ("metadatabase", "scheduler", "dag_processor")} == dict.fromkeys(
-            ["metadatabase", "scheduler", "dag_processor"], "healthy")
-        token = requests.post(f"{base}/auth/token", json={"username": "admin", "password": info["password"]},
-                              timeout=10).json()["access_token"]
-        h = {"Authorization": f"Bearer {token}"}
-        deadline = time.monotonic() + 120  # the dag-processor's first parse
-        while time.monotonic() < deadline:
-            dags = requests.get(f"{base}/api/v2/dags?limit=100", headers=h, timeout=10).json()
-            if {"qpvhub_ingest_qpv_2015", "qpvhub_publish_53"} <= {d["dag_id"] for d in dags["dags"]}:
-                break
-            time.sleep(2)
-        for dag_id in ("qpvhub_ingest_cog_communes", "qpvhub_ingest_qpv_2015"):
-            requests.patch(f"{base}/api/v2/dags/{dag_id}", json={"is_paused": False}, headers=h,
-                           timeout=10).raise_for_status()
-            r = requests.post(f"{base}/api/v2/dags/{dag_id}/dagRuns", json={"logical_date": None,
-                                                                            "conf": {"sample": True, "force": True}},
-                              headers=h, timeout=10)
-            assert r.status_code == 200, r.text
-            assert _wait_run(base, h, dag_id, r.json()["dag_run_id"])["state"] == "success", dag_id
-        for dag_id in ("qpvhub_publish_53", "qpvhub_indicators"):
-            requests.patch(f"{base}/api/v2/dags/{dag_id}", json={"is_paused": False}, headers=h,
-                           timeout=10).raise_for_status()
-        # the asset events of the two loads came while the indicators DAG was paused: trigger it once;
-        # its mart asset then schedules the publication (unpaused first)
-        r = requests.post(f"{base}/api/v2/dags/qpvhub_indicators/dagRuns", json={"logical_date": None},
-                          headers=h, timeout=10)
-        assert r.status_code == 200, r.text
-        assert _wait_run(base, h, "qpvhub_indicators", r.json()["dag_run_id"])["state"] == "success"
-        publish = _wait_run(base, h, "qpvhub_publish_53")
-        assert publish["state"] == "success" and publish["run_type"] == "asset_triggered"
-        with psycopg.connect(db_uri) as conn:
-            n_qpv = conn.execute("SELECT count(*) FROM ref.qpv").fetchone()[0]
-            n_area = conn.execute("SELECT count(*) FROM mart.qpv_indicator "
-                                  "WHERE indicator_id = 'superficie_ha'").fetchone()[0]
-            airflow_ids = conn.execute("SELECT count(*) FROM meta.source_runs WHERE airflow_run_id LIKE 'manual__%' "
-                                       "AND status = 'success'").fetchone()[0]
-        # unpausing also starts each DAG's latest scheduled run (catchup off): ours are forced, both load
-        assert (n_qpv, n_area, airflow_ids) == (6, 6, 2)
-        assert (tmp_path / "store" / "published" / "53" / "qpv_profil" / "latest" / "SHA256SUMS").exists()
-    finally:
-        assert set(native.stop()) == {"api-server", "scheduler", "dag-processor"}
-        with psycopg.connect(pg_admin_uri, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(meta_db)))
-    assert not (home / "airflow" / "pids.json").exists()
+    info = nat.start(timeout=240)
+    base, h = api_session(info)
+    health = requests.get(f"{base}/api/v2/monitor/health", timeout=10).json()
+    assert {k: health[k]["status"] for k in ("metadatabase", "scheduler", "dag_processor")} == dict.fromkeys(
+        ["metadatabase", "scheduler", "dag_processor"], "healthy")
+    wait_for_dag(base, h, "qpvhub_publish_53")
+    for dag_id in ("qpvhub_ingest_cog_communes", "qpvhub_ingest_qpv_2015"):
+        # forced: unpausing also starts the latest scheduled run (catchup off), which may load first
+        run_id = trigger(base, h, dag_id, {"sample": True, "force": True})
+        assert _wait_run(base, h, dag_id, run_id)["state"] == "success", dag_id
+    requests.patch(f"{base}/api/v2/dags/qpvhub_publish_53", json={"is_paused": False}, headers=h,
+                   timeout=10).raise_for_status()
+    # the loads' asset events came while the indicators DAG was paused: trigger it once; its mart asset
+    # then schedules the publication
+    run_id = trigger(base, h, "qpvhub_indicators")
+    assert _wait_run(base, h, "qpvhub_indicators", run_id)["state"] == "success"
+    publish = _wait_run(base, h, "qpvhub_publish_53")
+    assert publish["state"] == "success" and publish["run_type"] == "asset_triggered"
+    with psycopg.connect(native["db_uri"]) as conn:
+        n_qpv = conn.execute("SELECT count(*) FROM ref.qpv").fetchone()[0]
+        n_area = conn.execute("SELECT count(*) FROM mart.qpv_indicator WHERE indicator_id = 'superficie_ha'"
+                              ).fetchone()[0]
+        manual = conn.execute("SELECT count(*) FROM meta.source_runs WHERE airflow_run_id LIKE 'manual__%' "
+                              "AND status = 'success'").fetchone()[0]
+    assert (n_qpv, n_area, manual) == (6, 6, 2)
+    assert (native["store"] / "published" / "53" / "qpv_profil" / "latest" / "SHA256SUMS").exists()
+    assert set(nat.stop()) == {"api-server", "scheduler", "dag-processor"}
+    assert not (native["home"] / "airflow" / "pids.json").exists()
