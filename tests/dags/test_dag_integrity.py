@@ -95,3 +95,20 @@ def test_reload_all_and_health_dags(parsed) -> None:
     assert type(reload_all.timetable).__name__ == "NullTimetable"  # manual only
     health = bag.dags["qpvhub_health"]
     assert [t.task_id for t in health.tasks] == ["freshness"]
+
+
+def test_each_dag_file_parses_on_its_own_and_reports_its_time(airflow_env, qpvhub_home, capsys) -> None:
+    """Per-file parse (what the dag-processor does); times are reported, not asserted (see `make bench`
+    for performance): one line per file in the test output."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    lines = []
+    for path in sorted((ROOT / "dags").glob("*.py")):
+        t0 = time.perf_counter()
+        bag = DagBag(dag_folder=str(path))
+        elapsed = time.perf_counter() - t0
+        assert bag.import_errors == {} and bag.dag_ids, path.name
+        lines.append(f"{path.name}: {len(bag.dag_ids)} DAG(s) parsed in {elapsed:.2f}s")
+    with capsys.disabled():
+        print("\n" + "\n".join(lines))
+    assert len(lines) == 5
