@@ -113,13 +113,16 @@ def notify_failure(what: str, error: object, **details: object) -> bool:
     """Log one structured line; POST it to QPVHUB_WEBHOOK_URL when set. Never raises: returns delivered."""
     record = {"event": "qpvhub_failure", "what": what, "error": str(error)[:2000], **details}
     log.error("%s", json.dumps(record, ensure_ascii=False, default=str))
-    url = os.environ.get("QPVHUB_WEBHOOK_URL")
-    if not url:
-        return False
-    import requests
-
     lines = [f"**qpvhub: {what} failed**", f"```\n{str(error)[:1500]}\n```"]
     lines += [f"- {k}: {v}" for k, v in details.items() if v is not None]
+    delivered = False
+    if os.environ.get("QPVHUB_ALERT_EMAIL"):
+        delivered = _email(f"[qpvhub] {what} failed", "\n".join(lines).replace("**", "").replace("```", ""))
+    url = os.environ.get("QPVHUB_WEBHOOK_URL")
+    if not url:
+        return delivered
+    import requests
+
     try:
         resp = requests.post(url, json={"text": "\n".join(lines), "username": "qpvhub", **{"qpvhub": record}},
                              timeout=10)
@@ -127,4 +130,32 @@ def notify_failure(what: str, error: object, **details: object) -> bool:
         return True
     except requests.RequestException as exc:  # a dead webhook must not hide the original failure
         log.warning("failure notification to %s failed: %s", url.split("?")[0], exc)
+        return False
+
+
+def _email(subject: str, body: str) -> bool:
+    """Mail QPVHUB_ALERT_EMAIL (comma-separated) through Airflow's [smtp] settings; never raises."""
+    import smtplib
+    from email.message import EmailMessage
+
+    from airflow.configuration import conf
+
+    msg = EmailMessage()
+    msg["Subject"] = subject
+    msg["From"] = conf.get("smtp", "smtp_mail_from", fallback="airflow@example.com")
+    msg["To"] = os.environ["QPVHUB_ALERT_EMAIL"]
+    msg.set_content(body)
+    host, port = conf.get("smtp", "smtp_host", fallback="localhost"), conf.getint("smtp", "smtp_port", fallback=25)
+    try:
+        use_ssl = conf.getboolean("smtp", "smtp_ssl", fallback=False)
+        with (smtplib.SMTP_SSL if use_ssl else smtplib.SMTP)(host, port, timeout=10) as smtp:
+            if conf.getboolean("smtp", "smtp_starttls", fallback=False) and not use_ssl:
+                smtp.starttls()
+            user = conf.get("smtp", "smtp_user", fallback=None)
+            if user:
+                smtp.login(user, conf.get("smtp", "smtp_password", fallback=""))
+            smtp.send_message(msg)
+        return True
+    except (OSError, smtplib.SMTPException) as exc:
+        log.warning("failure e-mail to %s via %s:%s failed: %s", msg["To"], host, port, exc)
         return False

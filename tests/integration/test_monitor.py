@@ -111,3 +111,43 @@ def test_a_dead_webhook_does_not_hide_the_failure(monkeypatch, caplog) -> None:
     monkeypatch.setenv("QPVHUB_WEBHOOK_URL", "http://127.0.0.1:9/none")
     assert notify_failure("publish region 53", "boom", dag_id="qpvhub_publish_53") is False
     assert any('"event": "qpvhub_failure"' in r.message for r in caplog.records)
+
+
+def test_failure_email_through_airflow_smtp_settings(monkeypatch) -> None:
+    """A loopback SMTP server receives the alert sent with Airflow's [smtp] configuration."""
+    import asyncore
+    import socket
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import smtpd
+
+    received: list[tuple] = []
+
+    class Sink(smtpd.SMTPServer):
+        def process_message(self, peer, mailfrom, rcpttos, data, **kwargs):
+            received.append((mailfrom, rcpttos, data))
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = Sink(("127.0.0.1", port), None)
+    thread = threading.Thread(target=asyncore.loop, kwargs={"timeout": 0.1, "count": 100}, daemon=True)
+    thread.start()
+    monkeypatch.setenv("AIRFLOW__SMTP__SMTP_HOST", "127.0.0.1")
+    monkeypatch.setenv("AIRFLOW__SMTP__SMTP_PORT", str(port))
+    monkeypatch.setenv("AIRFLOW__SMTP__SMTP_MAIL_FROM", "qpvhub@pole.example")
+    monkeypatch.setenv("AIRFLOW__SMTP__SMTP_STARTTLS", "False")  # a plain loopback relay
+    monkeypatch.setenv("QPVHUB_ALERT_EMAIL", "astreinte@pole.example")
+    monkeypatch.delenv("QPVHUB_WEBHOOK_URL", raising=False)
+    try:
+        assert notify_failure("publish region 53", "store unreachable", dag_id="qpvhub_publish_53") is True
+    finally:
+        server.close()
+        thread.join(timeout=15)
+    (mailfrom, rcpt, data), = received
+    text = data.decode() if isinstance(data, bytes) else data
+    assert mailfrom == "qpvhub@pole.example" and rcpt == ["astreinte@pole.example"]
+    assert "Subject: [qpvhub] publish region 53 failed" in text and "store unreachable" in text
+    assert "dag_id: qpvhub_publish_53" in text
