@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -140,7 +140,7 @@ def http_source() -> Iterator[HttpSource]:
             pass
 
         def do_GET(self) -> None:
-            name = self.path.lstrip("/")
+            name = unquote(urlsplit(self.path).path).lstrip("/")  # the query (an API key…) names no file
             state.requests.append(("GET", name, dict(self.headers)))
             queue = state.fail.get(name)
             if queue:

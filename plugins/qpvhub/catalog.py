@@ -133,9 +133,9 @@ class Expectation(Strict):
     @field_validator("expectation")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not re.match(r"^expect_[a-z0-9_]+$|^unexpected_rows$", v):
+        if not re.match(r"^expect_[a-z0-9_]+$|^unexpected_rows(_expectation)?$", v):
             raise ValueError(f"{v!r} is not a GX expectation name (expect_…)")
-        return v
+        return "unexpected_rows_expectation" if v == "unexpected_rows" else v  # GX's class UnexpectedRowsExpectation
 
 
 CODE_PATTERNS = {

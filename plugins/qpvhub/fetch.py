@@ -17,6 +17,7 @@ import requests
 import urllib3
 
 from qpvhub.errors import FetchError
+from qpvhub.redact import redact_text, redact_url
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +41,19 @@ class Fetched:
 
 
 def _filename(url: str) -> str:
-    name = unquote(urlsplit(url).path.rsplit("/", 1)[-1])
-    return name or "download"
+    """The download's file name: the URL's last path segment if it is a plain base name, else an error.
+
+    `..%2F..%2Fx.csv` unquotes to a path: refused, so nothing is written outside the run's directory.
+    """
+    raw = urlsplit(url).path.rsplit("/", 1)[-1]
+    name = unquote(raw)
+    if not name:
+        return "download"
+    if ("/" in name or "\\" in name or ".." in name or name == "."
+            or any(ord(ch) < 32 or ord(ch) == 127 for ch in name) or len(name.encode()) > 255):
+        raise FetchError(f"{redact_url(url)}: the file name {raw!r} is not a plain file name (no separators, "
+                         "no '..', no control characters): nothing fetched")
+    return name
 
 
 def _copy_hashing(src, dest: Path, max_bytes: int, url: str) -> tuple[str, int]:
@@ -79,17 +91,21 @@ def fetch(
     parts = urlsplit(url)
     name = _filename(url)
     dest = workdir / name
+    if dest.resolve().parent != workdir.resolve():  # belt and braces: the download stays in the run's directory
+        raise FetchError(f"{redact_url(url)}: the file name {name!r} leaves the work directory: nothing fetched")
+    shown = redact_url(url)
     if parts.scheme == "file" or (parts.scheme == "" and url.startswith("/")):
         src = Path(unquote(parts.path))
         if not src.is_file():
-            raise FetchError(f"{url}: no such file")
+            raise FetchError(f"{shown}: no such file")
         with src.open("rb") as f:
-            sha, n = _copy_hashing(iter(lambda: f.read(1 << 20), b""), dest, max_bytes, url)
+            sha, n = _copy_hashing(iter(lambda: f.read(1 << 20), b""), dest, max_bytes, shown)
         return Fetched(url=url, path=dest, filename=name, sha256=sha, bytes=n)
     if parts.scheme == "s3":
-        return _fetch_s3(url, parts.netloc, unquote(parts.path.lstrip("/")), dest, name, etag, max_bytes, s3_client)
+        return _fetch_s3(url, parts.hostname or parts.netloc, unquote(parts.path.lstrip("/")), dest, name, etag,
+                         max_bytes, s3_client)
     if parts.scheme not in ("http", "https"):
-        raise FetchError(f"{url}: unsupported URL scheme {parts.scheme!r} (http, https, file, s3)")
+        raise FetchError(f"{shown}: unsupported URL scheme {parts.scheme!r} (http, https, file, s3)")
 
     headers = {"User-Agent": USER_AGENT}
     if etag:
@@ -104,18 +120,18 @@ def fetch(
                     return Fetched(url=url, path=None, filename=name, etag=etag, last_modified=last_modified,
                                    not_modified=True)
                 if resp.status_code >= 500:
-                    raise FetchError(f"{url}: HTTP {resp.status_code} {resp.reason}")
+                    raise FetchError(f"{shown}: HTTP {resp.status_code} {resp.reason}")
                 if resp.status_code >= 400:
                     # A client error will not go away by retrying.
-                    raise _Final(FetchError(f"{url}: HTTP {resp.status_code} {resp.reason}"))
+                    raise _Final(FetchError(f"{shown}: HTTP {resp.status_code} {resp.reason}"))
                 expected = resp.headers.get("Content-Length")
                 encoded = resp.headers.get("Content-Encoding")
                 try:
-                    sha, n = _copy_hashing(resp.raw.stream(1 << 20, decode_content=True), dest, max_bytes, url)
+                    sha, n = _copy_hashing(resp.raw.stream(1 << 20, decode_content=True), dest, max_bytes, shown)
                 except urllib3.exceptions.HTTPError as exc:  # the body was cut: IncompleteRead, reset…
-                    raise FetchError(f"{url}: truncated download ({exc})") from None
+                    raise FetchError(f"{shown}: truncated download ({redact_text(str(exc), url)})") from None
                 if expected is not None and not encoded and int(expected) != n:
-                    raise FetchError(f"{url}: truncated download, {n} of {expected} bytes received")
+                    raise FetchError(f"{shown}: truncated download, {n} of {expected} bytes received")
                 return Fetched(url=url, path=dest, filename=name, sha256=sha, bytes=n,
                                etag=resp.headers.get("ETag"), last_modified=resp.headers.get("Last-Modified"))
         except _Final as final:
@@ -124,17 +140,19 @@ def fetch(
             last_error = exc
             if attempt < retries:
                 wait = backoff * 2 ** (attempt - 1)
-                log.warning("fetch %s failed (attempt %d/%d): %s; retrying in %.1fs", url, attempt, retries, exc, wait)
+                log.warning("fetch %s failed (attempt %d/%d): %s; retrying in %.1fs", shown, attempt, retries,
+                            redact_text(str(exc), url), wait)
                 time.sleep(wait)
     if isinstance(last_error, FetchError):
         raise last_error
-    raise FetchError(f"{url}: {type(last_error).__name__}: {last_error}") from last_error
+    raise FetchError(f"{shown}: {type(last_error).__name__}: {redact_text(str(last_error), url)}") from None
 
 
 def _fetch_s3(url: str, bucket: str, key: str, dest: Path, name: str, etag: str | None, max_bytes: int,
               client) -> Fetched:
     if client is None:
-        raise FetchError(f"{url}: s3:// sources need an S3 object store (AIRFLOW_CONN_QPVHUB_STORE of type aws)")
+        raise FetchError(f"{redact_url(url)}: s3:// sources need an S3 object store "
+                         "(AIRFLOW_CONN_QPVHUB_STORE of type aws)")
     from minio.error import S3Error
 
     try:
@@ -142,7 +160,7 @@ def _fetch_s3(url: str, bucket: str, key: str, dest: Path, name: str, etag: str 
         if etag and stat.etag and stat.etag.strip('"') == etag.strip('"'):
             return Fetched(url=url, path=None, filename=name, etag=etag, not_modified=True)
         if stat.size is not None and stat.size > max_bytes:
-            raise FetchError(f"{url}: {stat.size} bytes, larger than the size limit of {max_bytes} bytes")
+            raise FetchError(f"{redact_url(url)}: {stat.size} bytes, larger than the size limit of {max_bytes} bytes")
         resp = client.get_object(bucket, key)
         try:
             sha, n = _copy_hashing(resp.stream(1 << 20), dest, max_bytes, url)
@@ -150,9 +168,9 @@ def _fetch_s3(url: str, bucket: str, key: str, dest: Path, name: str, etag: str 
             resp.close()
             resp.release_conn()
     except S3Error as exc:
-        raise FetchError(f"{url}: {exc.code} {exc.message}") from None
+        raise FetchError(f"{redact_url(url)}: {exc.code} {exc.message}") from None
     if stat.size is not None and n != stat.size:
-        raise FetchError(f"{url}: truncated download, {n} of {stat.size} bytes received")
+        raise FetchError(f"{redact_url(url)}: truncated download, {n} of {stat.size} bytes received")
     return Fetched(url=url, path=dest, filename=name, sha256=sha, bytes=n, etag=stat.etag,
                    last_modified=stat.last_modified.isoformat() if stat.last_modified else None)
 

@@ -25,9 +25,10 @@ from qpvhub import __version__, load, quality
 from qpvhub.catalog import Source
 from qpvhub.config import Settings, load_settings
 from qpvhub.db import connect, migrate, resolve_uri
-from qpvhub.errors import ConcurrentRunError, DatabaseError, QpvhubError, ValidationFailed
+from qpvhub.errors import ConcurrentRunError, DatabaseError, FetchError, QpvhubError, ValidationFailed
 from qpvhub.fetch import fetch
 from qpvhub.readers import get_reader
+from qpvhub.redact import redact_text, redact_url
 from qpvhub.store import Store, open_store, upload_tree
 
 log = logging.getLogger(__name__)
@@ -144,14 +145,24 @@ def http_settings() -> dict:
 def fetch_step(env: Env, source: Source, run_id: str, url: str, *, force: bool = False) -> dict:
     """Download, compare with the last success, archive raw bytes; return {'status', 'raw_key', …}."""
     t0 = time.monotonic()
+    quality.check_expectations(source, env.settings.sources_dir / f"{source.id}.yml")
     prev = None if force else last_success(env, source.id)
     work = Path(tempfile.mkdtemp(prefix=f"qpvhub-{source.id}-"))
+    shown = redact_url(url)  # what is recorded, logged and published: no credentials, no local path
     try:
-        got = fetch(url, work, etag=prev and prev["etag"], last_modified=prev and prev["last_modified"],
-                    s3_client=getattr(env.store, "client", None), **http_settings())
+        try:
+            got = fetch(url, work, etag=prev and prev["etag"], last_modified=prev and prev["last_modified"],
+                        s3_client=getattr(env.store, "client", None), **http_settings())
+        except QpvhubError:
+            raise
+        except Exception as exc:  # a library's message may quote the URL: mask it before it is recorded
+            text = redact_text(str(exc), url)
+            if text != str(exc):
+                raise FetchError(f"source {source.id}: {type(exc).__name__}: {text}") from None
+            raise
         unchanged = got.not_modified or (prev is not None and got.sha256 == prev["sha256"])
         if unchanged:
-            _update(env, run_id, status="skipped", urls=[url], finished_at=dt.datetime.now(dt.UTC),
+            _update(env, run_id, status="skipped", urls=[shown], finished_at=dt.datetime.now(dt.UTC),
                     sha256=prev["sha256"], etag=got.etag, raw_key=prev["raw_key"])
             log.info("source %s unchanged since run %s: skipped", source.id, prev["run_id"])
             return {"status": "skipped", "previous_run": prev["run_id"]}
@@ -159,7 +170,7 @@ def fetch_step(env: Env, source: Source, run_id: str, url: str, *, force: bool =
         raw_key = f"raw/{source.id}/{day}/{run_id}/{got.filename}"
         env.store.put_file(raw_key, got.path)
         env.store.put_bytes(raw_key + ".sha256", f"{got.sha256}  {got.filename}\n".encode())
-        _update(env, run_id, urls=[url], etag=got.etag, last_modified=got.last_modified, sha256=got.sha256,
+        _update(env, run_id, urls=[shown], etag=got.etag, last_modified=got.last_modified, sha256=got.sha256,
                 bytes=got.bytes, raw_key=raw_key)
         _add_timing(env, run_id, "fetch", time.monotonic() - t0)
         return {"status": "fetched", "raw_key": raw_key, "sha256": got.sha256, "bytes": got.bytes}
@@ -234,6 +245,7 @@ def validate_only(env: Env, source: Source, *, path: Path | None = None, url: st
     """Read and check a file against the source's suite in a throwaway staging table: nothing is
     archived, promoted or recorded (its rejected rows are removed again)."""
     run_id = new_run_id() + "v"
+    quality.check_expectations(source, env.settings.sources_dir / f"{source.id}.yml")
     work = Path(tempfile.mkdtemp(prefix=f"qpvhub-{source.id}-"))
     try:
         if path is None:

@@ -167,6 +167,34 @@ def _camel(name: str) -> str:
     return "".join(part.capitalize() for part in name.split("_"))
 
 
+def check_expectations(source: Source, where: str | Path | None = None) -> None:
+    """Every catalogue expectation names a GX Core expectation and builds with its kwargs (a misspelt
+    `expect_…`, `unexpected_rows` without its query…): a ConfigError naming the file and key, before any run.
+
+    Not run when DAG files are parsed (importing GX takes seconds); every run checks it first."""
+    if not source.quality.expectations:
+        return
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+    import great_expectations.expectations as gxe
+
+    from qpvhub.errors import ConfigError
+
+    where = where or f"include/sources/{source.id}.yml"
+    for n, e in enumerate(source.quality.expectations):
+        cls = getattr(gxe, _camel(e.expectation), None)
+        if cls is None or not isinstance(cls, type) or not issubclass(cls, gxe.Expectation):
+            known = sorted(n for n in dir(gxe) if n.startswith("Expect") or n == "UnexpectedRowsExpectation")
+            raise ConfigError(f"{where}: quality.expectations[{n}].expectation: {e.expectation!r} is not a GX Core "
+                              f"expectation ({len(known)} known, e.g. expect_column_values_to_not_be_null)")
+        try:
+            cls(**e.kwargs)
+        except Exception as exc:  # GX validates kwargs with pydantic: missing or wrong arguments
+            first = str(exc).strip().splitlines()
+            detail = "; ".join(line.strip() for line in first[:4])
+            raise ConfigError(f"{where}: quality.expectations[{n}].kwargs: {e.expectation} cannot be built: "
+                              f"{detail}") from None
+
+
 def sqlalchemy_uri(uri: str) -> str:
     """GX's SQL datasource speaks SQLAlchemy: postgresql:// → postgresql+psycopg2://."""
     for prefix in ("postgresql://", "postgres://"):

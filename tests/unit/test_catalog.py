@@ -97,3 +97,28 @@ def test_regions_shipped_and_bad_departement_refused(tmp_path: Path) -> None:
                                 "bbox": [-5, 47, -1, 49]})
     with pytest.raises(ConfigError, match="département code '3X'"):
         load_region(p)
+
+
+@pytest.mark.parametrize("exp, msg", [
+    ({"expectation": "expect_column_values_to_be_nul", "kwargs": {"column": "code_qp"}},
+     r"quality.expectations\[0\].expectation: 'expect_column_values_to_be_nul' is not a GX Core expectation"),
+    ({"expectation": "unexpected_rows", "kwargs": {}},
+     r"quality.expectations\[0\].kwargs: unexpected_rows_expectation cannot be built: .*unexpected_rows_query"),
+])
+def test_unknown_expectation_or_missing_argument_named_with_file_and_key(tmp_path: Path, exp, msg) -> None:
+    """Checked against GX Core's registry before any run (not at DAG parse time: importing GX takes seconds)."""
+    from qpvhub.quality import check_expectations
+
+    spec = _qpv_spec()
+    spec["quality"]["expectations"] = [exp]
+    p = _write(tmp_path, "qpv_2015", spec)
+    with pytest.raises(ConfigError, match=msg) as exc:
+        check_expectations(load_source(p), p)
+    assert str(p) in str(exc.value)
+
+
+def test_shipped_expectations_all_build() -> None:
+    from qpvhub.quality import check_expectations
+
+    for s in load_catalog(SOURCES).values():
+        check_expectations(s)

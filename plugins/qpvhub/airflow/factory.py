@@ -19,6 +19,7 @@ from airflow.sdk import DAG, Asset, task
 
 from qpvhub.catalog import Region, Source, load_catalog, load_regions
 from qpvhub.config import load_settings
+from qpvhub.redact import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,8 @@ def build_ingest_dag(source: Source) -> DAG:
     """fetch → stage → validate → promote for one catalogue entry; the promote task emits its asset."""
     doc = (f"### Ingest `{source.id}`\n{source.title}\n\n{source.description}\n\n"
            f"- publisher: {source.publisher}\n- licence: {source.licence}\n- target: `{source.target.qualified}`\n"
-           f"- url: {source.url or '(bundled sample)'}\n- quality policy: {source.quality.policy}\n\n"
+           f"- url: {redact_url(source.url) if source.url else '(bundled sample)'}\n"
+           f"- quality policy: {source.quality.policy}\n\n"
            "Trigger with conf `{\"sample\": true}` to load the bundled sample, `{\"url\": \"…\"}` to override the URL, "
            "`{\"force\": true}` to load even when unchanged.")
     on_failure = functools.partial(_fail_ingest_run, source)
