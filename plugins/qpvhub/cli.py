@@ -107,6 +107,9 @@ def cmd_publish(args: argparse.Namespace) -> int:
             where = env.store.describe(f"published/{code}/{r.product}/latest/")
             label = f"region {code}" if r is res else f"  {r.product}"
             print(f"  {label}: {r.status} version {r.version} → {where}")
+            for v in r.withdrawn:
+                print(f"    withdrawn version {v}: published under a weaker secrecy rule than threshold "
+                      f"{args.secrecy_threshold or 'default'} now applies")
     return 0
 
 

@@ -32,6 +32,20 @@ OUTPUT_COLUMNS = ("indicator_id", "code_qp", "generation", "scope", "value", "nu
                   "millesime", "source_run_ids")
 
 
+class RateSecrecy(BaseModel):
+    """A value computed on a count under secrecy: hidden whenever that count is hidden, for any reason.
+
+    `numerator` / `denominator` (indicator ids, one of them `rate_of`) and `per` state the published
+    formula value = per × numerator / denominator, which the attacker check uses as a constraint.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    rate_of: str
+    numerator: str | None = None
+    denominator: str | None = None
+    per: float = 1.0
+
+
 class IndicatorDef(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     id: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
@@ -42,8 +56,9 @@ class IndicatorDef(BaseModel):
     millesime: str
     is_count: bool = False
     range: tuple[float, float] | None = Field(default=None, description="plausible [min, max], checked")
-    secrecy: Literal["count"] | dict[Literal["rate_of"], str] | None = Field(
-        default=None, description="'count' (people or households) or {rate_of: <count id>}: publication secrecy")
+    secrecy: Literal["count"] | RateSecrecy | None = Field(
+        default=None, description="'count' (people or households) or {rate_of: <count id>, numerator, "
+                                  "denominator, per}: publication secrecy")
 
 
 class FamilyHeader(BaseModel):
@@ -123,9 +138,18 @@ def load_families(sql_dir: Path) -> list[Family]:
     counts = {i.id for f in families for i in f.header.indicators if i.secrecy == "count"}
     for f in families:
         for ind in f.header.indicators:
-            if isinstance(ind.secrecy, dict) and ind.secrecy["rate_of"] not in counts:
-                raise ConfigError(f"{f.path}: {ind.id} secrecy rate_of {ind.secrecy['rate_of']!r} is not an "
+            if not isinstance(ind.secrecy, RateSecrecy):
+                continue
+            if ind.secrecy.rate_of not in counts:
+                raise ConfigError(f"{f.path}: {ind.id} secrecy rate_of {ind.secrecy.rate_of!r} is not an "
                                   "indicator declared 'secrecy: count'")
+            terms = (ind.secrecy.numerator, ind.secrecy.denominator)
+            if any(terms) and ind.secrecy.rate_of not in terms:
+                raise ConfigError(f"{f.path}: {ind.id} secrecy: rate_of {ind.secrecy.rate_of!r} must be its "
+                                  "numerator or its denominator")
+            for t in terms:
+                if t and t not in seen:
+                    raise ConfigError(f"{f.path}: {ind.id} secrecy names {t!r}, which is no indicator")
     return families
 
 

@@ -13,7 +13,7 @@
 --       manque ou s'il n'y a aucune offre.
 --     millesime: SIG Ville et fichier d'offres
 --     range: [0, 100000]
---     secrecy: {rate_of: demandeurs_emploi_abc}
+--     secrecy: {rate_of: demandeurs_emploi_abc, numerator: demandeurs_emploi_abc, denominator: offres_emploi_5km}
 -- ---
 -- Computed from indicators of this run ({computed}), so the ratio always matches its parts.
 SELECT 'demandeurs_par_offre_5km' AS indicator_id, d.code_qp, d.generation, 'qpv' AS scope,

@@ -22,7 +22,7 @@
 --     method: Équipements dans le QPV ou à moins de 500 m (equipements_500m) pour 1 000 habitants du QPV.
 --     millesime: BPE et SIG Ville
 --     range: [0, 100000]
---     secrecy: {rate_of: population}
+--     secrecy: {rate_of: population, numerator: equipements_500m, denominator: population, per: 1000}
 -- ---
 WITH run AS (
     SELECT min(source_run_id) AS run_id, array_agg(DISTINCT dep) AS deps FROM src.bpe

@@ -208,14 +208,16 @@ def test_statistical_secrecy_on_the_real_figures(env, catalog, regions) -> None:
     latest = env.settings.store.path / "published" / "53" / "qpv_profil" / "latest"
     csv = pd.read_csv(latest / "qpv_profil_53.csv", dtype={"insee_com": str, "dep": str}).set_index("code_qp")
     assert pd.isna(csv.loc["QP035006", "population"])
-    assert csv.loc["QP035006", "population__secret"] == "effectif inférieur au seuil"
-    assert pd.isna(csv.loc["QP035003", "population"]) and "secondaire" in csv.loc["QP035003", "population__secret"]
+    assert csv.loc["QP035006", "population__secret"] == "secret statistique"
+    # the files say nothing of why: a reason per cell would tell which one is under the threshold
+    assert pd.isna(csv.loc["QP035003", "population"]) and csv.loc["QP035003", "population__secret"] == \
+        "secret statistique"
     assert pd.isna(csv.loc["QP035006", "part_moins_25"])
     rennes = csv[csv.lib_com == "Rennes"]
     unknown = rennes["population"].isna().sum() + rennes["population__hors_qpv"].isna().iloc[0]
     assert unknown >= 2  # commune = hors QPV + Σ QPV has two unknowns: neither can be solved
     gp = gpd.read_file(latest / "qpv_profil_53.gpkg").set_index("code_qp")
-    assert gp.loc["QP035006", "population__secret"] == "effectif inférieur au seuil"
+    assert gp.loc["QP035006", "population__secret"] == "secret statistique"
     pkg = json.loads((latest / "datapackage.json").read_text(encoding="utf-8"))
     assert pkg["qpvhub"]["statistical_secrecy"]["threshold"] == 1500
     assert res.status == "published"
@@ -235,7 +237,7 @@ def test_final_check_refuses_an_extract_with_a_small_count(env, catalog, regions
                                           r"expect_column_values_to_be_between on 'population'"):
         check_secrecy(gdf, secrecy_rules(families), 11, "qpv_profil_53")
     gdf.loc[gdf.code_qp == "QP035006", "population"] = 1317.0
-    gdf.loc[gdf.code_qp == "QP035006", "population__secret"] = "effectif inférieur au seuil"
+    gdf.loc[gdf.code_qp == "QP035006", "population__secret"] = "secret statistique"
     with pytest.raises(QpvhubError, match=r"values published beside a secrecy flag: \['population'\]"):
         check_secrecy(gdf, secrecy_rules(families), 11, "qpv_profil_53")
 

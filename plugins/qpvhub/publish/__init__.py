@@ -28,7 +28,7 @@ from qpvhub.db import connect
 from qpvhub.errors import QpvhubError
 from qpvhub.indicators import SCOPE_SUFFIX, load_families, theme_view_name
 from qpvhub.publish.portal import choropleth_svg, map_indicator, portal_html, qpv_maps_svg
-from qpvhub.publish.secrecy import Rule, apply_secrecy
+from qpvhub.publish.secrecy import METHOD, PUBLIC_FLAG, Rule, apply_secrecy, describe, disclosures, table_from_published
 from qpvhub.publish.writers import WRITERS
 from qpvhub.store import sha256_file
 
@@ -50,6 +50,7 @@ class PublishResult:
     prefix: str
     files: list[dict] = field(default_factory=list)
     parts: list[PublishResult] = field(default_factory=list)  # per-département products
+    withdrawn: list[str] = field(default_factory=list)  # kept versions removed: published under a weaker rule
 
 
 SECRECY_THRESHOLD = int(os.environ.get("QPVHUB_SECRECY_THRESHOLD", "11"))
@@ -63,8 +64,9 @@ def secrecy_rules(families) -> dict[str, Rule]:
         for ind in fam.header.indicators:
             if ind.secrecy == "count":
                 rules[ind.id] = Rule("count")
-            elif isinstance(ind.secrecy, dict):
-                rules[ind.id] = Rule("rate", ind.secrecy["rate_of"])
+            elif ind.secrecy is not None:
+                s = ind.secrecy
+                rules[ind.id] = Rule("rate", s.rate_of, s.numerator, s.denominator, s.per)
     return rules
 
 
@@ -94,7 +96,10 @@ def read_profile(conn, region: Region, families, threshold: int = SECRECY_THRESH
             .sort_values(["theme", "indicator_id", "so"]))
     df = pd.DataFrame(base, columns=["code_qp", "generation", "lib_qp", "insee_com", "lib_com", "dep", "__wkb"])
     values = long.set_index(["code_qp", "generation", "col"])["value"].unstack("col")
-    flags = long[long["indicator_id"].isin(rules)].set_index(["code_qp", "generation", "col"])["secret"].unstack("col")
+    # one flag for every hidden cell: a reason per cell would say which are under the threshold
+    public_flag = long["secret"].where(long["secret"].isna(), PUBLIC_FLAG)
+    flags = (long.assign(secret=public_flag)[long["indicator_id"].isin(rules)]
+             .set_index(["code_qp", "generation", "col"])["secret"].unstack("col"))
     ordered: list[str] = []
     for c, ind in zip(cols["col"], cols["indicator_id"], strict=True):
         ordered.append(c)
@@ -126,8 +131,9 @@ def read_profile(conn, region: Region, families, threshold: int = SECRECY_THRESH
                        "unit": unit, "millesime": mill, "theme": theme})
         if ind in rules:
             fields.append({"name": c + "__secret", "type": "string", "theme": theme,
-                           "description": f"Motif de non-diffusion de {c} (secret statistique, seuil {threshold}) ; "
-                                          "vide si la valeur est diffusée"})
+                           "description": f"« {PUBLIC_FLAG} » si {c} n'est pas diffusé (effectif inférieur au "
+                                          f"seuil de {threshold}, valeur calculée sur un tel effectif, ou secret "
+                                          "secondaire qui empêche de le recalculer) ; vide si la valeur est diffusée"})
     run_ids = sorted({rid for rid in conn.execute(
         "SELECT DISTINCT unnest(source_run_ids) FROM mart.qpv_indicator i JOIN ref.qpv q "
         "USING (code_qp, generation) WHERE q.dep = ANY(%s)", (region.departements,)).fetchall() for rid in rid if rid})
@@ -156,10 +162,15 @@ def check_secrecy(gdf: gpd.GeoDataFrame, rules: dict[str, Rule], threshold: int,
     if counts:
         report = validate_frame(pd.DataFrame(gdf[counts]), suite, [
             ("expect_column_values_to_be_between", {"column": c, "min_value": threshold}) for c in counts])
-    if (report and not report.success) or leaks:
+    # the attacker: bounds every hidden count from the published cells alone (identities, rate formulas)
+    recoverable = disclosures(table_from_published(pd.DataFrame(gdf.drop(columns="geometry", errors="ignore")),
+                                                   rules), rules, threshold)
+    if (report and not report.success) or leaks or recoverable:
         raise QpvhubError(f"{suite}: statistical secrecy check failed (threshold {threshold}), nothing published"
                           + (f"\n{report.text()}" if report and not report.success else "")
-                          + (f"\nvalues published beside a secrecy flag: {leaks}" if leaks else ""))
+                          + (f"\nvalues published beside a secrecy flag: {leaks}" if leaks else "")
+                          + (f"\nhidden cells recoverable from the published ones: {describe(recoverable)}"
+                             if recoverable else ""))
 
 
 def publish_region(env, region: Region, *, airflow_run_id: str | None = None, keep: int = 10,
@@ -249,20 +260,27 @@ def _publish_product(env, region: Region, product: str, gdf: gpd.GeoDataFrame, t
             files.append({"name": path.name, "format": "svg", "mediatype": "image/svg+xml",
                           "bytes": path.stat().st_size, "sha256": sha256_file(path), "path": path})
         sums = "".join(f"{f['sha256']}  {f['name']}\n" for f in files)
-        content_hash = hashlib.sha256(sums.encode()).hexdigest()[:12]
+        package = _datapackage(region, product, title, "", files, fields, runs, sources, airflow_run_id, layer,
+                               threshold)
+        package["qpvhub"]["data_docs"] = {"key": quality_key, "relative_path": f"../../../../{quality_key}"}
+        # The package is part of the version: new lineage or rules make a new version even with the same files.
+        digest = package_digest(package)
+        package["qpvhub"]["package_digest"] = digest
+        content_hash = hashlib.sha256((sums + digest).encode()).hexdigest()[:12]
         base = f"published/{region.code}/{product}"
         if env.store.exists(f"{base}/latest/SHA256SUMS"):
             current = env.store.get_bytes(f"{base}/latest/SHA256SUMS").decode()
             data_lines = "".join(line + "\n" for line in current.splitlines() if not line.endswith("datapackage.json"))
-            if data_lines == sums:
-                version = json.loads(env.store.get_bytes(f"{base}/latest/datapackage.json"))["version"]
+            current_pkg = json.loads(env.store.get_bytes(f"{base}/latest/datapackage.json"))
+            if data_lines == sums and current_pkg.get("qpvhub", {}).get("package_digest") == digest:
+                version = current_pkg["version"]
                 log.info("%s/%s: extracts unchanged, still version %s", region.code, product, version)
                 _record(env, region, product, version, "unchanged", [], None, airflow_run_id)
-                return PublishResult(region.code, product, version, "unchanged", f"{base}/{version}/")
+                withdrawn = _withdraw(env, region, product, base, threshold, airflow_run_id)
+                return PublishResult(region.code, product, version, "unchanged", f"{base}/{version}/",
+                                     withdrawn=withdrawn)
         version = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + content_hash
-        package = _datapackage(region, product, title, version, files, fields, runs, sources, airflow_run_id, layer,
-                               threshold)
-        package["qpvhub"]["data_docs"] = {"key": quality_key, "relative_path": f"../../../../{quality_key}"}
+        package["version"] = version
         (work / "datapackage.json").write_text(json.dumps(package, ensure_ascii=False, indent=2) + "\n",
                                                encoding="utf-8")
         pkg_sha = sha256_file(work / "datapackage.json")
@@ -280,16 +298,25 @@ def _publish_product(env, region: Region, product: str, gdf: gpd.GeoDataFrame, t
             got = hashlib.sha256(env.store.get_bytes(f"{vprefix}/{name}")).hexdigest()
             if got != digest:
                 raise QpvhubError(f"published object {vprefix}/{name} reads back with sha256 {got}, expected {digest}")
-        # latest/: data files first, then the manifest, then SHA256SUMS (the marker a reader checks).
-        for p in upload:
+        # latest/: data files first, then the manifest; files the version does not have are removed;
+        # SHA256SUMS last (the marker a reader checks), so latest/ equals the version.
+        for p in upload[:-1]:
             env.store.put_file(f"{base}/latest/{p.name}", p, media[p.name])
+        names = {p.name for p in upload}
+        for key in env.store.list(f"{base}/latest/"):
+            if key.rsplit("/", 1)[-1] not in names:
+                env.store.delete(key)
+                log.info("%s/%s: %s is not in version %s, removed from latest/", region.code, product, key, version)
+        env.store.put_file(f"{base}/latest/SHA256SUMS", upload[-1], media["SHA256SUMS"])
         public_files = [{k: v for k, v in f.items() if k not in ("path", "columns")} for f in files]
         _record(env, region, product, version, "published", public_files, f"{vprefix}/datapackage.json",
                 airflow_run_id)
+        withdrawn = _withdraw(env, region, product, base, threshold, airflow_run_id)
         _prune(env, base, keep)
         log.info("%s/%s: published version %s (%d files) under %s", region.code, product, version, len(upload),
                  vprefix)
-        return PublishResult(region.code, product, version, "published", vprefix + "/", public_files)
+        return PublishResult(region.code, product, version, "published", vprefix + "/", public_files,
+                             withdrawn=withdrawn)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -365,9 +392,12 @@ def _datapackage(region, product, title, version, files, fields, runs, sources, 
             "product": product,
             "statistical_secrecy": {
                 "threshold": threshold,
-                "rule": "counts below the threshold and rates on them are empty, with the reason in the "
-                        "<column>__secret column; secondary suppression keeps them from being recomputed "
-                        "from the commune total and the commune outside its QPV"},
+                "method": METHOD,
+                "flag": PUBLIC_FLAG,
+                "rule": "counts below the threshold, and every value computed on a hidden count, are empty with "
+                        f"'{PUBLIC_FLAG}' in the <column>__secret column; further cells are hidden until no hidden "
+                        "count can be bounded within less than the threshold's range from the published cells "
+                        "(commune = commune hors QPV + sum of its QPV; value = per x numerator / denominator)"},
             "csv_fr": "the .fr.csv file is the same table for French spreadsheets: ';', UTF-8 with BOM, "
                       "decimal comma",
             "code_version": __version__,
@@ -403,6 +433,34 @@ def _record(env, region, product, version, status, files, manifest_key, airflow_
             "VALUES (%s, %s, %s, %s, %s, %s, %s)",
             (region.code, product, version, status, Jsonb(files), manifest_key, airflow_run_id))
         conn.commit()
+
+
+def package_digest(package: dict) -> str:
+    """SHA-256 of the package without what changes at every publication (version, date, Airflow run)."""
+    stable = {k: v for k, v in package.items() if k not in ("version", "created")}
+    stable["qpvhub"] = {k: v for k, v in package["qpvhub"].items() if k not in ("airflow_run_id", "package_digest")}
+    return hashlib.sha256(json.dumps(stable, sort_keys=True, ensure_ascii=False, default=str).encode()).hexdigest()
+
+
+def _withdraw(env, region: Region, product: str, base: str, threshold: int, airflow_run_id: str | None) -> list[str]:
+    """Delete kept versions published under a weaker rule (a lower threshold, an older method): their
+    files would disclose cells the current rule hides. Recorded as `withdrawn` in meta.publications."""
+    versions = sorted({k[len(base) + 1:].split("/", 1)[0] for k in env.store.list(base + "/")} - {"latest"})
+    withdrawn = []
+    for v in versions:
+        key = f"{base}/{v}/datapackage.json"
+        rule = (json.loads(env.store.get_bytes(key)).get("qpvhub", {}).get("statistical_secrecy", {})
+                if env.store.exists(key) else {})
+        if rule.get("method") == METHOD and int(rule.get("threshold", 0)) >= threshold:
+            continue
+        for k in env.store.list(f"{base}/{v}/"):
+            env.store.delete(k)
+        _record(env, region, product, v, "withdrawn", [], None, airflow_run_id)
+        withdrawn.append(v)
+        log.warning("%s/%s: version %s withdrawn: published with threshold %s and method %s, weaker than the "
+                    "current rule (threshold %s, %s)", region.code, product, v, rule.get("threshold"),
+                    rule.get("method"), threshold, METHOD)
+    return withdrawn
 
 
 def _prune(env, base: str, keep: int) -> None:
