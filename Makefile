@@ -3,10 +3,14 @@ SHELL := /bin/bash
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
-APT_PACKAGES := postgresql-15-postgis-3 gdal-bin docker-compose chromium
+# The demo needs PostgreSQL + PostGIS and GDAL's tools; the tests also Chromium (Data Docs, portal) and
+# docker-compose (static check of docker-compose.yml).
+DEMO_APT := postgresql-15-postgis-3 gdal-bin
+TEST_APT := $(DEMO_APT) docker-compose chromium
 STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: help setup system-deps demo test test-fast lint bench constraints clean airflow airflow-stop
+.PHONY: help setup setup-demo system-deps demo-deps demo test test-fast lint bench constraints clean airflow airflow-stop
 
 help:
 	@echo "make demo   - install what is needed, run the whole chain on the bundled real data"
@@ -15,25 +19,37 @@ help:
 	@echo "make lint   - ruff"
 	@echo "make airflow / airflow-stop - Airflow 3 on this machine (api-server, scheduler, dag-processor)"
 
-setup: system-deps $(STAMP)
+setup: system-deps $(TEST_STAMP)
+setup-demo: demo-deps $(STAMP)
 
-# PostgreSQL 15 + PostGIS 3 (the embedded database and the tests), GDAL tools (ogr2ogr/ogrinfo),
-# Debian's docker-compose (static validation of docker-compose.yml).
-system-deps:
-	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+define apt_install
+	@missing=$$(for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
 	  echo "installing system packages: $$missing"; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
+endef
+
+# PostgreSQL 15 + PostGIS 3 (the embedded database and the tests), GDAL tools (ogr2ogr/ogrinfo),
+# Debian's docker-compose (static validation of docker-compose.yml), Chromium (rendering tests).
+system-deps:
+	$(call apt_install,$(TEST_APT))
+
+demo-deps:
+	$(call apt_install,$(DEMO_APT))
 
 $(STAMP): pyproject.toml constraints.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[test,bench]'
+	$(PY) -m pip install -q -c constraints.txt -e .
 	touch $(STAMP)
 
-demo: setup
+$(TEST_STAMP): $(STAMP)
+	$(PY) -m pip install -q -c constraints.txt -e '.[test,bench]'
+	touch $(TEST_STAMP)
+
+demo: setup-demo
 	$(VENV)/bin/qpvhub demo
 
 test: setup
@@ -61,6 +77,7 @@ constraints:
 	{ echo "# Exact versions of a resolved install (Python 3.11, $$(date +%F)): pip install -c constraints.txt -e '.[test,bench]'"; \
 	  echo "# Regenerate with: make constraints"; cat constraints.txt.new; } > constraints.txt && rm constraints.txt.new
 
+# Stops the embedded cluster and removes it, wherever it lives (/var/lib/qpvhub/<id> for a root-only clone).
 clean:
-	-[ -d .qpvhub/pg/data ] && $(PY) -c "from pathlib import Path; from qpvhub.embedded import EmbeddedCluster; EmbeddedCluster(Path('.qpvhub/pg')).stop()"
+	-[ -d .qpvhub/pg ] && $(PY) -m qpvhub.embedded destroy .qpvhub/pg
 	rm -rf .qpvhub .pytest_cache .ruff_cache

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import http.server
 import os
-import shutil
 import tempfile
 import threading
 import uuid
@@ -45,11 +44,22 @@ def pg_admin_uri() -> Iterator[str]:
     root.chmod(0o755)  # the server runs as postgres when we are root
     cluster = EmbeddedCluster(root)
     cluster.start()
+    _ROLE_PASSWORDS["qpvhub_analyst"] = cluster.password("qpvhub_analyst")
     try:
         yield cluster.uri("postgres")
     finally:
-        cluster.stop()
-        shutil.rmtree(root, ignore_errors=True)
+        cluster.destroy()
+
+
+_ROLE_PASSWORDS: dict[str, str] = {}
+
+
+def as_role(uri: str, role: str) -> str:
+    """`uri` for another login role: the embedded test cluster's password for it, else none (trust)."""
+    parts = urlsplit(uri)
+    auth = role + (":" + _ROLE_PASSWORDS[role] if role in _ROLE_PASSWORDS else "")
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit(parts._replace(netloc=f"{auth}@{host}"))
 
 
 def _with_db(uri: str, dbname: str) -> str:

@@ -204,7 +204,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         n_ind = conn.execute("SELECT count(*) FROM mart.qpv_indicator").fetchone()[0]
     print(f"\nLoaded: ref.qpv {n_qpv} rows, ref.commune {n_com} rows, mart.qpv_indicator {n_ind} values.")
     print(f"Extracts: {env.store.describe('published/53/qpv_profil/latest/')}")
-    print(f"Query:    psql '{_analyst(env.uri)}' -c 'SELECT * FROM mart.qpv_profile'")
+    print(f"Query:    psql '{_analyst(env)}' -c 'SELECT * FROM mart.qpv_profile'")
     print(f"Done in {time.monotonic() - t0:.1f}s.")
     return 0
 
@@ -215,10 +215,16 @@ def _safe(uri: str) -> str:
     return re.sub(r"//([^:@/]+):[^@/]*@", r"//\1:***@", uri)
 
 
-def _analyst(uri: str) -> str:
+def _analyst(env) -> str:
+    """The analyst's connection string: with its password from the secret file for the embedded cluster;
+    for a configured server, the same host without a password (psql asks for it)."""
     import re
 
-    return re.sub(r"//[^@/]*@", "//qpvhub_analyst@", uri)
+    if not env.settings.postgis_uri:
+        from qpvhub.embedded import EmbeddedCluster
+
+        return EmbeddedCluster(env.settings.home / "pg").uri("qpvhub", "qpvhub_analyst")
+    return re.sub(r"//[^@/]*@", "//qpvhub_analyst@", env.uri)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,22 +1,40 @@
 """A private PostgreSQL + PostGIS cluster started on demand from the local binaries.
 
 Used when `AIRFLOW_CONN_QPVHUB_POSTGIS` is unset (demo) and by the test fixtures. It listens on
-127.0.0.1 on a free port (5432 may be a system server), with trust auth and fsync off: it is a
-throwaway workspace, never production. As root, it runs as user `postgres`, as PostgreSQL requires.
+127.0.0.1 on a free port (5432 may be a system server), with fsync off: a throwaway workspace, never
+production. It is not open to the machine's other accounts: password authentication (scram-sha-256)
+only, with generated secrets in mode-0600 files under `<root>/secrets/` — one for the administrator
+(`postgres`: the pipeline, which creates the extension and roles, then acts as `qpvhub_loader`) and
+one for the read-only `qpvhub_analyst`.
+
+As root it runs as user `postgres`, as PostgreSQL requires. When that user cannot reach `<root>` (a
+clone under /root, whose mode is 700), the cluster lives in `/var/lib/qpvhub/<id>/`, owned by
+`postgres` and mode 700, and `<root>/location` records where; `destroy()` (`make clean`) removes it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import pwd
+import re
+import secrets
 import shutil
 import socket
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from qpvhub.errors import ConfigError
+
+
+def system_dir() -> Path:
+    """Where clusters of root-only project directories live (`QPVHUB_SYSTEM_DIR`, default /var/lib/qpvhub)."""
+    return Path(os.environ.get("QPVHUB_SYSTEM_DIR", "/var/lib/qpvhub"))
+
+ROLES = ("postgres", "qpvhub_analyst")
 
 
 def find_bindir() -> Path:
@@ -55,13 +73,23 @@ def free_port() -> int:
 
 @dataclass
 class EmbeddedCluster:
-    """A cluster directory `root` holding data/, the port file and the log."""
+    """A cluster handle: `root` (in the project) holds the port, the secrets and, where the server user
+    can reach it, the cluster itself (data/, log, socket); else `root/location` names where it lives."""
 
     root: Path
 
+    # ------------------------------------------------------------------ where things are
+    @property
+    def location(self) -> Path:
+        """Where data/, the log and the socket are: `root` itself, or the recorded system directory."""
+        recorded = self.root / "location"
+        if recorded.exists():
+            return Path(recorded.read_text().strip())
+        return self.root
+
     @property
     def datadir(self) -> Path:
-        return self.root / "data"
+        return self.location / "data"
 
     @property
     def portfile(self) -> Path:
@@ -69,21 +97,64 @@ class EmbeddedCluster:
 
     @property
     def logfile(self) -> Path:
-        return self.root / "postgres.log"
+        return self.location / "postgres.log"
 
+    @property
+    def secrets_dir(self) -> Path:
+        return self.root / "secrets"
+
+    def password_file(self, user: str) -> Path:
+        return self.secrets_dir / f"{user}.password"
+
+    def password(self, user: str) -> str:
+        """The role's generated secret (created on first use, mode 0600)."""
+        if user not in ROLES:
+            raise ConfigError(f"the embedded cluster has no password for {user!r} (roles: {', '.join(ROLES)})")
+        path = self.password_file(user)
+        if not path.exists():
+            self.secrets_dir.mkdir(parents=True, exist_ok=True)
+            os.chmod(self.secrets_dir, 0o700)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(24) + "\n")
+        return path.read_text().strip()
+
+    # ------------------------------------------------------------------ as the server's user
     def _as_owner(self, args: list[str]) -> subprocess.CompletedProcess:
         """Run a server binary, as `postgres` when we are root (PostgreSQL refuses to run as root)."""
         if os.geteuid() == 0:
             args = ["runuser", "-u", "postgres", "--", *args]
         return subprocess.run(args, capture_output=True, text=True, check=False)
 
-    def _chown_for_postgres(self) -> None:
+    def _chown_for_postgres(self, path: Path) -> None:
         if os.geteuid() != 0:
             return
         pw = pwd.getpwnam("postgres")
-        for path in [self.root, *self.root.rglob("*")]:
+        for p in [path, *path.rglob("*")]:
             with contextlib.suppress(FileNotFoundError):
-                os.chown(path, pw.pw_uid, pw.pw_gid, follow_symlinks=False)
+                os.chown(p, pw.pw_uid, pw.pw_gid, follow_symlinks=False)
+
+    def _server_reaches(self, path: Path) -> bool:
+        return os.geteuid() != 0 or self._as_owner(["test", "-x", str(path)]).returncode == 0
+
+    def _place(self) -> Path:
+        """Decide (once) where the cluster lives; a root-only project directory sends it to system_dir()."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        recorded = self.root / "location"
+        if recorded.exists() or (self.root / "data" / "PG_VERSION").exists() or self._server_reaches(self.root):
+            return self.location
+        ident = hashlib.sha256(str(self.root.resolve()).encode()).hexdigest()[:16]
+        base = system_dir()
+        where = base / ident
+        base.mkdir(parents=True, exist_ok=True)
+        os.chmod(base, 0o755)
+        where.mkdir(exist_ok=True)
+        os.chmod(where, 0o700)
+        self._chown_for_postgres(where)
+        if not self._server_reaches(where):
+            raise ConfigError(f"the embedded PostgreSQL runs as user postgres, who cannot reach {where}")
+        recorded.write_text(f"{where}\n")
+        return where
 
     def is_running(self) -> bool:
         if not (self.datadir / "postmaster.pid").exists():
@@ -95,37 +166,75 @@ class EmbeddedCluster:
         return int(self.portfile.read_text().strip())
 
     def uri(self, dbname: str = "qpvhub", user: str = "postgres") -> str:
-        return f"postgresql://{user}@127.0.0.1:{self.port()}/{dbname}"
+        """Connection URI with the role's password (the secret file is the only other place it is)."""
+        return f"postgresql://{user}:{self.password(user)}@127.0.0.1:{self.port()}/{dbname}"
 
+    # ------------------------------------------------------------------ life cycle
     def start(self) -> str:
         """Initialise if needed, start if stopped, create database `qpvhub` with PostGIS; return its URI."""
         bindir = find_bindir()
-        self.root.mkdir(parents=True, exist_ok=True)
-        if os.geteuid() == 0 and self._as_owner(["test", "-x", str(self.root)]).returncode != 0:
-            raise ConfigError(f"the embedded PostgreSQL runs as user postgres, who cannot reach {self.root}: "
-                              "set QPVHUB_HOME to a directory whose parents are world-searchable (chmod o+x)")
+        location = self._place()
+        admin = self.password("postgres")
         if not (self.datadir / "PG_VERSION").exists():
             self.datadir.mkdir(parents=True, exist_ok=True)
-            self._chown_for_postgres()
+            self._chown_for_postgres(location)
             os.chmod(self.datadir, 0o700)
-            res = self._as_owner([str(bindir / "initdb"), "-D", str(self.datadir), "-U", "postgres",
-                                  "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8"])
+            pwfile = location / ".initdb-pw"
+            pwfile.write_text(admin + "\n")
+            os.chmod(pwfile, 0o600)
+            self._chown_for_postgres(pwfile)
+            try:
+                res = self._as_owner([str(bindir / "initdb"), "-D", str(self.datadir), "-U", "postgres",
+                                      "--auth=scram-sha-256", f"--pwfile={pwfile}", "-E", "UTF8",
+                                      "--locale=C.UTF-8"])
+            finally:
+                pwfile.unlink(missing_ok=True)
             if res.returncode != 0:
                 raise ConfigError(f"initdb failed in {self.datadir}:\n{res.stderr.strip()}")
         if not self.is_running():
             port = free_port()
             self.portfile.write_text(f"{port}\n")
-            self._chown_for_postgres()
-            opts = (f"-p {port} -c listen_addresses=127.0.0.1 -k {self.root} -c fsync=off "
-                    "-c synchronous_commit=off -c full_page_writes=off -c max_connections=100")
+            self._chown_for_postgres(location)
+            opts = (f"-p {port} -c listen_addresses=127.0.0.1 -k {location} -c fsync=off "
+                    "-c synchronous_commit=off -c full_page_writes=off -c max_connections=100 "
+                    "-c password_encryption=scram-sha-256")
             res = self._as_owner([str(bindir / "pg_ctl"), "start", "-w", "-t", "60", "-D", str(self.datadir),
                                   "-l", str(self.logfile), "-o", opts])
             if res.returncode != 0:
                 log = self.logfile.read_text()[-2000:] if self.logfile.exists() else ""
                 raise ConfigError(f"could not start the embedded PostgreSQL in {self.datadir}:\n"
                                   f"{res.stderr.strip()}\n{log}")
+        self._secure(admin)
         self.ensure_database("qpvhub")
         return self.uri("qpvhub")
+
+    def _secure(self, admin: str) -> None:
+        """Passwords for the administrator and the analyst; a cluster made with `trust` (older qpvhub)
+        gets them and a scram-only pg_hba.conf, reloaded."""
+        import psycopg
+        from psycopg import sql
+
+        hba = self.datadir / "pg_hba.conf"
+        text = self._as_owner(["cat", str(hba)]).stdout if os.geteuid() == 0 else hba.read_text()
+        legacy = bool(re.search(r"^\s*(local|host)\S*\s.*\btrust\s*$", text, re.MULTILINE))
+        uri = (f"postgresql://postgres@127.0.0.1:{self.port()}/postgres" if legacy
+               else f"postgresql://postgres:{admin}@127.0.0.1:{self.port()}/postgres")
+        with psycopg.connect(uri, autocommit=True) as conn:
+            if legacy:
+                conn.execute(sql.SQL("ALTER ROLE postgres PASSWORD {}").format(sql.Literal(admin)))
+            analyst = self.password("qpvhub_analyst")
+            if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = 'qpvhub_analyst'").fetchone():
+                # as migration 001 creates it; created here first so that it can be given its password
+                conn.execute("CREATE ROLE qpvhub_analyst LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION")
+            conn.execute(sql.SQL("ALTER ROLE qpvhub_analyst PASSWORD {}").format(sql.Literal(analyst)))
+        if legacy:
+            secured = re.sub(r"\btrust\s*$", "scram-sha-256", text, flags=re.MULTILINE)
+            tmp = self.location / ".pg_hba.conf.new"
+            tmp.write_text(secured)
+            self._chown_for_postgres(tmp)
+            self._as_owner(["cp", str(tmp), str(hba)])
+            tmp.unlink(missing_ok=True)
+            self._as_owner([str(find_bindir() / "pg_ctl"), "reload", "-D", str(self.datadir)])
 
     def ensure_database(self, name: str, template: str = "template1") -> None:
         import psycopg
@@ -138,5 +247,33 @@ class EmbeddedCluster:
                     sql.Identifier(name), sql.Identifier(template)))
 
     def stop(self) -> None:
-        if self.is_running():
+        if self.datadir.exists() and self.is_running():
             self._as_owner([str(find_bindir() / "pg_ctl"), "stop", "-m", "fast", "-w", "-D", str(self.datadir)])
+
+    def destroy(self) -> None:
+        """Stop the server and remove the cluster, wherever it lives, and its secrets."""
+        self.stop()
+        location = self.location
+        if location != self.root:
+            shutil.rmtree(location, ignore_errors=True)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m qpvhub.embedded stop|destroy|analyst-uri <root>` (make clean, the README)."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2 or args[0] not in ("stop", "destroy", "analyst-uri"):
+        print("usage: python -m qpvhub.embedded stop|destroy|analyst-uri <cluster root>", file=sys.stderr)
+        return 2
+    cluster = EmbeddedCluster(Path(args[1]))
+    if args[0] == "analyst-uri":
+        print(cluster.uri("qpvhub", "qpvhub_analyst"))
+    elif args[0] == "destroy":
+        cluster.destroy()
+    else:
+        cluster.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -5,11 +5,13 @@ import pytest
 from qpvhub.db import migrate
 from qpvhub.errors import ConfigError
 
+from tests.conftest import as_role
+
 pytestmark = pytest.mark.postgis
 
 
 def _as(uri: str, user: str) -> str:
-    return uri.replace("//postgres@", f"//{user}@", 1)
+    return as_role(uri, user)
 
 
 def test_migrations_create_schemas_and_are_recorded_once(db_uri: str) -> None:

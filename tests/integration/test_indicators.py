@@ -18,7 +18,7 @@ import pytest
 import shapely
 from psycopg import sql
 
-from tests.conftest import ROOT, SAMPLES, _with_db
+from tests.conftest import ROOT, SAMPLES, _with_db, as_role
 
 pytestmark = pytest.mark.postgis
 
@@ -259,7 +259,7 @@ def test_analyst_guide_queries_run_as_the_analyst(mart: str) -> None:
     guide = (ROOT / "docs" / "analyst_guide.md").read_text(encoding="utf-8")
     blocks = re.findall(r"```sql\n(.*?)```", guide, re.S)
     assert len(blocks) >= 3
-    analyst = re.sub(r"//[^@/]*@", "//qpvhub_analyst@", mart) if "@" in mart else mart
+    analyst = as_role(mart, "qpvhub_analyst")
     with psycopg.connect(analyst) as conn:
         assert conn.execute("SELECT current_user").fetchone()[0] == "qpvhub_analyst"
         for block in blocks:

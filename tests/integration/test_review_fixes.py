@@ -4,7 +4,6 @@ writes outside the work directory, stale files in `latest/`, a datapackage that 
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 from pathlib import Path
 
@@ -16,15 +15,11 @@ from qpvhub.indicators import run_indicators
 from qpvhub.pipeline import ingest
 from qpvhub.publish import publish_region
 
-from tests.conftest import COG_SAMPLE, SAMPLES
+from tests.conftest import COG_SAMPLE, SAMPLES, as_role
 
 pytestmark = pytest.mark.postgis
 
 PASSWORD, KEY = "s3cr3t-Pa55", "KEY-8d1f0c2e"
-
-
-def _as(uri: str, role: str) -> str:
-    return re.sub(r"//[^@/]*@", f"//{role}@", uri) if "@" in uri else uri.replace("//", f"//{role}@", 1)
 
 
 def test_credentials_in_a_source_url_reach_no_published_file_and_no_analyst(env, catalog, regions,
@@ -48,7 +43,7 @@ def test_credentials_in_a_source_url_reach_no_published_file_and_no_analyst(env,
     assert f"http://{host}/sigville_demo.csv?millesime=2022" in urls  # still says where it came from
     assert not any(str(env.settings.project) in u for u in urls)  # the samples' local paths are not published
     assert any(u.startswith("file://…/") for u in urls)
-    with psycopg.connect(_as(env.uri, "qpvhub_analyst")) as conn:
+    with psycopg.connect(as_role(env.uri, "qpvhub_analyst")) as conn:
         rows = conn.execute("SELECT urls::text, coalesce(error, '') FROM meta.source_runs").fetchall()
     assert rows and not any(PASSWORD in u + e or KEY in u + e for u, e in rows)
 
