@@ -148,7 +148,8 @@ def main() -> None:
         # qpvhub's steps (median), from meta.source_runs.timings. The validate step runs GX and, beside it on
         # a second connection, the GiST index + ANALYZE every load needs anyway: validation_s is GX's own
         # wall time; validation_added_s is what the step takes beyond the index (the cost validation adds)
-        **{f"{k}_s": med_of(steps, lambda s, k=k: s[k]) for k in ("fetch", "stage", "validate", "promote", "index")},
+        **{f"{k}_s": med_of(steps, lambda s, k=k: s.get(k, 0.0)) for k in ("fetch", "stage", "validate", "promote",
+                                                                        "index", "analyze")},
         "validation_s": med_of(steps, lambda s: s["gx"]),
         "validation_added_s": med_of(steps, lambda s: max(0.0, s["validate"] - s["index"])),
         "validation_share": med_of(steps, lambda s: s["gx"] / _total(s)),

@@ -39,6 +39,7 @@ class CheckResult:
     sample: list = field(default_factory=list)
     kwargs: dict = field(default_factory=dict)
     description: str | None = None
+    sample_query: str | None = None  # rows to show when it fails (`{batch}` stands for the table)
 
     def describe(self) -> str:
         where = f" on {self.column!r}" if self.column else ""
@@ -112,11 +113,14 @@ def build_expectations(source: Source, previous_rows: int | None, *, in_region: 
                          {"column": "_geom_type", "value_set": [PG_GEOMETRY_TYPE[g.type]]}))
         if in_region:
             # rows named by their key (or first column) and a WGS84 point, so the report says which and where
+            # A column check, so that GX folds it into the one scan of every column check (an unexpected-rows
+            # expectation costs two scans of its own); the failing rows are sampled from `meta`'s query.
             shown = ", ".join(f'"{c}"' for c in (source.keys or list(source.columns)[:1]))
-            exps.append(("unexpected_rows_expectation", {
-                "unexpected_rows_query": f"SELECT {shown}, _geom_where FROM {{batch}} WHERE NOT _geom_in_region",
+            exps.append(("expect_column_values_to_be_in_set", {
+                "column": "_geom_in_region", "value_set": [True],
                 "description": "every geometry inside the bounding box of the deployment's regions "
-                               "(swapped lon/lat or a wrong CRS land outside)"}))
+                               "(swapped lon/lat or a wrong CRS land outside)",
+                "meta": {"sample_query": f"SELECT {shown}, _geom_where FROM {{batch}} WHERE NOT _geom_in_region"}}))
     for c in q.checks:
         exps.append(expand_check(c))
     for e in q.expectations:
@@ -255,7 +259,8 @@ def _run_suite(gx, ctx, batch_def, suite_name: str, expectations: list[tuple[str
     detailed = {}
     if again:
         exps = [(c.type, {**{k: v for k, v in c.kwargs.items() if k != "batch_id"},
-                          **({"description": c.description} if c.description else {})}) for c in again]
+                          **({"description": c.description} if c.description else {}),
+                          **({"meta": c.meta} if c.meta else {})}) for c in again]
         detailed = {key(r.expectation_config): r for r in run(
             suite_name + "__detail", exps, {"result_format": "SUMMARY", "partial_unexpected_count": 10})}
     if docs:
@@ -285,6 +290,7 @@ def _run_suite(gx, ctx, batch_def, suite_name: str, expectations: list[tuple[str
             sample=_jsonable(res.get("partial_unexpected_list") or []),
             kwargs=_jsonable(dict(cfg.kwargs)),
             description=getattr(cfg, "description", None),
+            sample_query=(cfg.meta or {}).get("sample_query"),
         ))
     return checks
 
@@ -305,8 +311,8 @@ def _sample_unexpected_rows(uri: str, schema: str, table: str, checks: list[Chec
     import psycopg
     from psycopg import sql
 
-    failed = [c for c in checks if not c.success and c.expectation == "unexpected_rows_expectation"
-              and c.kwargs.get("unexpected_rows_query")]
+    failed = [c for c in checks if not c.success and (c.sample_query or (
+        c.expectation == "unexpected_rows_expectation" and c.kwargs.get("unexpected_rows_query")))]
     if not failed:
         return
     batch = sql.Identifier(schema, table)
@@ -314,7 +320,8 @@ def _sample_unexpected_rows(uri: str, schema: str, table: str, checks: list[Chec
         conn.execute("SET TRANSACTION READ ONLY")
         for c in failed:
             # plain substitution: the query may hold other braces (regex quantifiers)
-            query = sql.SQL(c.kwargs["unexpected_rows_query"].replace("{batch}", batch.as_string(conn)))
+            text = c.sample_query or c.kwargs["unexpected_rows_query"]
+            query = sql.SQL(text.replace("{batch}", batch.as_string(conn)))
             try:
                 rows = conn.execute(sql.SQL("SELECT * FROM (") + query + sql.SQL(f") AS u LIMIT {int(n)}"))
                 c.sample = _jsonable([list(r) for r in rows.fetchall()])

@@ -66,8 +66,9 @@ def test_run_is_recorded_with_lineage_and_raw_bytes_archived(env, loaded) -> Non
     assert env.store.get_bytes(raw_key) == QPV_SAMPLE.read_bytes()
     assert (read, loaded_n) == (6, 6)
     assert validation["success"] is True and n_checks[0] == validation["evaluated"] and n_checks[1]
-    assert set(timings) == {"fetch", "stage", "validate", "promote", "gx", "index"}  # gx, index: within validate
-    assert timings["gx"] <= timings["validate"] and timings["index"] <= timings["validate"]
+    # gx, index and analyze: within validate (GX beside the index, ANALYZE after the index)
+    assert set(timings) == {"fetch", "stage", "validate", "promote", "gx", "index", "analyze"}
+    assert timings["gx"] <= timings["validate"] and timings["index"] + timings["analyze"] <= timings["validate"]
 
 
 def test_unchanged_source_is_skipped_with_a_conditional_get(env, catalog, loaded, http_source) -> None:

@@ -45,13 +45,12 @@ def test_suite_of_qpv_2015(tmp_path) -> None:
     assert exps[0] == ("expect_table_row_count_to_be_between", {"min_value": 700})  # not collapsed vs last load
     assert ("expect_column_values_to_be_unique", {"column": "code_qp"}) in exps
     assert ("expect_column_values_to_be_in_set", {"column": "_geom_type", "value_set": ["MULTIPOLYGON"]}) in exps
-    in_region = [k for n, k in exps if n == "unexpected_rows_expectation" and "_geom_in_region" in
-                 k["unexpected_rows_query"]]
-    assert in_region == [{"unexpected_rows_query": 'SELECT "code_qp", _geom_where FROM {batch} WHERE NOT '
-                                                   "_geom_in_region",
+    in_region = [k for n, k in exps if k.get("column") == "_geom_in_region"]
+    assert in_region == [{"column": "_geom_in_region", "value_set": [True],
                           "description": "every geometry inside the bounding box of the deployment's regions "
-                                         "(swapped lon/lat or a wrong CRS land outside)"}]
-    assert "unexpected_rows_expectation" in names
+                                         "(swapped lon/lat or a wrong CRS land outside)",
+                          "meta": {"sample_query": 'SELECT "code_qp", _geom_where FROM {batch} WHERE NOT '
+                                                   "_geom_in_region"}}]
     assert ("expect_column_values_to_match_regex", {"column": "code_qp", "regex": CODE_PATTERNS["qpv_2015"]}) in exps
 
 
