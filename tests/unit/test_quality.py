@@ -41,7 +41,6 @@ def test_references_table_must_be_ref_or_src() -> None:
 def test_suite_of_qpv_2015(tmp_path) -> None:
     src = load_source(ROOT / "include" / "sources" / "qpv_2015.yml")
     exps = build_expectations(src, previous_rows=1400, in_region=True)
-    names = [e[0] for e in exps]
     assert exps[0] == ("expect_table_row_count_to_be_between", {"min_value": 700})  # not collapsed vs last load
     assert ("expect_column_values_to_be_unique", {"column": "code_qp"}) in exps
     assert ("expect_column_values_to_be_in_set", {"column": "_geom_type", "value_set": ["MULTIPOLYGON"]}) in exps
