@@ -26,9 +26,8 @@ def generate(rows: int, path: Path, chunk: int = 500_000) -> Path:
     if path.exists() and marker.exists() and marker.read_text() == str(rows):
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    with (ROOT / "include" / "sample_data" / "cog2026_communes_reg52_53.csv").open(encoding="utf-8") as f:
-        communes = [(r["code"], r["departement"], r["region"]) for r in csv.DictReader(f)
-                    if r["type"] == "commune-actuelle"]
+    with (ROOT / "include" / "sample_data" / "v_commune_2026_reg52_53_DERIVED.csv").open(encoding="utf-8") as f:
+        communes = [(r["COM"], r["DEP"], r["REG"]) for r in csv.DictReader(f) if r["TYPECOM"] == "COM"]
     bboxes = {}
     for p in sorted((ROOT / "include" / "regions").glob("*.yml")):
         r = yaml.safe_load(p.read_text(encoding="utf-8"))

@@ -28,7 +28,7 @@ os.environ["QPVHUB_TASK_RETRIES"] = "0"
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "include" / "sample_data"
 QPV_SAMPLE = SAMPLES / "qpv2015_dept35_esigat_resovilles.geojson"
-COG_SAMPLE = SAMPLES / "cog2026_communes_reg52_53.csv"
+COG_SAMPLE = SAMPLES / "v_commune_2026_reg52_53_DERIVED.csv"
 
 
 # ---------------------------------------------------------------- PostGIS

@@ -189,6 +189,23 @@ class Quality(Strict):
     max_drop_ratio: float = Field(default=0.5, ge=0, le=1, description="fail when rows < (1-ratio) × last load")
 
 
+class DataGouv(Strict):
+    """A data.gouv.fr dataset whose current resource is picked at fetch time (qpvhub.locate)."""
+
+    dataset: str = Field(description="dataset slug or id, as in https://www.data.gouv.fr/fr/datasets/<slug>/")
+    resource: str = Field(description="resource id (UUID) or a regular expression on its title")
+    format: str | None = Field(default=None, description="format the API must report (e.g. zip, csv)")
+
+    @field_validator("resource")
+    @classmethod
+    def _pattern(cls, v: str) -> str:
+        try:
+            re.compile(v)
+        except re.error as exc:
+            raise ValueError(f"resource {v!r} is not a valid regular expression: {exc}") from None
+        return v
+
+
 class Source(Strict):
     """One catalogue entry: a dataset, where it is, how to read it, where it lands, how it is checked."""
 
@@ -198,10 +215,11 @@ class Source(Strict):
     publisher: str
     licence: str
     landing_page: str | None = None
-    url: str | None = Field(default=None, description="production URL (https, http, file); none → the sample")
+    url: str | None = Field(default=None, description="production URL (https, http, file, s3)")
+    datagouv: DataGouv | None = Field(default=None, description="or: a data.gouv.fr dataset resolved at fetch time")
     sample: str | None = Field(default=None, description="offline sample, relative to include/")
     sample_provenance: str | None = None
-    format: Literal["geojson", "csv", "shapefile", "gpkg", "parquet", "gtfs"]
+    format: Literal["geojson", "csv", "shapefile", "gpkg", "parquet", "gtfs", "vector"]
     reader: dict[str, Any] = Field(default_factory=dict)
     columns: dict[str, Column]
     row_filter: dict[str, list[str]] = Field(
@@ -214,6 +232,9 @@ class Source(Strict):
     depends_on: list[str] = Field(default_factory=list, description="sources whose tables the transform reads")
     schedule: str | None = "@weekly"
     millesime: str | None = None
+    max_age_years: int | None = Field(default=None, ge=0, description="flag the data when its millésime is older")
+    max_unchanged_days: int | None = Field(
+        default=None, ge=1, description="flag the location when its file has not changed for longer than this")
     quality: Quality = Field(default_factory=Quality)
     tags: list[str] = Field(default_factory=list)
 
@@ -260,9 +281,20 @@ class Source(Strict):
 
     @model_validator(mode="after")
     def _somewhere(self) -> Source:
-        if not self.url and not self.sample:
-            raise ValueError("give 'url' (production) or 'sample' (bundled file), or both")
+        if not self.url and not self.datagouv and not self.sample:
+            raise ValueError("give 'url' or 'datagouv' (production) and 'sample' (bundled file)")
+        if self.url and self.datagouv:
+            raise ValueError("give 'url' or 'datagouv', not both")
         return self
+
+    @property
+    def production(self) -> str | None:
+        """The production location as one line: the URL, or `datagouv:<dataset>/<resource>`."""
+        if self.url:
+            return self.url
+        if self.datagouv:
+            return f"datagouv:{self.datagouv.dataset}/{self.datagouv.resource}"
+        return None
 
     @property
     def asset_uri(self) -> str:

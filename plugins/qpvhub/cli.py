@@ -48,7 +48,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         print(f"→ {source.id}: ingesting into {source.target.qualified} …", flush=True)
         res = ingest(env, source, url=args.url, sample=args.sample, force=args.force)
         took = time.monotonic() - t0
-        if res.status == "skipped":
+        if res.status == "skipped" and res.reason:
+            print(f"  {source.id}: skipped (run {res.run_id}, {took:.1f}s): {res.reason}")
+        elif res.status == "skipped":
             print(f"  {source.id}: unchanged since the last successful load, skipped (run {res.run_id}, {took:.1f}s)")
         else:
             print(f"  {source.id}: {res.rows_loaded} rows loaded, {res.rows_rejected} rejected, "
@@ -102,7 +104,8 @@ def cmd_publish(args: argparse.Namespace) -> int:
     for code in wanted:
         if code not in regions:
             raise QpvhubError(f"unknown region {code!r}; known: {', '.join(sorted(regions))}")
-        res = publish_region(env, regions[code], keep=args.keep, threshold=args.secrecy_threshold)
+        res = publish_region(env, regions[code], keep=args.keep, threshold=args.secrecy_threshold,
+                             generation=getattr(args, "generation", None))
         for r in [res, *res.parts]:
             where = env.store.describe(f"published/{code}/{r.product}/latest/")
             label = f"region {code}" if r is res else f"  {r.product}"
@@ -165,10 +168,40 @@ def cmd_status(args: argparse.Namespace) -> int:
     env = _env()
     rows = freshness(env.uri, load_catalog(env.settings.sources_dir))
     print(status_table(rows))
-    bad = [f for f in rows if f.state in ("stale", "never", "failing")]
+    bad = [f for f in rows if f.state in ("stale", "never", "failing", "expired", "outdated", "unchanged")]
     if bad:
         print(f"\n{len(bad)} source(s) need attention: " + ", ".join(f"{f.source_id} ({f.state})" for f in bad))
     return 0
+
+
+def cmd_sources_check(args: argparse.Namespace) -> int:
+    """Probe every production location and compare its layout with the catalogue; exit 1 on any problem."""
+    from qpvhub.catalog import load_catalog
+    from qpvhub.config import load_settings
+    from qpvhub.probe import check_sources
+
+    settings = load_settings()
+    sources = load_catalog(settings.sources_dir)
+    if args.source:
+        unknown = sorted(set(args.source) - set(sources))
+        if unknown:
+            raise QpvhubError(f"unknown source(s) {unknown}; known: {', '.join(sorted(sources))}")
+        sources = {k: v for k, v in sources.items() if k in args.source}
+    previous = {}
+    try:  # the last loads, to say what changed since; the check itself needs no database
+        from qpvhub.pipeline import Env, last_success
+
+        env = Env.from_settings(settings, migrate_db=False)
+        previous = {sid: p for sid in sources if (p := last_success(env, sid))}
+    except Exception as exc:
+        log.info("no database for the comparison with the last loads: %s", exc)
+    probes = check_sources(sources, timeout=args.timeout, previous=previous)
+    for p in probes:
+        print(p.line() if p.reachable else f"{p.source_id:<20}  UNREACHABLE  {p.status}"
+              + (f"  ({p.location})" if p.location else ""))
+    bad = [p for p in probes if not p.ok]
+    print(f"\n{len(probes) - len(bad)}/{len(probes)} sources reachable with the declared layout")
+    return 1 if bad else 0
 
 
 def cmd_health(args: argparse.Namespace) -> int:
@@ -178,10 +211,11 @@ def cmd_health(args: argparse.Namespace) -> int:
 
     env = _env()
     bad = [f for f in freshness(env.uri, load_catalog(env.settings.sources_dir))
-           if f.state == "stale" or (f.state == "never" and not args.ignore_never)]
+           if f.state in ("stale", "expired", "outdated", "unchanged")
+           or (f.state == "never" and not args.ignore_never)]
     for f in bad:
         print(f"{f.source_id}: {f.state}" + (f" (last confirmed {f.age} ago, tolerance {f.tolerance})"
-                                              if f.state == "stale" else ""))
+                                              if f.state == "stale" else f" ({f.data_note})" if f.data_note else ""))
     print("healthy" if not bad else f"{len(bad)} source(s) not fresh")
     return 1 if bad else 0
 
@@ -252,11 +286,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--family", action="append", help="only this family (repeatable)")
     s.set_defaults(func=cmd_indicators)
 
+    s = sub.add_parser("sources", help="the catalogue's production locations")
+    ssub = s.add_subparsers(dest="sources_command", required=True)
+    c = ssub.add_parser("check", help="probe every production location and compare its layout with the catalogue")
+    c.add_argument("--source", action="append", help="only this source (repeatable)")
+    c.add_argument("--timeout", type=float, default=20.0, help="seconds per request (default 20)")
+    c.set_defaults(func=cmd_sources_check)
+
     s = sub.add_parser("publish", help="publish the extracts of a region")
     s.add_argument("--region", action="append", help="region code (repeatable; default: all)")
     s.add_argument("--keep", type=int, default=10, help="versions to keep (default 10)")
     s.add_argument("--secrecy-threshold", type=int, default=None,
                    help="statistical secrecy threshold for counts (default QPVHUB_SECRECY_THRESHOLD or 11)")
+    s.add_argument("--generation", type=int, choices=[2015, 2024], default=None,
+                   help="QPV list to describe (default: the newest loaded for the region)")
     s.set_defaults(func=cmd_publish)
 
     s = sub.add_parser("share", help="time-limited download URLs (S3 presigned) for restricted products")

@@ -50,6 +50,7 @@ class Settings:
     project: Path
     postgis_uri: str | None  # None → embedded cluster under home
     store: StoreSettings
+    regions_path: Path | None = None  # QPVHUB_REGIONS_DIR: the deployment's region files, if not the project's
 
     @property
     def sources_dir(self) -> Path:
@@ -57,7 +58,7 @@ class Settings:
 
     @property
     def regions_dir(self) -> Path:
-        return self.project / "include" / "regions"
+        return self.regions_path or self.project / "include" / "regions"
 
     @property
     def sql_dir(self) -> Path:
@@ -152,4 +153,5 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         project=project,
         postgis_uri=postgis_uri_from_env(env),
         store=store_from_env(home, env),
+        regions_path=Path(env["QPVHUB_REGIONS_DIR"]).resolve() if env.get("QPVHUB_REGIONS_DIR") else None,
     )

@@ -59,3 +59,8 @@ class DatabaseError(QpvhubError):
 
 class ConcurrentRunError(QpvhubError):
     """Another run of the same source is in progress: this one does not start."""
+
+
+class NothingForRegions(QpvhubError):
+    """A national file has rows, none of them in the deployment's regions: nothing to load, not a failure
+    of the file (the run is recorded as skipped with this reason; the previous load stays)."""

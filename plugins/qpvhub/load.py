@@ -43,6 +43,7 @@ class StageResult:
     rows_loaded: int
     rows_rejected: int
     rows_repaired: int
+    period: tuple | None = None  # (first, last) day the data is valid for, when the reader tells (GTFS)
 
 
 def srid_of(crs: str | None, source: str) -> int:

@@ -13,6 +13,7 @@ import itertools
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass
 
 from qpvhub.catalog import Source
@@ -56,6 +57,8 @@ class Freshness:
     tolerance: dt.timedelta | None
     rows: int | None
     last_error: str | None
+    data_note: str | None = None  # how old the data itself is, when that is a problem (expired feed…)
+    data_state: str | None = None  # "expired" | "outdated" | "unchanged"
 
     @property
     def state(self) -> str:
@@ -63,7 +66,25 @@ class Freshness:
             return "never"
         if self.tolerance is not None and self.age is not None and self.age > self.tolerance:
             return "stale"
-        return "failing" if self.last_status == "failed" else "ok"
+        if self.last_status == "failed":
+            return "failing"
+        return self.data_state or "ok"
+
+
+def data_age(src: Source, data_until: dt.date | None, millesime: str | None, last_change: dt.datetime | None,
+             now: dt.datetime) -> tuple[str | None, str | None]:
+    """(state, note) for the data's own age: a GTFS feed past its end date, a millésime older than the
+    entry's `max_age_years`, a file unchanged for longer than its `max_unchanged_days`."""
+    if data_until is not None and data_until < now.date():
+        return "expired", f"expired since {data_until.isoformat()} ({(now.date() - data_until).days} d)"
+    year = next((int(y) for y in re.findall(r"(?:19|20)\d\d", millesime or "")), None)
+    if src.max_age_years is not None and year is not None and now.year - year > src.max_age_years:
+        return "outdated", f"millésime {year}, older than {src.max_age_years} years"
+    if src.max_unchanged_days is not None and last_change is not None and \
+            (now - last_change).days > src.max_unchanged_days:
+        return "unchanged", (f"file unchanged for {(now - last_change).days} d (expected at most "
+                             f"{src.max_unchanged_days} d): is the publisher still updating it?")
+    return None, None
 
 
 def freshness(uri: str, sources: dict[str, Source], now: dt.datetime | None = None) -> list[Freshness]:
@@ -80,12 +101,22 @@ def freshness(uri: str, sources: dict[str, Source], now: dt.datetime | None = No
             "FROM meta.source_runs WHERE status IN ('success', 'skipped') "
             "ORDER BY source_id, coalesce(finished_at, started_at) DESC").fetchall()}
         loaded = dict(conn.execute("SELECT source_id, rows_loaded FROM meta.current_source").fetchall())
+        success = {r[0]: r[1:] for r in conn.execute(
+            "SELECT DISTINCT ON (source_id) source_id, data_until, millesime, finished_at FROM meta.source_runs "
+            "WHERE status = 'success' ORDER BY source_id, finished_at DESC").fetchall()}
     out = []
     for sid, src in sources.items():
         when = confirmed.get(sid, (None, None))[0]
         status, error = last.get(sid, (None, None))
-        out.append(Freshness(sid, src.schedule, status, when, now - when if when else None, tolerance(src),
-                             loaded.get(sid), (error or "").splitlines()[0][:200] if status == "failed" else None))
+        # an entry without a production location is not scheduled: no tolerance, and the table says why
+        f = Freshness(sid, src.schedule if src.production else None, status, when, now - when if when else None,
+                      tolerance(src) if src.production else None, loaded.get(sid),
+                      (error or "").splitlines()[0][:200] if status == "failed" else None)
+        if sid in success:
+            f.data_state, f.data_note = data_age(src, *success[sid], now)
+        if not src.production:
+            f.data_note = "; ".join(x for x in (f.data_note, "no production location (not scheduled)") if x)
+        out.append(f)
     return out
 
 
@@ -98,14 +129,14 @@ def _age(td: dt.timedelta | None) -> str:
 
 def status_table(rows: list[Freshness]) -> str:
     """The `qpvhub status` table."""
-    lines = [f"{'source':<18} {'state':<8} {'last run':<9} {'last confirmed':<17} {'age':>8} {'tolerance':>9} "
-             f"{'rows':>8}  last error"]
+    lines = [f"{'source':<18} {'state':<9} {'last run':<9} {'last confirmed':<17} {'age':>8} {'tolerance':>9} "
+             f"{'rows':>8}  data / last error"]
     for f in rows:
-        lines.append(f"{f.source_id:<18} {f.state.upper() if f.state != 'ok' else 'ok':<8} "
+        lines.append(f"{f.source_id:<18} {f.state.upper() if f.state != 'ok' else 'ok':<9} "
                      f"{f.last_status or 'never':<9} "
                      f"{f.last_confirmed.strftime('%Y-%m-%d %H:%M') if f.last_confirmed else '-':<17} "
                      f"{_age(f.age):>8} {_age(f.tolerance):>9} {f.rows if f.rows is not None else '-'!s:>8}  "
-                     f"{f.last_error or ''}")
+                     + "  ".join(x for x in (f.data_note, f.last_error) if x))
     return "\n".join(lines)
 
 

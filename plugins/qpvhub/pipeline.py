@@ -25,8 +25,16 @@ from qpvhub import __version__, load, quality
 from qpvhub.catalog import Source
 from qpvhub.config import Settings, load_settings
 from qpvhub.db import connect, migrate, resolve_uri
-from qpvhub.errors import ConcurrentRunError, DatabaseError, FetchError, QpvhubError, ValidationFailed
+from qpvhub.errors import (
+    ConcurrentRunError,
+    DatabaseError,
+    FetchError,
+    NothingForRegions,
+    QpvhubError,
+    ValidationFailed,
+)
 from qpvhub.fetch import fetch
+from qpvhub.locate import Located, resolve_datagouv
 from qpvhub.readers import get_reader
 from qpvhub.redact import redact_text, redact_url
 from qpvhub.store import Store, open_store, upload_tree
@@ -56,15 +64,31 @@ def new_run_id(now: dt.datetime | None = None) -> str:
     return now.strftime("%Y%m%dT%H%M%SZ") + "_" + secrets.token_hex(3)
 
 
-def source_url(env: Env, source: Source, *, sample: bool = False, url: str | None = None) -> str:
-    """The URL a run fetches: an explicit one, else the offline sample when asked, else production."""
+def locate(env: Env, source: Source, *, sample: bool = False, url: str | None = None) -> Located:
+    """What a run fetches: an explicit URL, else the offline sample when asked, else production (a URL,
+    or a publisher's catalogue resolved now).
+
+    Never the sample on a schedule: an entry without a production location fails, so a DAG cannot
+    reload a bundled sample forever while `qpvhub status` says "ok"."""
     if url:
-        return url
-    if sample or not source.url:
+        return Located(url)
+    if sample:
         if not source.sample:
             raise QpvhubError(f"source {source.id} has no offline sample")
-        return (env.settings.project / "include" / source.sample).resolve().as_uri()
-    return source.url or ""
+        return Located((env.settings.project / "include" / source.sample).resolve().as_uri())
+    if source.datagouv:
+        d = source.datagouv
+        return resolve_datagouv(source.id, d.dataset, d.resource, d.format,
+                                timeout=http_settings()["timeout"])
+    if not source.url:
+        raise QpvhubError(f"source {source.id}: no production location; set url in "
+                          f"include/sources/{source.id}.yml (or run with --sample for the bundled file)")
+    return Located(source.url)
+
+
+def source_url(env: Env, source: Source, *, sample: bool = False, url: str | None = None) -> str:
+    """The URL a run fetches (see `locate`)."""
+    return locate(env, source, sample=sample, url=url).url
 
 
 def _update(env: Env, run_id: str, **fields) -> None:
@@ -113,12 +137,13 @@ def start_run(env: Env, source: Source, *, airflow_run_id: str | None = None, ru
 def last_success(env: Env, source_id: str) -> dict | None:
     with connect(env.uri) as conn:
         row = conn.execute(
-            "SELECT run_id, sha256, etag, last_modified, rows_loaded, raw_key FROM meta.source_runs "
+            "SELECT run_id, sha256, etag, last_modified, rows_loaded, raw_key, located FROM meta.source_runs "
             "WHERE source_id = %s AND status = 'success' ORDER BY finished_at DESC LIMIT 1", (source_id,)
         ).fetchone()
     if not row:
         return None
-    return dict(zip(("run_id", "sha256", "etag", "last_modified", "rows_loaded", "raw_key"), row, strict=True))
+    return dict(zip(("run_id", "sha256", "etag", "last_modified", "rows_loaded", "raw_key", "located"), row,
+                    strict=True))
 
 
 def region_departements(env: Env) -> frozenset[str]:
@@ -142,13 +167,23 @@ def http_settings() -> dict:
             "backoff": float(os.environ.get("QPVHUB_HTTP_BACKOFF", "1"))}
 
 
-def fetch_step(env: Env, source: Source, run_id: str, url: str, *, force: bool = False) -> dict:
-    """Download, compare with the last success, archive raw bytes; return {'status', 'raw_key', …}."""
+def fetch_step(env: Env, source: Source, run_id: str, url: str, *, force: bool = False,
+               located: dict | None = None) -> dict:
+    """Download, compare with the last success, archive raw bytes; return {'status', 'raw_key', …}.
+
+    `located`: what a publisher's catalogue said about the file (qpvhub.locate); the same resource as
+    the last success's is not downloaded again."""
     t0 = time.monotonic()
     quality.check_expectations(source, env.settings.sources_dir / f"{source.id}.yml")
     prev = None if force else last_success(env, source.id)
-    work = Path(tempfile.mkdtemp(prefix=f"qpvhub-{source.id}-"))
     shown = redact_url(url)  # what is recorded, logged and published: no credentials, no local path
+    if located and prev and Located(url, located).same_resource(prev.get("located")):
+        _update(env, run_id, status="skipped", urls=[shown], finished_at=dt.datetime.now(dt.UTC),
+                sha256=prev["sha256"], raw_key=prev["raw_key"], located=located)
+        log.info("source %s: the catalogue describes the resource of run %s (same date and size): skipped "
+                 "without downloading", source.id, prev["run_id"])
+        return {"status": "skipped", "previous_run": prev["run_id"]}
+    work = Path(tempfile.mkdtemp(prefix=f"qpvhub-{source.id}-"))
     try:
         try:
             got = fetch(url, work, etag=prev and prev["etag"], last_modified=prev and prev["last_modified"],
@@ -163,14 +198,15 @@ def fetch_step(env: Env, source: Source, run_id: str, url: str, *, force: bool =
         unchanged = got.not_modified or (prev is not None and got.sha256 == prev["sha256"])
         if unchanged:
             _update(env, run_id, status="skipped", urls=[shown], finished_at=dt.datetime.now(dt.UTC),
-                    sha256=prev["sha256"], etag=got.etag, raw_key=prev["raw_key"])
+                    sha256=prev["sha256"], etag=got.etag, raw_key=prev["raw_key"], located=located)
             log.info("source %s unchanged since run %s: skipped", source.id, prev["run_id"])
             return {"status": "skipped", "previous_run": prev["run_id"]}
         day = run_id[:4] + "-" + run_id[4:6] + "-" + run_id[6:8]
         raw_key = f"raw/{source.id}/{day}/{run_id}/{got.filename}"
         env.store.put_file(raw_key, got.path)
         env.store.put_bytes(raw_key + ".sha256", f"{got.sha256}  {got.filename}\n".encode())
-        _update(env, run_id, urls=[shown], etag=got.etag, last_modified=got.last_modified, sha256=got.sha256,
+        _update(env, run_id, urls=[shown], located=located, etag=got.etag, last_modified=got.last_modified,
+                sha256=got.sha256,
                 bytes=got.bytes, raw_key=raw_key)
         _add_timing(env, run_id, "fetch", time.monotonic() - t0)
         return {"status": "fetched", "raw_key": raw_key, "sha256": got.sha256, "bytes": got.bytes}
@@ -188,8 +224,15 @@ def stage_file(env: Env, source: Source, run_id: str, path: Path) -> load.StageR
     srid = load.srid_of(declared_crs or info.crs, source.id) if source.geometry else None
     deps = region_departements(env) if source.region_filter else None
     raw_table, final_table = load.staging_names(source, run_id)
+    in_file = [0]
+
+    def counted(dfs):
+        for df in dfs:
+            in_file[0] += len(df)
+            yield df
+
     with connect(env.uri) as conn:
-        batches = (load.convert_batch(b, source, path.name, run_id, deps) for b in reader.batches())
+        batches = (load.convert_batch(b, source, path.name, run_id, deps) for b in counted(reader.batches()))
         if load.is_direct(source):
             # attribute tables and x/y points: straight into the final staging table
             names = load.create_final_staging(conn, source, final_table)
@@ -210,6 +253,12 @@ def stage_file(env: Env, source: Source, run_id: str, path: Path) -> load.StageR
             names = load.create_raw_staging(conn, source, raw_table)
             load.copy_batches(conn, raw_table, names, batches)
             result = load.build_final(conn, source, raw_table, final_table, srid, run_id)
+        result.period = reader.period
+        if deps is not None and in_file[0] and not result.rows_read:
+            conn.rollback()
+            raise NothingForRegions(
+                f"source {source.id}: none of the {in_file[0]} rows of {path.name} is in the deployment's regions "
+                f"(départements {', '.join(sorted(deps))}); nothing loaded, the previous load stays")
         if source.transform:
             sql_path = env.settings.sql_dir / "transforms" / source.transform
             load.run_transform(conn, sql_path.read_text(encoding="utf-8"), final_table)
@@ -231,7 +280,9 @@ def stage_step(env: Env, source: Source, run_id: str, raw_key: str) -> load.Stag
             raise DatabaseError(f"source {source.id}, run {run_id}, step stage: PostgreSQL error, the staging "
                                 f"load was abandoned (live table untouched): {str(exc).strip()}") from exc
         _update(env, run_id, rows_read=result.rows_read, rows_loaded=result.rows_loaded,
-                rows_rejected=result.rows_rejected, rows_repaired=result.rows_repaired)
+                rows_rejected=result.rows_rejected, rows_repaired=result.rows_repaired,
+                data_from=result.period[0] if result.period else None,
+                data_until=result.period[1] if result.period else None)
         _add_timing(env, run_id, "stage", time.monotonic() - t0)
         log.info("source %s: %d rows read, %d staged, %d rejected, %d geometries repaired", source.id,
                  result.rows_read, result.rows_loaded, result.rows_rejected, result.rows_repaired)
@@ -365,6 +416,16 @@ def promote_step(env: Env, source: Source, run_id: str) -> dict:
     return {"status": "success", "target": source.target.qualified}
 
 
+def skip_run(env: Env, source: Source, run_id: str, reason: str) -> None:
+    """End a run that had nothing to load (e.g. no row in the regions): skipped, with the reason."""
+    with connect(env.uri) as conn:
+        load.drop_staging(conn, source, run_id)
+        conn.execute("UPDATE meta.source_runs SET status = 'skipped', finished_at = now(), error = %s "
+                     "WHERE run_id = %s AND status = 'running'", (reason, run_id))
+        conn.commit()
+    log.warning("%s", reason)
+
+
 def fail_run(env: Env, source: Source, run_id: str, error: BaseException | str) -> None:
     """Mark a run failed and clear its staging tables; the live table is untouched."""
     try:
@@ -386,18 +447,23 @@ class IngestResult:
     rows_rejected: int | None = None
     rows_repaired: int | None = None
     validation: dict | None = None
+    reason: str | None = None  # why a run was skipped, when it is not "unchanged"
 
 
 def ingest(env: Env, source: Source, *, url: str | None = None, sample: bool = False, force: bool = False,
            airflow_run_id: str | None = None) -> IngestResult:
     """The whole chain for one source, as the CLI runs it."""
-    run_url = source_url(env, source, sample=sample, url=url)
+    where = locate(env, source, sample=sample, url=url)
     run_id = start_run(env, source, airflow_run_id=airflow_run_id)
     try:
-        fetched = fetch_step(env, source, run_id, run_url, force=force)
+        fetched = fetch_step(env, source, run_id, where.url, force=force, located=where.meta or None)
         if fetched["status"] == "skipped":
             return IngestResult(run_id, "skipped")
-        staged = stage_step(env, source, run_id, fetched["raw_key"])
+        try:
+            staged = stage_step(env, source, run_id, fetched["raw_key"])
+        except NothingForRegions as exc:
+            skip_run(env, source, run_id, str(exc))
+            return IngestResult(run_id, "skipped", reason=str(exc))
         report = validate_step(env, source, run_id)
         promote_step(env, source, run_id)
         return IngestResult(run_id, "success", staged.rows_loaded, staged.rows_rejected, staged.rows_repaired,

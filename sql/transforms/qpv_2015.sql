@@ -8,8 +8,10 @@ UPDATE {{staging}} SET dep = CASE
     ELSE substr(code_qp, 4, 2)
 END;
 
+-- The national file joins the names of a QPV's communes with commas ("Rennes, Saint-Jacques-de-la-Lande"):
+-- the first is the main commune.
 UPDATE {{staging}} q SET insee_com = c.insee_com
 FROM ref.commune c
 WHERE c.dep = q.dep
   AND lower(regexp_replace(c.nom, '[[:space:]''’-]', '', 'g'))
-    = lower(regexp_replace(q.lib_com, '[[:space:]''’-]', '', 'g'));
+    = lower(regexp_replace(split_part(q.lib_com, ',', 1), '[[:space:]''’-]', '', 'g'));

@@ -95,6 +95,11 @@ def test_reload_all_and_health_dags(parsed) -> None:
     assert type(reload_all.timetable).__name__ == "NullTimetable"  # manual only
     health = bag.dags["qpvhub_health"]
     assert [t.task_id for t in health.tasks] == ["freshness"]
+    check = bag.dags["qpvhub_sources_check"]
+    assert [t.task_id for t in check.tasks] == ["check"] and type(check.timetable).__name__ != "NullTimetable"
+    # entries without a production location are not scheduled: a scheduled run could only fail
+    assert type(bag.dags["qpvhub_ingest_bpe"].timetable).__name__ == "NullTimetable"
+    assert type(bag.dags["qpvhub_ingest_qpv_2024"].timetable).__name__ != "NullTimetable"
 
 
 def test_each_dag_file_parses_on_its_own_and_reports_its_time(airflow_env, qpvhub_home, capsys) -> None:
@@ -111,4 +116,4 @@ def test_each_dag_file_parses_on_its_own_and_reports_its_time(airflow_env, qpvhu
         lines.append(f"{path.name}: {len(bag.dag_ids)} DAG(s) parsed in {elapsed:.2f}s")
     with capsys.disabled():
         print("\n" + "\n".join(lines))
-    assert len(lines) == 5
+    assert len(lines) == 6

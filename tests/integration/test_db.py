@@ -41,7 +41,7 @@ def test_analyst_reads_but_cannot_write_or_create(db_uri: str) -> None:
         assert conn.execute("SELECT count(*) FROM meta.source_runs").fetchone() == (0,)
         conn.execute("SET default_transaction_read_only = off")  # privileges must hold on their own
         for stmt, msg in [
-            ("INSERT INTO ref.commune VALUES ('35238', 'Rennes', '35', '53', 1, NULL)", "permission denied"),
+            ("INSERT INTO ref.commune VALUES ('35238', 'Rennes', '35', '53', NULL)", "permission denied"),
             ("DELETE FROM mart.qpv_indicator", "permission denied"),
             ("CREATE TABLE ref.x (a int)", "permission denied"),
             ("CREATE TABLE public.x (a int)", "permission denied"),

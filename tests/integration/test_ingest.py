@@ -115,7 +115,7 @@ def test_missing_column_fails_clearly_and_keeps_previous(env, catalog, loaded, h
 def test_html_instead_of_geojson_fails_clearly_and_keeps_previous(env, catalog, loaded, http_source) -> None:
     before = _qpv_snapshot(env.uri)
     url = http_source.put("QPV2.geojson", b"<!DOCTYPE html><html><body>Maintenance</body></html>", "text/html")
-    with pytest.raises(InputError, match="file QPV2.geojson: the server sent an HTML page, not GeoJSON"):
+    with pytest.raises(InputError, match="file QPV2.geojson: the server sent an HTML page, not a vector dataset"):
         ingest(env, catalog["qpv_2015"], url=url)
     _assert_failed_and_unchanged(env, before)
 

@@ -151,3 +151,34 @@ def test_failure_email_through_airflow_smtp_settings(monkeypatch) -> None:
     assert mailfrom == "qpvhub@pole.example" and rcpt == ["astreinte@pole.example"]
     assert "Subject: [qpvhub] publish region 53 failed" in text and "store unreachable" in text
     assert "dag_id: qpvhub_publish_53" in text
+
+
+def test_status_says_the_bundled_star_feed_is_expired(env, catalog, capsys) -> None:
+    """Data age, not only load age: the 2016 STAR feed loads today, and its calendar ended in 2016."""
+    from qpvhub.cli import main
+
+    res = ingest(env, catalog["gtfs_star"], sample=True)
+    assert res.status == "success"
+    with psycopg.connect(env.uri) as conn:
+        start, until = conn.execute("SELECT data_from, data_until FROM meta.source_runs WHERE run_id = %s",
+                                    (res.run_id,)).fetchone()
+    assert start.year == 2016 and until.year == 2016 and start < until
+    f = {x.source_id: x for x in freshness(env.uri, {"gtfs_star": catalog["gtfs_star"]})}["gtfs_star"]
+    assert f.state == "expired" and f.data_note.startswith(f"expired since {until.isoformat()}")
+    assert main(["status"]) == 0
+    out = capsys.readouterr().out
+    assert "gtfs_star" in out and "EXPIRED" in out and f"expired since {until.isoformat()}" in out
+    assert main(["health", "--ignore-never"]) == 1
+
+
+def test_millesime_and_unchanged_file_age(env, catalog) -> None:
+    from qpvhub.monitor import data_age
+
+    src = catalog["sigville_demo"].model_copy(update={"max_age_years": 3, "max_unchanged_days": 400})
+    now = dt.datetime(2026, 11, 28, tzinfo=dt.UTC)
+    assert data_age(src, None, "2022", now - dt.timedelta(days=10), now)[0] == "outdated"  # 4 years > 3
+    assert data_age(src, None, "2024", now - dt.timedelta(days=10), now) == (None, None)
+    state, note = data_age(src, None, "2024", now - dt.timedelta(days=500), now)
+    assert state == "unchanged" and "500 d" in note
+    assert data_age(src, dt.date(2026, 11, 27), None, None, now)[0] == "expired"
+    assert data_age(src, dt.date(2026, 11, 28), None, None, now) == (None, None)  # valid through today

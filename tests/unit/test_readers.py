@@ -33,11 +33,11 @@ def test_geojson_real_qpv_file_streams_features_with_wkb_and_crs() -> None:
 def test_csv_real_cog_file_keeps_codes_as_text() -> None:
     r = get_reader("csv")(COG_SAMPLE, "cog_communes", {"sep": ","}, batch_size=1000)
     info = r.open()
-    assert info.columns[:4] == ["code", "nom", "type", "departement"]
+    assert info.columns[:4] == ["TYPECOM", "COM", "REG", "DEP"]
     df = pd.concat(r.batches())
     assert len(df) == 2893
-    assert df["code"].str.fullmatch(r"\d{5}").all()
-    assert df.loc[df["code"] == "22001", "population"].item() == "589.0"
+    assert df["COM"].str.fullmatch(r"\d{5}").all()
+    assert df.loc[(df["COM"] == "22001") & (df["TYPECOM"] == "COM"), "ARR"].item() == "224"  # text, not 224.0
     # data line numbers: the header is line 1
     assert df["__feature"].iloc[0] == 2 and df["__feature"].iloc[-1] == 2894
 

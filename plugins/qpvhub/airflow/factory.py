@@ -76,18 +76,23 @@ def _notify_task_failure(what: str, context: dict) -> None:
     _notify(what, context)
 
 
+NO_PRODUCTION = ("(none yet: not scheduled; `qpvhub sources check` lists it. Trigger with `{\"url\": …}` or "
+                 "`{\"sample\": true}`)")
+
+
 def build_ingest_dag(source: Source) -> DAG:
     """fetch → stage → validate → promote for one catalogue entry; the promote task emits its asset."""
     doc = (f"### Ingest `{source.id}`\n{source.title}\n\n{source.description}\n\n"
            f"- publisher: {source.publisher}\n- licence: {source.licence}\n- target: `{source.target.qualified}`\n"
-           f"- url: {redact_url(source.url) if source.url else '(bundled sample)'}\n"
+           f"- production: {redact_url(source.production) if source.production else NO_PRODUCTION}\n"
            f"- quality policy: {source.quality.policy}\n\n"
            "Trigger with conf `{\"sample\": true}` to load the bundled sample, `{\"url\": \"…\"}` to override the URL, "
            "`{\"force\": true}` to load even when unchanged.")
     on_failure = functools.partial(_fail_ingest_run, source)
     with DAG(
         dag_id=f"qpvhub_ingest_{source.id}",
-        schedule=source.schedule,
+        # no production location: not scheduled (a scheduled run could only fail); manual runs take a url
+        schedule=source.schedule if source.production else None,
         start_date=START,
         catchup=False,
         max_active_runs=1,
@@ -107,21 +112,29 @@ def build_ingest_dag(source: Source) -> DAG:
         def fetch(qrun: str, **context: Any) -> str:
             from airflow.sdk.exceptions import AirflowSkipException
 
-            from qpvhub.pipeline import fetch_step, source_url
+            from qpvhub.pipeline import fetch_step, locate
 
             env = _env()
             conf = {**context["params"], **((context["dag_run"].conf or {}) if context.get("dag_run") else {})}
-            url = source_url(env, source, sample=bool(conf.get("sample")), url=conf.get("url"))
-            res = fetch_step(env, source, qrun, url, force=bool(conf.get("force")))
+            where = locate(env, source, sample=bool(conf.get("sample")), url=conf.get("url"))
+            res = fetch_step(env, source, qrun, where.url, force=bool(conf.get("force")), located=where.meta or None)
             if res["status"] == "skipped":
                 raise AirflowSkipException(f"{source.id} unchanged since run {res['previous_run']}")
             return res["raw_key"]
 
         @task(pool=POOL)
         def stage(qrun: str, raw_key: str) -> dict:
-            from qpvhub.pipeline import stage_step
+            from airflow.sdk.exceptions import AirflowSkipException
 
-            r = stage_step(_env(), source, qrun, raw_key)
+            from qpvhub.errors import NothingForRegions
+            from qpvhub.pipeline import skip_run, stage_step
+
+            env = _env()
+            try:
+                r = stage_step(env, source, qrun, raw_key)
+            except NothingForRegions as exc:
+                skip_run(env, source, qrun, str(exc))
+                raise AirflowSkipException(str(exc)) from None
             return {"rows_loaded": r.rows_loaded, "rows_rejected": r.rows_rejected, "rows_repaired": r.rows_repaired}
 
         @task(pool=POOL)
@@ -222,7 +235,8 @@ def build_health_dag(sources: dict[str, Source]) -> DAG:
 
             rows = check(_env().uri, sources)
             log.info("source freshness:\n%s", status_table(rows))
-            bad = [f"{f.source_id} ({f.state})" for f in rows if f.state in ("stale", "never")]
+            bad = [f"{f.source_id} ({f.state}{': ' + f.data_note if f.data_note else ''})" for f in rows
+                   if f.state in ("stale", "never", "expired", "outdated", "unchanged")]
             if bad:
                 raise RuntimeError(f"{len(bad)} source(s) not fresh: {', '.join(bad)}")
             return {f.source_id: f.state for f in rows}
@@ -269,6 +283,47 @@ def build_reload_all_dag(sources: dict[str, Source]) -> DAG:
 
 def reload_all_dags() -> dict[str, DAG]:
     return {"qpvhub_reload_all": build_reload_all_dag(load_catalog(load_settings().sources_dir))}
+
+
+def build_sources_check_dag(sources: dict[str, Source]) -> DAG:
+    """Weekly: probe every production location and compare its layout; fail (and notify) on any problem."""
+    with DAG(
+        dag_id="qpvhub_sources_check",
+        schedule="@weekly",
+        start_date=START,
+        catchup=False,
+        max_active_runs=1,
+        tags=["qpvhub", "monitoring"],
+        default_args=default_args(retries=0, on_failure_callback=functools.partial(_notify_task_failure,
+                                                                                   "sources check")),
+        doc_md="### Sources check\nFor every catalogue entry: resolves its locator, probes the production "
+               "location (HEAD or ranged GET), reads its first kilobytes (a ZIP's central directory) and compares "
+               "the header or fields with the declared columns. Fails when a location is unreachable or its "
+               "layout drifted; the table is in the task log and `qpvhub sources check`.",
+    ) as dag:
+
+        @task
+        def check() -> dict:
+            from qpvhub.pipeline import last_success
+            from qpvhub.probe import check_sources
+
+            env = _env()
+            previous = {sid: p for sid in sources if (p := last_success(env, sid))}
+            probes = check_sources(sources, previous=previous)
+            log.info("production locations:\n%s", "\n".join(p.line() if p.reachable
+                                                              else f"{p.source_id}: UNREACHABLE {p.status}"
+                                                              for p in probes))
+            bad = [p.source_id for p in probes if not p.ok]
+            if bad:
+                raise RuntimeError(f"{len(bad)} source(s) unreachable or drifted: {', '.join(bad)}")
+            return {p.source_id: p.layout for p in probes}
+
+        check()
+    return dag
+
+
+def sources_check_dags() -> dict[str, DAG]:
+    return {"qpvhub_sources_check": build_sources_check_dag(load_catalog(load_settings().sources_dir))}
 
 
 def health_dags() -> dict[str, DAG]:

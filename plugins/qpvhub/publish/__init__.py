@@ -53,6 +53,8 @@ class PublishResult:
     withdrawn: list[str] = field(default_factory=list)  # kept versions removed: published under a weaker rule
 
 
+LIST_NOTE = {2024: "liste 2024 des QPV (décret 2023-1314, en vigueur depuis le 1er janvier 2024)",
+             2015: "liste 2015 des QPV (décret 2014-1750), remplacée par la liste 2024 au 1er janvier 2024"}
 SECRECY_THRESHOLD = int(os.environ.get("QPVHUB_SECRECY_THRESHOLD", "11"))
 SCOPE_LABEL = {"commune": " — commune entière (comparaison)", "commune_hors_qpv": " — commune hors QPV (comparaison)"}
 
@@ -70,22 +72,34 @@ def secrecy_rules(families) -> dict[str, Rule]:
     return rules
 
 
-def read_profile(conn, region: Region, families, threshold: int = SECRECY_THRESHOLD
+def generations(conn, region: Region) -> list[int]:
+    """QPV lists loaded for the region's départements, oldest first (2015, 2024)."""
+    return [r[0] for r in conn.execute("SELECT DISTINCT generation FROM ref.qpv WHERE dep = ANY(%s) ORDER BY 1",
+                                       (region.departements,)).fetchall()]
+
+
+def read_profile(conn, region: Region, families, threshold: int = SECRECY_THRESHOLD, generation: int | None = None
                  ) -> tuple[gpd.GeoDataFrame, list[dict], list[dict]]:
-    """QPV outlines of the region with every indicator (QPV, then commune comparisons), statistical
-    secrecy applied; the field documentation; the source runs used."""
+    """QPV outlines of one list (default: the newest loaded for the region) with every indicator (QPV, then
+    commune comparisons), statistical secrecy applied; the field documentation; the source runs used."""
+    loaded = generations(conn, region)
+    if not loaded:
+        raise QpvhubError(f"region {region.code}: no QPV in ref.qpv for départements {region.departements}")
+    generation = loaded[-1] if generation is None else generation
+    if generation not in loaded:
+        raise QpvhubError(f"region {region.code}: the {generation} QPV list is not loaded for départements "
+                          f"{region.departements} (loaded: {loaded})")
     base = conn.execute(
         "SELECT code_qp, generation, lib_qp, insee_com, lib_com, dep, ST_AsBinary(geom) FROM ref.qpv "
-        "WHERE dep = ANY(%s) ORDER BY generation, code_qp", (region.departements,)).fetchall()
-    if not base:
-        raise QpvhubError(f"region {region.code}: no QPV in ref.qpv for départements {region.departements}")
+        "WHERE dep = ANY(%s) AND generation = %s ORDER BY code_qp", (region.departements, generation)).fetchall()
     catalog = {r[0]: r for r in conn.execute(
         "SELECT indicator_id, label_fr, unit, method, millesime, theme FROM mart.indicator_catalog").fetchall()}
     long = pd.DataFrame(conn.execute(
         "SELECT i.code_qp, i.generation, i.indicator_id, i.scope, i.value, q.insee_com "
-        "FROM mart.qpv_indicator i JOIN ref.qpv q USING (code_qp, generation) WHERE q.dep = ANY(%s)",
-        (region.departements,)).fetchall(), columns=["code_qp", "generation", "indicator_id", "scope", "value",
-                                                      "insee_com"])
+        "FROM mart.qpv_indicator i JOIN ref.qpv q USING (code_qp, generation) WHERE q.dep = ANY(%s) "
+        "AND i.generation = %s",
+        (region.departements, generation)).fetchall(),
+        columns=["code_qp", "generation", "indicator_id", "scope", "value", "insee_com"])
     rules = secrecy_rules(families)
     long = apply_secrecy(long, rules, threshold)
     long["col"] = long["indicator_id"] + long["scope"].map(SCOPE_SUFFIX)
@@ -136,7 +150,11 @@ def read_profile(conn, region: Region, families, threshold: int = SECRECY_THRESH
                                           "secondaire qui empêche de le recalculer) ; vide si la valeur est diffusée"})
     run_ids = sorted({rid for rid in conn.execute(
         "SELECT DISTINCT unnest(source_run_ids) FROM mart.qpv_indicator i JOIN ref.qpv q "
-        "USING (code_qp, generation) WHERE q.dep = ANY(%s)", (region.departements,)).fetchall() for rid in rid if rid})
+        "USING (code_qp, generation) WHERE q.dep = ANY(%s) AND i.generation = %s",
+        (region.departements, generation)).fetchall() for rid in rid if rid})
+    qpv_run = conn.execute("SELECT DISTINCT source_run_id FROM ref.qpv WHERE dep = ANY(%s) AND generation = %s",
+                           (region.departements, generation)).fetchall()
+    run_ids = sorted(set(run_ids) | {r[0] for r in qpv_run if r[0]})  # the perimeters, even with no indicator
     runs = [dict(zip(("run_id", "source_id", "urls", "sha256", "finished_at", "rows_loaded", "validation"), r,
                      strict=True))
             for r in conn.execute(
@@ -174,32 +192,39 @@ def check_secrecy(gdf: gpd.GeoDataFrame, rules: dict[str, Rule], threshold: int,
 
 
 def publish_region(env, region: Region, *, airflow_run_id: str | None = None, keep: int = 10,
-                   threshold: int | None = None) -> PublishResult:
+                   threshold: int | None = None, generation: int | None = None) -> PublishResult:
     """Publish the region's QPV profile, then one product per département with QPV; write catalog.json.
 
+    The products describe one QPV list: the newest loaded for the region (2024 wherever it is loaded),
+    as `qpv_profil…`; an older list asked for by `generation` is published as `qpv_profil_liste<year>…`.
     Secrecy is applied once on the whole region, so every product hides the same cells. Returns the
     region product's result, with the départements' in `parts`.
     """
     threshold = SECRECY_THRESHOLD if threshold is None else threshold
     families = load_families(env.settings.sql_dir)
     with connect(env.uri) as conn:
-        gdf, fields, runs = read_profile(conn, region, families, threshold)
+        loaded = generations(conn, region)
+        gdf, fields, runs = read_profile(conn, region, families, threshold, generation)
+    generation = int(gdf["generation"].iloc[0])
+    product_base = PRODUCT if generation == loaded[-1] else f"{PRODUCT}_liste{generation}"
+    liste = f"liste {generation} des QPV"
     check_secrecy(gdf, secrecy_rules(families), threshold, f"{PRODUCT}_{region.code}")
     sources = load_catalog(env.settings.sources_dir)
     quality_key = _quality_page(env, region, runs, sources)
     with connect(env.uri) as conn:
         qpv_maps = qpv_maps_svg(conn, gdf)
     common = {"fields": fields, "runs": runs, "sources": sources, "airflow_run_id": airflow_run_id, "keep": keep,
-              "threshold": threshold, "quality_key": quality_key, "qpv_maps": qpv_maps}
-    result = _publish_product(env, region, PRODUCT, gdf, f"Profil des QPV de la région {region.name} ({region.code})",
-                              **common)
+              "threshold": threshold, "quality_key": quality_key, "qpv_maps": qpv_maps, "generation": generation}
+    result = _publish_product(env, region, product_base, gdf,
+                              f"Profil des QPV de la région {region.name} ({region.code}), {liste}", **common)
     for dep in region.departements:
         part = gdf[gdf["dep"] == dep].reset_index(drop=True)
         if part.empty:
             log.info("region %s: no QPV in département %s, no product for it", region.code, dep)
             continue
-        result.parts.append(_publish_product(env, region, f"{PRODUCT}_dep{dep}", part,
-                                             f"Profil des QPV du département {dep} ({region.name})", **common))
+        result.parts.append(_publish_product(env, region, f"{product_base}_dep{dep}", part,
+                                             f"Profil des QPV du département {dep} ({region.name}), {liste}",
+                                             **common))
     catalog_doc = _write_catalog(env, region)
     _write_portal(env, region, catalog_doc, quality_key)
     return result
@@ -218,11 +243,11 @@ def _write_portal(env, region: Region, catalog_doc: dict, quality_key: str) -> s
 
 def _publish_product(env, region: Region, product: str, gdf: gpd.GeoDataFrame, title: str, *, fields, runs,
                      sources, airflow_run_id, keep: int, threshold: int, quality_key: str,
-                     qpv_maps: dict[str, str] | None = None) -> PublishResult:
+                     qpv_maps: dict[str, str] | None = None, generation: int = 2015) -> PublishResult:
     """Write one product's files, verify them, flip `latest/`; skip when the content is unchanged."""
     stamp_day = max((r["finished_at"] or "") for r in runs)[:10] if runs else "2000-01-01"
     stamp = f"{stamp_day}T00:00:00Z"
-    layer = product if product != PRODUCT else f"{PRODUCT}_{region.code}"
+    layer = f"{product}_{region.code}" if "_dep" not in product else product
     description = f"{title}. {INDICATIVE_NOTE}"
     work = Path(tempfile.mkdtemp(prefix="qpvhub-publish-"))
     try:
@@ -262,6 +287,9 @@ def _publish_product(env, region: Region, product: str, gdf: gpd.GeoDataFrame, t
         sums = "".join(f"{f['sha256']}  {f['name']}\n" for f in files)
         package = _datapackage(region, product, title, "", files, fields, runs, sources, airflow_run_id, layer,
                                threshold)
+        package["qpvhub"]["qpv_generation"] = {
+            "list": generation, "codes": "QN…" if generation == 2024 else "QP…",
+            "note": LIST_NOTE.get(generation, f"liste {generation} des QPV")}
         package["qpvhub"]["data_docs"] = {"key": quality_key, "relative_path": f"../../../../{quality_key}"}
         # The package is part of the version: new lineage or rules make a new version even with the same files.
         digest = package_digest(package)

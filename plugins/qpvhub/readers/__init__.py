@@ -10,7 +10,7 @@ from __future__ import annotations
 from qpvhub.readers.base import Reader, ReaderOutput, sniff_not_data
 from qpvhub.readers.csv import CsvReader
 from qpvhub.readers.gtfs import GtfsReader
-from qpvhub.readers.ogr import GeoJsonReader, GpkgReader, ShapefileReader
+from qpvhub.readers.ogr import GeoJsonReader, GpkgReader, ShapefileReader, VectorReader
 from qpvhub.readers.parquet import ParquetReader
 
 REGISTRY: dict[str, type[Reader]] = {
@@ -20,6 +20,7 @@ REGISTRY: dict[str, type[Reader]] = {
     "gpkg": GpkgReader,
     "parquet": ParquetReader,
     "gtfs": GtfsReader,
+    "vector": VectorReader,
 }
 
 

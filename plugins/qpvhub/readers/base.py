@@ -46,6 +46,8 @@ class Reader(ABC):
     def __init__(self, path: Path, source: str, options: dict[str, Any] | None = None,
                  batch_size: int = 50_000) -> None:
         self.path, self.source, self.options, self.batch_size = path, source, options or {}, batch_size
+        # (first, last) day the data is valid for, set by readers that can tell (GTFS calendars)
+        self.period: tuple | None = None
 
     def error(self, message: str, **where: Any) -> InputError:
         return InputError(message, source=self.source, file=self.path.name, **where)

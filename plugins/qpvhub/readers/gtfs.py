@@ -76,6 +76,15 @@ class GtfsReader(Reader):
             on -= set(ex.loc[ex["exception_type"] == "2", "service_id"])
             return on
 
+        bounds_all = [parse(x) for x in [*cal["start_date"], *cal["end_date"], *dates["date"]] if x]
+        if bounds_all:
+            end = max(bounds_all)
+            info = self.dir / "feed_info.txt"
+            if info.exists():  # the publisher's own statement of validity wins over the calendar's span
+                fi = self._read("feed_info.txt")
+                if "feed_end_date" in fi and fi["feed_end_date"].notna().any():
+                    end = parse(str(fi["feed_end_date"].dropna().iloc[0]))
+            self.period = (min(bounds_all), end)
         ref = self.options.get("reference_week")
         if ref:
             monday = dt.date.fromisoformat(str(ref))

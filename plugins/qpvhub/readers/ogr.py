@@ -68,7 +68,9 @@ def _to_pandas(batch: pa.RecordBatch) -> pd.DataFrame:
 
 
 class GeoJsonReader(OgrReader):
-    """GeoJSON, RFC 7946 or the older form with a `crs` member (e.g. CRS84 from QGIS exports)."""
+    """GeoJSON, RFC 7946 or the older form with a `crs` member (e.g. CRS84 from QGIS exports), bare or
+    in a ZIP archive: the first bytes decide (a publisher may turn one into the other, as ANCT did with
+    the 2024 QPV resource); in an archive, `reader.member` (path or file name) picks the GeoJSON."""
 
     format = "geojson"
     expected = "GeoJSON"
@@ -76,18 +78,42 @@ class GeoJsonReader(OgrReader):
     def check(self) -> None:
         super().check()
         with self.path.open("rb") as f:
+            magic = f.read(4)
+        target = self.path
+        if magic == b"PK\x03\x04":
+            target = self._member()
+        self._dataset = target
+        with target.open("rb") as f:
             head = f.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
         if not head.startswith(b"{"):
             raise self.error("not GeoJSON: the file does not start with a JSON object ('{')", line=1)
-        if self.path.stat().st_size <= 10 * 1024**2:
+        if target.stat().st_size <= 10 * 1024**2:
             # GDAL's message for broken JSON is vague; Python's names line and column.
             try:
-                with self.path.open("rb") as f:
+                with target.open("rb") as f:
                     json.load(f)
             except json.JSONDecodeError as exc:
                 raise self.error(f"invalid JSON: {exc.msg} (column {exc.colno})", line=exc.lineno) from None
             except UnicodeDecodeError as exc:
                 raise self.error(f"not UTF-8 text as GeoJSON requires: {exc.reason} at byte {exc.start}") from None
+
+
+    def _member(self) -> Path:
+        """Extract the archive safely and return its GeoJSON member (`reader.member`, else the only one)."""
+        dest = self.path.parent / (self.path.stem + "__unzipped")
+        files = safe_extract(self.path, dest, source=self.source)
+        rel = {p.relative_to(dest).as_posix(): p for p in files}
+        member = self.options.get("member")
+        if member:
+            found = [p for name, p in rel.items() if name == member or p.name == member.rsplit("/", 1)[-1]]
+        else:
+            found = [p for p in rel.values() if p.suffix.lower() in (".geojson", ".json")]
+        if len(found) != 1:
+            listed = sorted(rel)
+            what = f"member {member!r}" if member else "one .geojson member"
+            raise self.error(f"archive: expected {what}, found {len(found)} among {listed[:20]}"
+                             + (" …" if len(listed) > 20 else ""))
+        return found[0]
 
 
 class ShapefileReader(OgrReader):
@@ -140,3 +166,42 @@ class GpkgReader(OgrReader):
             layers = pyogrio.list_layers(self.path)
             if len(layers) > 1:
                 raise self.error(f"several layers {[str(x[0]) for x in layers]}: name one with reader.layer")
+
+
+class VectorReader(OgrReader):
+    """Any vector file OGR reads here, told by its first bytes, not by the catalogue: GeoJSON, a GeoPackage,
+    or a ZIP holding a Shapefile set, a GeoJSON or a GeoPackage (`reader.member` names it when there are
+    several). One catalogue entry then reads the publisher's national archive and a bundled sample cut to
+    another container, and keeps working when a publisher changes container."""
+
+    format = "vector"
+    expected = "a vector dataset (GeoJSON, GeoPackage, or a ZIP of Shapefile, GeoJSON or GeoPackage)"
+
+    def check(self) -> None:
+        sniff_not_data(self.path, self.source, self.expected)
+        with self.path.open("rb") as f:
+            magic = f.read(16)
+        if magic.startswith(b"PK\x03\x04"):
+            import zipfile
+
+            member = self.options.get("member") or ""
+            with zipfile.ZipFile(self.path) as zf:
+                names = [n for n in zf.namelist() if not n.endswith("/")]
+            wanted = member.rsplit("/", 1)[-1].lower()
+            kinds = [n.rsplit(".", 1)[-1].lower() for n in names
+                     if not wanted or n == member or n.rsplit("/", 1)[-1].lower() == wanted]
+            inner = ShapefileReader if "shp" in kinds else GeoJsonReader if {"geojson", "json"} & set(kinds) else None
+            if inner is None and "gpkg" in kinds:
+                raise self.error("a GeoPackage inside a ZIP: extract it first, or publish it bare")
+            if inner is None:
+                raise self.error(f"archive: no Shapefile or GeoJSON{' named ' + member if member else ''} among "
+                                 f"{sorted(names)[:20]}")
+        elif magic.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{"):
+            inner = GeoJsonReader
+        elif magic == b"SQLite format 3\x00":
+            inner = GpkgReader
+        else:
+            raise self.error(f"not {self.expected}: unknown first bytes {magic[:8]!r}")
+        delegate = inner(self.path, self.source, self.options, self.batch_size)
+        delegate.check()
+        self._dataset = delegate.dataset

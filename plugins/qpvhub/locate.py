@@ -1,0 +1,86 @@
+"""Where a source's file is now: a plain URL, or a publisher's catalogue resolved at fetch time.
+
+`datagouv: {dataset: <slug>, resource: <resource id or title pattern>, format: zip}` asks the data.gouv.fr
+API v1 (`/api/1/datasets/<slug>/`: `last_update`, `resources[]` with `id`, `title`, `url`, `latest`,
+`format`, `filesize`, `last_modified`) which resource is current, so that a file republished under a new
+URL is followed without editing the catalogue. What the API said is recorded with the run: when the
+resource, its date and size are those of the last success, nothing is downloaded (and the download
+itself still uses ETag / Last-Modified and the file's SHA-256).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+
+import requests
+
+from qpvhub.errors import FetchError
+
+DATAGOUV_API = "https://www.data.gouv.fr/api/1"
+UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+def api_base() -> str:
+    """data.gouv.fr API root (`QPVHUB_DATAGOUV_API`: tests play the API on loopback)."""
+    return os.environ.get("QPVHUB_DATAGOUV_API", DATAGOUV_API).rstrip("/")
+
+
+@dataclass
+class Located:
+    """The URL to fetch and what the publisher's catalogue said about it (recorded with the run)."""
+
+    url: str
+    meta: dict = field(default_factory=dict)
+
+    def same_resource(self, previous: dict | None) -> bool:
+        """The catalogue describes the very resource of a previous success (id, date and size known)."""
+        if not previous or not self.meta.get("last_modified"):
+            return False
+        keys = ("resource_id", "last_modified", "filesize", "checksum", "url")
+        return all(previous.get(k) == self.meta.get(k) for k in keys)
+
+
+def resolve_datagouv(source_id: str, dataset: str, resource: str, fmt: str | None = None, *,
+                     timeout: float = 30.0) -> Located:
+    """Pick the dataset's resource (by id, else by title pattern: the most recently modified match)."""
+    url = f"{api_base()}/datasets/{dataset}/"
+    where = f"source {source_id}: data.gouv.fr dataset {dataset!r}"
+    try:
+        resp = requests.get(url, timeout=(min(timeout, 15.0), timeout), headers={"Accept": "application/json"})
+    except requests.RequestException as exc:
+        raise FetchError(f"{where}: the API did not answer ({type(exc).__name__}: {exc})") from None
+    if resp.status_code == 404:
+        raise FetchError(f"{where} not found (HTTP 404 at {url}): renamed or withdrawn? check its page")
+    if resp.status_code >= 400:
+        raise FetchError(f"{where}: HTTP {resp.status_code} {resp.reason} at {url}")
+    try:
+        doc = resp.json()
+        resources = list(doc["resources"])
+    except (ValueError, KeyError, TypeError):
+        raise FetchError(f"{where}: the API answer at {url} is not a dataset (no resources list)") from None
+    if UUID.match(resource.lower()):
+        found = [r for r in resources if str(r.get("id", "")).lower() == resource.lower()]
+    else:
+        pattern = re.compile(resource, re.IGNORECASE)
+        found = [r for r in resources if pattern.search(str(r.get("title") or ""))]
+        found.sort(key=lambda r: str(r.get("last_modified") or r.get("created_at") or ""), reverse=True)
+    if not found:
+        titles = [str(r.get("title")) for r in resources][:15]
+        raise FetchError(f"{where}: no resource matches {resource!r}; resources: {titles}")
+    chosen = found[0]
+    got = str(chosen.get("format") or "").lower()
+    if fmt and got and got != fmt.lower():
+        raise FetchError(f"{where}: resource {chosen.get('title')!r} is now {got!r}, the catalogue expects "
+                         f"{fmt!r}: the layout may have changed, check it before loading")
+    target = chosen.get("latest") or chosen.get("url")
+    if not target:
+        raise FetchError(f"{where}: resource {chosen.get('id')} has no url")
+    checksum = chosen.get("checksum")
+    meta = {"kind": "datagouv", "dataset": dataset, "dataset_last_update": doc.get("last_update"),
+            "resource_id": chosen.get("id"), "title": chosen.get("title"), "format": got or None,
+            "filesize": chosen.get("filesize"), "last_modified": chosen.get("last_modified"),
+            "checksum": checksum.get("value") if isinstance(checksum, dict) else checksum,
+            "url": chosen.get("url")}
+    return Located(url=str(target), meta=meta)

@@ -1,0 +1,243 @@
+"""`qpvhub sources check`: is every production location reachable, and does its layout still match?
+
+For each catalogue entry: resolve its locator (URL, or the data.gouv.fr API), probe the file (HEAD, else a
+ranged GET), read its first kilobytes — or, for a ZIP, its central directory (a ranged read of the tail),
+and of a small file the whole of it — and compare the header or fields with the columns the entry
+declares. Never a traceback: an unreachable location is a line saying why (offline, DNS, HTTP status).
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import json
+import re
+import struct
+import zipfile
+from dataclasses import dataclass, field
+
+import requests
+
+from qpvhub.catalog import Source
+from qpvhub.errors import QpvhubError
+from qpvhub.fetch import USER_AGENT
+from qpvhub.redact import redact_text, redact_url
+
+HEAD_BYTES = 64 * 1024
+WHOLE_BELOW = 8 * 1024**2  # smaller files are read whole: every member can be checked
+
+
+@dataclass
+class Probe:
+    """One source's line."""
+
+    source_id: str
+    location: str | None = None
+    reachable: bool = False
+    status: str = ""
+    size: int | None = None
+    last_modified: str | None = None
+    checksum: str | None = None
+    layout: str = "not checked"
+    drift: list[str] = field(default_factory=list)
+    since_last_load: str | None = None  # unchanged / changed, against the last successful run
+
+    @property
+    def ok(self) -> bool:
+        return self.reachable and not self.drift
+
+    def line(self) -> str:
+        size = f"{self.size:,} B".replace(",", " ") if self.size is not None else "size ?"
+        parts = [f"{self.source_id:<20}", "reachable" if self.reachable else "UNREACHABLE", self.status, size,
+                 f"modified {self.last_modified or '?'}", f"checksum {self.checksum or '?'}"]
+        if self.since_last_load:
+            parts.append(self.since_last_load)
+        parts.append(f"layout DRIFT ({'; '.join(self.drift)})" if self.drift else f"layout {self.layout}")
+        return "  ".join(p for p in parts if p)
+
+
+def declared_fields(source: Source) -> list[str]:
+    """The source columns an entry reads (x/y included), as the file must name them."""
+    names = [c.source for c in source.columns.values() if c.source]
+    if source.geometry and source.geometry.from_columns:
+        names += [source.geometry.x, source.geometry.y]
+    names += list(source.row_filter)
+    return list(dict.fromkeys(n for n in names if n))
+
+
+def _csv_header(head: bytes, source: Source) -> list[str]:
+    enc = source.reader.get("encoding", "utf-8-sig")
+    text = codecs.getincrementaldecoder("utf-8-sig" if enc.lower().replace("_", "-") in ("utf-8", "utf8")
+                                        else enc)(errors="replace").decode(head)
+    first = text.splitlines()[0] if text else ""
+    return next(csv.reader([first], delimiter=source.reader.get("sep", ",")), [])
+
+
+def _geojson_properties(head: bytes) -> list[str] | None:
+    text = head.decode("utf-8", errors="replace")
+    m = re.search(r'"properties"\s*:\s*\{', text)
+    if not m:
+        return None
+    try:
+        props, _ = json.JSONDecoder().raw_decode(text[m.end() - 1:])
+    except json.JSONDecodeError:
+        return None
+    return list(props) if isinstance(props, dict) else None
+
+
+def _dbf_fields(head: bytes) -> list[str]:
+    """Field names of a dBase (.dbf) header: 32-byte descriptors after the 32-byte header, ended by 0x0D."""
+    out = []
+    for off in range(32, len(head) - 31, 32):
+        if head[off] == 0x0D:
+            break
+        out.append(head[off:off + 11].split(b"\x00", 1)[0].decode("latin-1"))
+    return out
+
+
+def _zip_names_from_tail(tail: bytes) -> list[str] | None:
+    """Member names from a ZIP's central directory, when it lies within `tail` (the file's last bytes)."""
+    end = tail.rfind(b"PK\x05\x06")
+    if end < 0 or end + 22 > len(tail):
+        return None
+    cd_size, = struct.unpack("<I", tail[end + 12:end + 16])
+    start = end - cd_size
+    if start < 0:
+        return None
+    names, pos = [], start
+    while pos + 46 <= end and tail[pos:pos + 4] == b"PK\x01\x02":
+        n, m, k = struct.unpack("<HHH", tail[pos + 28:pos + 34])
+        names.append(tail[pos + 46:pos + 46 + n].decode("utf-8", errors="replace"))
+        pos += 46 + n + m + k
+    return names
+
+
+def compare_layout(source: Source, *, head: bytes, whole: bytes | None,
+                   members: list[str] | None) -> tuple[str, list[str]]:
+    """(what was checked, drift list) for the bytes that could be read."""
+    wanted = declared_fields(source)
+    member = str(source.reader.get("member") or "")
+    if head[:4] == b"PK\x03\x04" or members is not None:
+        if whole is not None:
+            zf = zipfile.ZipFile(io.BytesIO(whole))
+            members = [n for n in zf.namelist() if not n.endswith("/")]
+        if members is None:
+            return "ZIP (central directory not readable without downloading)", []
+        if source.format == "gtfs":
+            missing = [f for f in ("stops.txt", "stop_times.txt", "trips.txt") if not any(
+                n.rsplit("/", 1)[-1] == f for n in members)]
+            return f"GTFS members ({len(members)})", [f"missing member {m}" for m in missing]
+        exts = {"csv": (".csv", ".txt"), "shapefile": (".shp",), "geojson": (".geojson", ".json"),
+                "vector": (".shp", ".geojson", ".json")}.get(source.format, ())
+        base = member.rsplit("/", 1)[-1]
+        candidates = [n for n in members if (member and (n == member or n.rsplit("/", 1)[-1] == base))
+                      or (not member and n.lower().endswith(exts))]
+        if len(candidates) != 1:
+            return "ZIP", [f"member {member or '/'.join(exts)}: {len(candidates)} found among {sorted(members)[:10]}"]
+        name = candidates[0]
+        if whole is None:
+            return f"ZIP member {name} present (fields not checked without downloading)", []
+        if name.lower().endswith(".shp"):
+            dbf = [n for n in members if n.lower() == name.lower()[:-4] + ".dbf"]
+            if not dbf:
+                return f"ZIP member {name}", ["the .dbf of the shapefile set is missing"]
+            got = _dbf_fields(zf.open(dbf[0]).read(HEAD_BYTES))
+            # dBase truncates names to 10 characters
+            missing = [w for w in wanted if w[:10] not in got]
+            return f"fields of {dbf[0]}", [f"missing {missing}"] if missing else []
+        what, drift = compare_layout(source, head=zf.open(name).read(HEAD_BYTES), whole=None, members=None)
+        return f"{what} in {name}", drift
+    if source.format == "csv":
+        got = _csv_header(head, source)
+        missing = [w for w in wanted if w not in got]
+        return f"CSV header ({len(got)} columns)", [f"missing {missing}"] if missing else []
+    if source.format in ("geojson", "vector"):
+        props = _geojson_properties(head)
+        if props is None:
+            return "GeoJSON (no feature in the first kilobytes)", []
+        missing = [w for w in wanted if w not in props]
+        return f"GeoJSON properties ({len(props)})", [f"missing {missing}"] if missing else []
+    return f"{source.format} (not checked from its first bytes)", []
+
+
+def probe_source(source: Source, *, timeout: float = 20.0, previous: dict | None = None) -> Probe:
+    """Probe one entry's production location; never raises."""
+    from qpvhub.locate import Located, resolve_datagouv
+
+    p = Probe(source.id)
+    try:
+        if source.datagouv:
+            d = source.datagouv
+            located = resolve_datagouv(source.id, d.dataset, d.resource, d.format, timeout=timeout)
+        elif source.url:
+            located = Located(source.url)
+        else:
+            p.status = "no production location; set url in include/sources/" + source.id + ".yml"
+            return p
+        p.location = redact_url(located.url)
+        p.checksum = located.meta.get("checksum")
+        p.last_modified = located.meta.get("last_modified")
+        p.size = located.meta.get("filesize")
+        if located.url.startswith("s3://"):
+            p.status = "s3:// (checked by the ingest DAG with the store's credentials)"
+            p.reachable = True
+            return p
+        headers = {"User-Agent": USER_AGENT}
+        resp = requests.head(located.url, headers=headers, timeout=timeout, allow_redirects=True)
+        if resp.status_code in (403, 405, 501) or resp.status_code >= 500:
+            resp = None  # some servers refuse HEAD: the ranged GET below tells
+        if resp is not None and resp.status_code >= 400:
+            p.status = f"HTTP {resp.status_code} {resp.reason}"
+            return p
+        size = int(resp.headers["Content-Length"]) if resp is not None and resp.headers.get("Content-Length") else None
+        with requests.get(located.url, headers={**headers, "Range": f"bytes=0-{HEAD_BYTES - 1}"}, stream=True,
+                          timeout=timeout) as r:
+            if r.status_code >= 400:
+                p.status = f"HTTP {r.status_code} {r.reason}"
+                return p
+            p.reachable = True
+            p.status = f"HTTP {r.status_code}"
+            meta = resp.headers if resp is not None else r.headers
+            p.last_modified = p.last_modified or meta.get("Last-Modified")
+            p.checksum = p.checksum or (meta.get("ETag") or "").strip('"') or None
+            if size is None and r.headers.get("Content-Range", "").rpartition("/")[2].isdigit():
+                size = int(r.headers["Content-Range"].rpartition("/")[2])
+            if size is None and r.status_code == 200 and r.headers.get("Content-Length"):
+                size = int(r.headers["Content-Length"])
+            p.size = p.size or size
+            ranged = r.status_code == 206
+            small = p.size is not None and p.size <= WHOLE_BELOW
+            body = r.raw.read(WHOLE_BELOW + 1 if (small or not ranged) else HEAD_BYTES, decode_content=True)
+        head = body[:HEAD_BYTES]
+        whole = body if (not ranged and len(body) <= WHOLE_BELOW) or (small and len(body) == p.size) else None
+        members = None
+        if head[:4] == b"PK\x03\x04" and whole is None and ranged and p.size:
+            tail = requests.get(located.url, headers={**headers, "Range": f"bytes=-{HEAD_BYTES}"},
+                                timeout=timeout).content
+            members = _zip_names_from_tail(tail)
+        p.layout, p.drift = compare_layout(source, head=head, whole=whole, members=members)
+        if previous:
+            same = (previous.get("etag") and p.checksum and previous["etag"].strip('"') == p.checksum) or (
+                previous.get("last_modified") and previous["last_modified"] == p.last_modified)
+            p.since_last_load = f"{'unchanged' if same else 'changed'} since run {previous['run_id']}"
+    except QpvhubError as exc:
+        p.status = str(exc)
+    except (requests.RequestException, OSError, zipfile.BadZipFile, ValueError) as exc:
+        text = redact_text(str(exc), source.url or "")
+        dns = re.search(r"Failed to resolve '([^']+)'", text)
+        p.status = (f"{type(exc).__name__}: cannot resolve {dns.group(1)} (offline, or a DNS problem)" if dns
+                    else f"{type(exc).__name__}: {text[:200]}")
+    return p
+
+
+def check_sources(sources: dict[str, Source], *, timeout: float = 20.0, previous: dict[str, dict] | None = None
+                  ) -> list[Probe]:
+    """Probe every entry (sorted by id)."""
+    previous = previous or {}
+    out = []
+    for sid, s in sorted(sources.items()):
+        p = probe_source(s, timeout=timeout, previous=previous.get(sid))
+        p.source_id = sid
+        out.append(p)
+    return out

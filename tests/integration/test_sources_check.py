@@ -1,0 +1,82 @@
+"""`qpvhub sources check` against loopback servers: reachable, unchanged, changed, drift, unreachable."""
+
+from __future__ import annotations
+
+import io
+import socket
+import subprocess
+import sys
+import zipfile
+
+import pytest
+from qpvhub.probe import check_sources, probe_source
+
+from tests.conftest import COG_SAMPLE, SAMPLES
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_reachable_unchanged_changed_and_drift(catalog, http_source) -> None:
+    cog = catalog["cog_communes"].model_copy(update={"url": http_source.put("v_commune.csv", COG_SAMPLE.read_bytes())})
+    first = probe_source(cog)
+    assert first.reachable and first.ok and first.size == COG_SAMPLE.stat().st_size
+    assert first.layout.startswith("CSV header (12 columns)") and first.checksum
+    assert "reachable" in first.line() and "layout CSV header" in first.line()
+    previous = {"run_id": "R1", "etag": first.checksum, "last_modified": None}
+    assert probe_source(cog, previous=previous).since_last_load == "unchanged since run R1"
+    http_source.put("v_commune.csv", COG_SAMPLE.read_bytes().replace(b"Allineuc", b"Allineuc-sur-Lie"))
+    assert probe_source(cog, previous=previous).since_last_load == "changed since run R1"
+    # the publisher renamed a column: drift, naming it
+    http_source.put("v_commune.csv", COG_SAMPLE.read_bytes().replace(b'"LIBELLE"', b'"NOM"', 1))
+    drift = probe_source(cog)
+    assert drift.reachable and not drift.ok and drift.drift == ["missing ['LIBELLE']"]
+    assert "layout DRIFT (missing ['LIBELLE'])" in drift.line()
+
+
+def test_zip_members_and_shapefile_fields(catalog, http_source, tmp_path) -> None:
+    """ANCT's 2024 archive: the GeoJSON member's properties; a ZIP without it is a drift."""
+    qpv = catalog["qpv_2024"].model_copy(update={"url": http_source.put(
+        "qpv2024.zip", (SAMPLES / "qpv2024_paca_anct_layout.zip").read_bytes())})
+    p = probe_source(qpv)
+    assert p.ok and p.layout.startswith("GeoJSON properties (10) in GEOJSON/QP2024_France_Hexagonale")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("GEOJSON/QP2024_autre_nom.geojson", '{"type": "FeatureCollection", "features": []}')
+    http_source.put("qpv2024.zip", buf.getvalue())
+    p = probe_source(qpv)
+    assert not p.ok and "member GEOJSON/QP2024_France_Hexagonale_Outre_Mer_WGS84.geojson: 0 found" in p.drift[0]
+    # a zipped shapefile: the .dbf's fields (dBase cuts names at 10 characters)
+    flood = catalog["flood_zones"].model_copy(update={"url": http_source.put(
+        "tri.zip", (SAMPLES / "tri_rennes_inondable_fixture.zip").read_bytes())})
+    p = probe_source(flood)
+    assert p.ok and p.layout.startswith("fields of n_tri_renn_inondable_s_035.dbf"), p.line()
+
+
+def test_unreachable_is_a_line_never_a_traceback(catalog) -> None:
+    port = _closed_port()
+    down = catalog["cog_communes"].model_copy(update={"url": f"http://127.0.0.1:{port}/v_commune.csv"})
+    dns = catalog["cog_communes"].model_copy(update={"url": "http://qpvhub-no-such-host.invalid/x.csv"})
+    probes = check_sources({"down": down, "dns": dns, "bpe": catalog["bpe"]}, timeout=3)
+    by_id = {p.source_id: p for p in probes}
+    assert [p.source_id for p in probes] == ["bpe", "dns", "down"]
+    assert not any(p.reachable for p in probes)
+    assert "ConnectionError" in by_id["down"].status
+    assert "cannot resolve qpvhub-no-such-host.invalid" in by_id["dns"].status
+    assert by_id["bpe"].status.startswith("no production location")
+
+
+@pytest.mark.postgis
+def test_cli_exits_1_with_one_line_per_source(env) -> None:
+    """The shipped entries without a reachable location here (no network in the tests): one line each."""
+    res = subprocess.run([sys.executable, "-m", "qpvhub.cli", "sources", "check", "--source", "bpe",
+                          "--source", "sigville_demo", "--timeout", "3"], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "Traceback" not in res.stdout + res.stderr
+    lines = [line for line in res.stdout.splitlines() if line.startswith(("bpe", "sigville_demo"))]
+    assert len(lines) == 2 and all("UNREACHABLE" in line for line in lines), res.stdout
+    assert "0/2 sources reachable" in res.stdout
