@@ -10,12 +10,13 @@ TEST_APT := $(DEMO_APT) docker-compose chromium
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: help setup setup-demo system-deps demo-deps demo test test-fast lint bench constraints clean airflow airflow-stop
+.PHONY: help setup setup-demo system-deps demo-deps demo test test-fast lint bench mutation constraints clean airflow airflow-stop
 
 help:
 	@echo "make demo   - install what is needed, run the whole chain on the bundled real data"
 	@echo "make test   - install what is needed, run every test (unit, PostGIS, S3, Airflow)"
 	@echo "make bench  - ingestion benchmark vs ogr2ogr, indicator refresh at national size (bench/results.json)"
+	@echo "make mutation - mutation testing of secrecy, promote, quality, registry (bench/mutation.json)"
 	@echo "make lint   - ruff"
 	@echo "make airflow / airflow-stop - Airflow 3 on this machine (api-server, scheduler, dag-processor)"
 
@@ -71,6 +72,11 @@ airflow-stop:
 bench: setup
 	$(PY) bench/bench_ingest.py
 	$(PY) bench/bench_indicators.py
+
+# Not part of `make test` (it takes minutes): mutmut on the core, bench/mutation.json with the survivors.
+mutation: setup
+	$(PY) -m pip install -q -c constraints.txt -e '.[mutation]'
+	$(PY) bench/mutation.py
 
 constraints:
 	$(PY) -m pip freeze --exclude-editable | grep -v '^qpvhub' > constraints.txt.new
