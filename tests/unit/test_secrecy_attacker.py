@@ -151,3 +151,64 @@ def test_an_unprotectable_cell_is_an_error_not_a_leak() -> None:
     with pytest.raises(SecrecyError, match=r"population of A \(2015\) bounded within \[5, 5\] and no cell"):
         suppress(Table(vals, {}, {}), {**PER, "eq_1000": Rule("none", None, "equipements", "population", 1000)},
                  11)
+
+
+# ------------------------------------------------------------------ propagation details (mutation testing)
+
+def _per_capita_a(total: float, hors: float | None) -> dict:
+    """A hidden but bounded to [4994, 5006] by its published per-capita value; B hidden; C and hors given."""
+    vals = {_k("A"): None, _k("A", ind="equipements"): 20.0, _k("A", ind="eq_1000"): 4.0, _k("B"): None,
+            _k("C", "commune"): total}
+    if hors is not None:
+        vals[_k("C", "commune_hors_qpv")] = hors
+    return vals
+
+
+def test_bounds_need_several_rounds_and_stay_exact() -> None:
+    """The formula bounds A; only then does the identity bound B (a second round)."""
+    t = _table(_per_capita_a(10_000, 3000), {_k("A"), _k("B")})
+    b = bounds(t, PER)
+    assert b[_k("A")] == (4994, 5006)
+    assert b[_k("B")] == (10_000 - 3000 - 5006, 10_000 - 3000 - 4994)
+
+
+def test_a_term_with_a_lower_bound_is_not_over_tightened() -> None:
+    """C = 14,990 with A in [4994, 5006]: the identity says A ≤ 14,990, nothing tighter."""
+    b = bounds(_table(_per_capita_a(14_990, None), {_k("A"), _k("B")}), PER)
+    assert b[_k("A")] == (4994, 5006) and b[_k("B")] == (0, 14_990 - 4994)
+    assert b[_k("C", "commune_hors_qpv")] == (0, 14_990 - 4994)  # a missing term is at least 0, not more
+
+
+def test_finite_terms_bound_each_other_from_below() -> None:
+    vals = _per_capita_a(5100, 0)
+    vals[_k("B")] = 100.0
+    b = bounds(_table(vals, {_k("A")}), PER)
+    assert b[_k("A")] == (5000, 5000)
+
+
+def test_formulas_without_their_other_term_are_skipped_not_fatal() -> None:
+    """The first QPV publishes a rate without its numerator (nothing to invert); the next one has both."""
+    vals = {_k("A"): None, _k("A", ind="eq_1000"): 4.0,
+            _k("B"): None, _k("B", ind="equipements"): 10.0, _k("B", ind="eq_1000"): 0.5}
+    t = Table(vals, {_k("A"): PUBLIC_FLAG, _k("B"): PUBLIC_FLAG}, {})
+    b = bounds(t, PER)
+    assert b[_k("A")] == (0.0, INF)
+    lo, hi = b[_k("B")]  # 1000 × 10 / [0.505, 0.495]: a rate below 1 still bounds the population
+    assert (lo, hi) == (19_802, 20_202)
+
+
+def test_an_absent_value_is_unknown_not_published() -> None:
+    rows = pd.DataFrame({"code_qp": ["A", "B", "A", "A"], "generation": [2015] * 4,
+                         "indicator_id": ["population"] * 4, "scope": ["qpv", "qpv", "commune", "commune_hors_qpv"],
+                         "value": [float("nan"), 5.0, 100.0, 60.0], "insee_com": ["C"] * 4})
+    out = apply_secrecy(rows, POP, 11)
+    assert pd.isna(out["secret"].iloc[0]) and out["secret"].iloc[1] == "effectif inférieur au seuil"
+    assert out["value"].iloc[2:].tolist() == [100.0, 60.0]  # A + B = 40 unknown: nothing more to hide
+
+
+def test_published_values_first_non_empty_wins_and_empty_strings_are_empty() -> None:
+    df = pd.DataFrame({"code_qp": ["A", "B"], "generation": [2015, 2015], "insee_com": ["C", "C"],
+                       "population": ["", "400"], "population__commune": [None, 5000.0]})
+    t = table_from_published(df, POP)
+    assert t.values[_k("A")] is None and t.values[_k("B")] == 400.0
+    assert t.values[_k("C", "commune")] == 5000.0

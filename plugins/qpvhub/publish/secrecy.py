@@ -41,6 +41,7 @@ METHOD = "qpvhub-secrecy-2"  # recorded in each datapackage; versions published 
 
 SCOPES = {"qpv": "", "commune": "__commune", "commune_hors_qpv": "__hors_qpv"}
 INF = math.inf
+MAX_ROUNDS = 200  # propagation rounds at most (it converges in a handful on real tables)
 
 Key = tuple[str, str, int, str]  # indicator, scope, generation, unit (QPV code or commune code)
 
@@ -142,7 +143,12 @@ def _decimals_eps(v: float) -> float:
     return 5e-7
 
 
-def bounds(table: Table, rules: dict[str, Rule], *, rounds: int = 200) -> dict[Key, tuple[float, float]]:
+def _is_count(rules: dict[str, Rule], indicator: str) -> bool:
+    rule = rules.get(indicator)
+    return rule is not None and rule.kind == "count"
+
+
+def bounds(table: Table, rules: dict[str, Rule]) -> dict[Key, tuple[float, float]]:
     """What an attacker knows of every cell, as an interval, from the published cells alone."""
     b: dict[Key, tuple[float, float]] = {}
     count_ids = {i for i, r in rules.items() if r.kind == "count"}
@@ -163,23 +169,20 @@ def bounds(table: Table, rules: dict[str, Rule], *, rounds: int = 200) -> dict[K
                 and rules[key[0]].denominator and table.values.get(key) is not None and key not in table.flags]
 
     def tighten(key: Key, lo: float, hi: float) -> bool:
-        old_lo, old_hi = b.get(key, (0.0, INF))
-        if math.isnan(lo) or lo == -INF:
-            lo = old_lo
-        if math.isnan(hi):
-            hi = old_hi
-        if key[0] in count_ids:
-            lo = math.ceil(lo - 1e-6)
-            hi = math.floor(hi + 1e-6) if hi != INF else INF
+        """Narrow the key's interval; False when nothing changes (or the figures contradict each other)."""
+        old_lo, old_hi = b[key]
+        if key[0] in count_ids:  # whole numbers; an unknown side (±inf, nan) keeps what was known
+            lo = math.ceil(lo - 1e-6) if lo > -INF else old_lo
+            hi = math.floor(hi + 1e-6) if hi < INF else old_hi
         new = (max(old_lo, lo), min(old_hi, hi))
         if new[0] > new[1]:  # inconsistent figures (an identity that does not hold exactly): keep what we had
             return False
-        if new != (old_lo, old_hi) and (new[0] - old_lo > 1e-9 or old_hi - new[1] > 1e-9):
+        if new[0] > old_lo + 1e-9 or new[1] < old_hi - 1e-9:
             b[key] = new
             return True
         return False
 
-    for _ in range(rounds):
+    for _ in range(MAX_ROUNDS):
         changed = False
         for total, terms in identities:
             los = [b[t][0] for t in terms]
@@ -214,7 +217,7 @@ def disclosures(table: Table, rules: dict[str, Rule], threshold: int) -> list[tu
     b = bounds(table, rules)
     out = []
     for key in sorted(table.flags):
-        if rules.get(key[0], Rule("none")).kind != "count":
+        if not _is_count(rules, key[0]):
             continue
         lo, hi = b.get(key, (0.0, INF))
         if hi - lo < threshold - 1 - 1e-9:
@@ -226,7 +229,7 @@ def suppress(table: Table, rules: dict[str, Rule], threshold: int) -> dict[Key, 
     """Decide every hidden cell and why, iterating primary, rates, secondary and the attacker until stable."""
     flags: dict[Key, str] = {}
     for key, v in table.values.items():
-        if rules.get(key[0], Rule("none")).kind == "count" and v is not None and v < threshold:
+        if _is_count(rules, key[0]) and v is not None and v < threshold:
             flags[key] = PRIMARY
     identities = table.identities(rules)
     member_of: dict[Key, list[int]] = defaultdict(list)
@@ -247,7 +250,7 @@ def suppress(table: Table, rules: dict[str, Rule], threshold: int) -> dict[Key, 
         flags[pick] = SECONDARY
         return True
 
-    for _ in range(len(table.values) + 1):
+    while True:  # ends: each round hides at least one more cell, or returns, or raises
         changed = False
         for key in table.values:
             rule = rules.get(key[0])
@@ -270,7 +273,6 @@ def suppress(table: Table, rules: dict[str, Rule], threshold: int) -> dict[Key, 
             if not any(hide_one(n) for n in mine):
                 raise SecrecyError(f"{describe([(key, lo, hi)])} and no cell is left to hide")
             done.update(mine)
-    raise SecrecyError("secondary suppression did not converge")
 
 
 def apply_secrecy(rows: pd.DataFrame, rules: dict[str, Rule], threshold: int) -> pd.DataFrame:
@@ -281,7 +283,7 @@ def apply_secrecy(rows: pd.DataFrame, rules: dict[str, Rule], threshold: int) ->
     out = rows.copy()
     table, keys = table_from_long(out)
     flags = suppress(table, rules, threshold)
-    out["secret"] = pd.Series([flags.get(k, pd.NA) for k in keys], index=out.index, dtype="object")
+    out["secret"] = [flags.get(k) for k in keys]
     out.loc[out["secret"].notna(), "value"] = None
     return out
 
