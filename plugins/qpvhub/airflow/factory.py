@@ -212,20 +212,21 @@ def build_publish_dag(region: Region) -> DAG:
     return dag
 
 
+def _monitoring_dag(dag_id: str, schedule: str, what: str, doc_md: str) -> DAG:
+    """A monitoring DAG: no retry (a check that fails should say so now), failures notified as `what`."""
+    return DAG(dag_id=dag_id, schedule=schedule, start_date=START, catchup=False, max_active_runs=1,
+               tags=["qpvhub", "monitoring"], doc_md=doc_md,
+               default_args=default_args(retries=0, on_failure_callback=functools.partial(_notify_task_failure,
+                                                                                          what)))
+
+
 def build_health_dag(sources: dict[str, Source]) -> DAG:
     """Daily: fail (and notify) when a source has not been confirmed within its schedule's tolerance."""
-    with DAG(
-        dag_id="qpvhub_health",
-        schedule="@daily",
-        start_date=START,
-        catchup=False,
-        max_active_runs=1,
-        tags=["qpvhub", "monitoring"],
-        default_args=default_args(retries=0, on_failure_callback=functools.partial(_notify_task_failure,
-                                                                                   "health check")),
-        doc_md="### Health\nFails when a source's last confirmed load (success, or unchanged check) is older "
-               "than its tolerance (QPVHUB_STALE_FACTOR × its schedule's interval + 1 day) or it never "
-               "loaded; the table is in the task log and `qpvhub status`.",
+    with _monitoring_dag(
+        "qpvhub_health", "@daily", "health check",
+        "### Health\nFails when a source's last confirmed load (success, or unchanged check) is older "
+        "than its tolerance (QPVHUB_STALE_FACTOR × its schedule's interval + 1 day), it never loaded, or its "
+        "data expired or is outdated; the table is in the task log and `qpvhub status`.",
     ) as dag:
 
         @task
@@ -287,19 +288,12 @@ def reload_all_dags() -> dict[str, DAG]:
 
 def build_sources_check_dag(sources: dict[str, Source]) -> DAG:
     """Weekly: probe every production location and compare its layout; fail (and notify) on any problem."""
-    with DAG(
-        dag_id="qpvhub_sources_check",
-        schedule="@weekly",
-        start_date=START,
-        catchup=False,
-        max_active_runs=1,
-        tags=["qpvhub", "monitoring"],
-        default_args=default_args(retries=0, on_failure_callback=functools.partial(_notify_task_failure,
-                                                                                   "sources check")),
-        doc_md="### Sources check\nFor every catalogue entry: resolves its locator, probes the production "
-               "location (HEAD or ranged GET), reads its first kilobytes (a ZIP's central directory) and compares "
-               "the header or fields with the declared columns. Fails when a location is unreachable or its "
-               "layout drifted; the table is in the task log and `qpvhub sources check`.",
+    with _monitoring_dag(
+        "qpvhub_sources_check", "@weekly", "sources check",
+        "### Sources check\nFor every catalogue entry: resolves its locator, probes the production "
+        "location (HEAD or ranged GET), reads its first kilobytes (a ZIP's central directory) and compares "
+        "the header or fields with the declared columns. Fails when a location is unreachable or its "
+        "layout drifted; the table is in the task log and `qpvhub sources check`.",
     ) as dag:
 
         @task
