@@ -111,7 +111,8 @@ def freshness(uri: str, sources: dict[str, Source], now: dt.datetime | None = No
         # an entry without a production location is not scheduled: no tolerance, and the table says why
         f = Freshness(sid, src.schedule if src.production else None, status, when, now - when if when else None,
                       tolerance(src) if src.production else None, loaded.get(sid),
-                      (error or "").splitlines()[0][:200] if status == "failed" else None)
+                      # a failure's error, or why a run had nothing to load (no row in the regions…)
+                      (error or "").splitlines()[0][:200] if status in ("failed", "skipped") and error else None)
         if sid in success:
             f.data_state, f.data_note = data_age(src, *success[sid], now)
         if not src.production:
