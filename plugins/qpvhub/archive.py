@@ -83,3 +83,17 @@ def zlib_error() -> type[Exception]:
     import zlib
 
     return zlib.error
+
+
+def extract_members(path: Path, *, source: str, suffixes: tuple[str, ...], member: str | None = None
+                    ) -> tuple[list[Path], list[Path], Path]:
+    """Extract `path` safely next to it; return (the members with one of `suffixes` — only `member`, matched
+    by relative path, file name or stem, when given —, every extracted file, the extraction folder).
+    The readers of zipped CSV, GeoJSON and Shapefiles share it and phrase their own errors."""
+    dest = path.parent / (path.stem + "__unzipped")
+    files = safe_extract(path, dest, source=source)
+    found = [p for p in sorted(files) if p.suffix.lower() in suffixes]
+    if member:
+        base = member.rsplit("/", 1)[-1]
+        found = [p for p in found if p.relative_to(dest).as_posix() == member or p.name == base or p.stem == base]
+    return found, files, dest

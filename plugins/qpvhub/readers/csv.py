@@ -13,7 +13,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from qpvhub.archive import safe_extract
+from qpvhub.archive import extract_members
 from qpvhub.readers.base import Reader, ReaderOutput, sniff_not_data
 
 
@@ -43,9 +43,8 @@ class CsvReader(Reader):
         with self.path.open("rb") as f:
             if f.read(4) != b"PK\x03\x04":
                 return
-        files = safe_extract(self.path, self.path.parent / (self.path.stem + "__unzipped"), source=self.source)
         member = self.options.get("member")
-        csvs = [p for p in files if p.suffix.lower() in (".csv", ".txt") and (not member or p.name == member)]
+        csvs, files, _ = extract_members(self.path, source=self.source, suffixes=(".csv", ".txt"), member=member)
         if len(csvs) != 1:
             raise self.error(f"expected one CSV in the archive{' named ' + member if member else ''}, "
                              f"found {sorted(p.name for p in files)}")

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyogrio
 from pyogrio.errors import DataLayerError, DataSourceError, FieldError, GeometryError
 
-from qpvhub.archive import safe_extract
+from qpvhub.archive import extract_members
 from qpvhub.readers.base import Reader, ReaderOutput, sniff_not_data
 
 OGR_ERRORS = (DataSourceError, DataLayerError, FieldError, GeometryError)
@@ -100,16 +100,11 @@ class GeoJsonReader(OgrReader):
 
     def _member(self) -> Path:
         """Extract the archive safely and return its GeoJSON member (`reader.member`, else the only one)."""
-        dest = self.path.parent / (self.path.stem + "__unzipped")
-        files = safe_extract(self.path, dest, source=self.source)
-        rel = {p.relative_to(dest).as_posix(): p for p in files}
         member = self.options.get("member")
-        if member:
-            found = [p for name, p in rel.items() if name == member or p.name == member.rsplit("/", 1)[-1]]
-        else:
-            found = [p for p in rel.values() if p.suffix.lower() in (".geojson", ".json")]
+        found, files, dest = extract_members(self.path, source=self.source, suffixes=(".geojson", ".json"),
+                                             member=member)
         if len(found) != 1:
-            listed = sorted(rel)
+            listed = sorted(p.relative_to(dest).as_posix() for p in files)
             what = f"member {member!r}" if member else "one .geojson member"
             raise self.error(f"archive: expected {what}, found {len(found)} among {listed[:20]}"
                              + (" …" if len(listed) > 20 else ""))
@@ -131,12 +126,8 @@ class ShapefileReader(OgrReader):
         if self.path.suffix.lower() != ".zip":
             self._dataset = self.path
             return
-        dest = self.path.parent / (self.path.stem + "__unzipped")
-        files = safe_extract(self.path, dest, source=self.source)
-        shps = sorted(p for p in files if p.suffix.lower() == ".shp")
         member = self.options.get("member")
-        if member:
-            shps = [p for p in shps if p.name == member or p.stem == member]
+        shps, files, _ = extract_members(self.path, source=self.source, suffixes=(".shp",), member=member)
         if len(shps) != 1:
             names = [p.name for p in sorted(files) if p.suffix.lower() == ".shp"]
             raise self.error(f"expected one .shp in the archive{' named ' + member if member else ''}, found {names}")
