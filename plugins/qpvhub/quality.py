@@ -246,8 +246,10 @@ def _run_suite(gx, ctx, batch_def, suite_name: str, expectations: list[tuple[str
             suite.add_expectation(cls(**kwargs))
         suite = ctx.suites.add(suite)
         vd = ctx.validation_definitions.add(gx.ValidationDefinition(name=name, data=batch_def, suite=suite))
-        # results stay in the context's store, for Data Docs
-        return vd.run(result_format=fmt, batch_parameters=batch_parameters).results
+        # results stay in the context's store, for Data Docs; GX returns them in its own order: the suite's
+        order = {e.id: n for n, e in enumerate(suite.expectations)}
+        results = vd.run(result_format=fmt, batch_parameters=batch_parameters).results
+        return sorted(results, key=lambda r: order[r.expectation_config.id])
 
     def key(cfg) -> str:  # GX does not keep the suite's order in its results: match on the config
         return cfg.type + json.dumps({k: v for k, v in cfg.kwargs.items() if k != "batch_id"}, sort_keys=True,
