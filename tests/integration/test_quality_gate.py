@@ -97,8 +97,9 @@ def test_file_geometries_are_checked_points_from_columns_only_for_the_region() -
     assert not [k for _, k in exps if k.get("column") == "_geom_in_region"]  # in_region not asked
     points = {"type": "Point", "srid": 2154, "x": "lon", "y": "lat", "source_crs": "EPSG:4326"}
     exps = build_expectations(_source(geometry=points, keys=[]), None, in_region=True)
-    geo = [k for _, k in exps if str(k.get("column", "")).startswith("_geom")]
+    geo = [k for n, k in exps if str(k.get("column", "")).startswith("_geom")]
     assert [k["column"] for k in geo] == ["_geom_in_region"]
+    assert [n for n, k in exps if k.get("column") == "_geom_in_region"] == ["expect_column_values_to_be_in_set"]
     # without keys, the report names the rows by their first column
     assert geo[0]["meta"] == {"sample_query": 'SELECT "code", _geom_where FROM {batch} WHERE NOT _geom_in_region'}
     exps = build_expectations(_source(geometry=points, keys=["code", "dep"]), None, in_region=True)
@@ -120,6 +121,7 @@ def test_references_with_a_key_and_with_a_share() -> None:
                                            '(SELECT "insee_com" FROM "ref"."commune" WHERE "insee_com" IS NOT NULL)',
                   "description": "every com exists in ref.commune.insee_com"}
     name, kw = expand_check(Check(check="references", column="com", table="ref.commune", mostly=0.95))
+    assert name == "unexpected_rows_expectation"
     assert kw["description"] == "at least 95% of com exist in ref.commune.com"
     assert "(SELECT count(*) FROM {batch}) * 0.050000 < (SELECT count(*) FROM {batch} WHERE" in \
         kw["unexpected_rows_query"]
