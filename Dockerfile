@@ -4,9 +4,10 @@ ARG PYTHON_VERSION=3.11
 FROM apache/airflow:${AIRFLOW_VERSION}-python${PYTHON_VERSION}
 
 USER root
-# GDAL command-line tools to inspect extracts (ogrinfo); psql for analysts' checks.
+# GDAL command-line tools to inspect extracts (ogrinfo); psql for analysts' checks; Chromium prints the fiches
+# quartier to PDF (publish).
 RUN apt-get update \
- && apt-get install -y --no-install-recommends gdal-bin postgresql-client \
+ && apt-get install -y --no-install-recommends gdal-bin postgresql-client chromium \
  && rm -rf /var/lib/apt/lists/*
 
 USER airflow

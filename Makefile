@@ -3,14 +3,15 @@ SHELL := /bin/bash
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
-# The demo needs PostgreSQL + PostGIS and GDAL's tools; the tests also Chromium (Data Docs, portal) and
-# docker-compose (static check of docker-compose.yml).
-DEMO_APT := postgresql-15-postgis-3 gdal-bin
-TEST_APT := $(DEMO_APT) docker-compose chromium
+# The demo needs PostgreSQL + PostGIS, GDAL's tools and Chromium (it prints each fiche quartier to PDF); the
+# tests also docker-compose (static check of docker-compose.yml), poppler-utils (pdfinfo, pdftotext) and npm
+# (axe-core, the accessibility checker).
+DEMO_APT := postgresql-15-postgis-3 gdal-bin chromium
+TEST_APT := $(DEMO_APT) docker-compose poppler-utils
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: help setup setup-demo system-deps demo-deps demo test test-fast lint bench mutation constraints clean airflow airflow-stop
+.PHONY: help setup setup-demo system-deps demo-deps npm-deps demo test test-fast lint bench mutation constraints clean airflow airflow-stop
 
 help:
 	@echo "make demo   - install what is needed, run the whole chain on the bundled real data"
@@ -40,14 +41,21 @@ system-deps:
 demo-deps:
 	$(call apt_install,$(DEMO_APT))
 
+npm-deps:  # only where the machine has no Node.js of its own
+	$(call apt_install,npm)
+
 $(STAMP): pyproject.toml constraints.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt -e .
 	touch $(STAMP)
 
+# axe-core (npm registry) checks the portal and the fiches for accessibility in a real browser
+AXE_VERSION := 4.14.1
 $(TEST_STAMP): $(STAMP)
 	$(PY) -m pip install -q -c constraints.txt -e '.[test,bench]'
+	@command -v npm >/dev/null || $(MAKE) --no-print-directory npm-deps
+	npm install --no-save --no-audit --no-fund --prefix $(VENV)/node axe-core@$(AXE_VERSION) >/dev/null
 	touch $(TEST_STAMP)
 
 demo: setup-demo

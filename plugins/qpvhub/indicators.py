@@ -66,6 +66,8 @@ class FamilyHeader(BaseModel):
     family: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     sources: list[str]
     requires: list[str] = Field(default_factory=list)
+    absent_fr: str = Field(default="", description="why a QPV may have no value though the sources are loaded "
+                                                  "(shown as « non disponible » on the fiche quartier)")
     indicators: list[IndicatorDef]
 
 

@@ -2,6 +2,7 @@
 -- family: climat
 -- sources: [flood_zones]
 -- requires: [src.flood_zones]
+-- absent_fr: "la commune de ce quartier n'est pas couverte par la cartographie des surfaces inondables chargée"
 -- indicators:
 --   - id: part_surface_inondable
 --     label_fr: Part de la surface en zone inondable (tous scénarios)

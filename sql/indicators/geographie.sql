@@ -2,6 +2,7 @@
 -- family: geographie
 -- sources: [qpv_2015, commune_contours]
 -- requires: [ref.qpv]
+-- absent_fr: "les contours communaux ne sont pas chargés"
 -- indicators:
 --   - id: superficie_ha
 --     label_fr: Superficie du quartier

@@ -2,6 +2,7 @@
 -- family: isochrones
 -- sources: [isochrones, rennes_job_offers]
 -- requires: [src.isochrones, src.rennes_job_offers]
+-- absent_fr: "aucune isochrone de transport chargée ne part de ce quartier"
 -- indicators:
 --   - id: offres_emploi_tc_30min
 --     label_fr: Offres d'emploi accessibles en 30 minutes en transports en commun

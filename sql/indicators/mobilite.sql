@@ -2,6 +2,7 @@
 -- family: mobilite
 -- sources: [gtfs_star]
 -- requires: [src.gtfs_stops]
+-- absent_fr: "aucun réseau de transport chargé ne dessert ce quartier"
 -- indicators:
 --   - id: arrets_dans_qpv
 --     label_fr: Arrêts de transport en commun dans le quartier

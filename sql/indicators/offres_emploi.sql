@@ -2,6 +2,7 @@
 -- family: offres_emploi
 -- sources: [rennes_job_offers]
 -- requires: [src.rennes_job_offers]
+-- absent_fr: "ce quartier est hors de la zone couverte par les offres d'emploi chargées"
 -- indicators:
 --   - id: offres_emploi_5km
 --     label_fr: Offres d'emploi à moins de 5 km

@@ -2,6 +2,7 @@
 -- family: revenus_iris
 -- sources: [filosofi_iris]
 -- requires: [src.filosofi_iris]
+-- absent_fr: "aucun IRIS de la commune n'a de valeur Filosofi chargée"
 -- indicators:
 --   - id: taux_pauvrete_iris_median
 --     label_fr: Taux de pauvreté médian des IRIS de la commune

@@ -2,6 +2,7 @@
 -- family: services
 -- sources: [bpe]
 -- requires: [src.bpe]
+-- absent_fr: "la base des équipements chargée ne couvre pas le département de ce quartier"
 -- indicators:
 --   - id: equipements_500m
 --     label_fr: Équipements dans le quartier ou à moins de 500 m

@@ -32,7 +32,7 @@ def test_portal_lists_products_with_working_links_and_maps(env, catalog, regions
     paths = svg.findall("{http://www.w3.org/2000/svg}path")
     assert sorted(p.get("data-code") for p in paths) == [f"QP03500{i}" for i in range(1, 7)]
     fills = {p.get("data-code"): p.get("fill") for p in paths}
-    assert fills["QP035006"] == "#d9d9d9"  # poverty rate hidden: population under the 1,500 threshold
+    assert fills["QP035006"] == "#8073ac"  # poverty rate hidden (secret colour): population under the 1,500 threshold
     assert len({f for c, f in fills.items() if c != "QP035006"}) >= 3  # quantile classes
     shot = tmp_path / "portal.png"
     dom = _render((root / "index.html").as_uri(), tmp_path, screenshot=shot)

@@ -75,12 +75,13 @@ def test_publish_region_53_to_local_store(env, catalog, regions) -> None:
     assert res.status == "published"
     root = env.settings.store.path / "published" / "53" / "qpv_profil"
     for d in (root / res.version, root / "latest"):
-        names = sorted(p.name for p in d.iterdir())
+        names = sorted(p.relative_to(d).as_posix() for p in d.rglob("*") if p.is_file())
         assert names == sorted(["SHA256SUMS", "datapackage.json", "qpv_profil_53.csv", "qpv_profil_53.fr.csv",
                                 "qpv_profil_53.geojson", "qpv_profil_53.gpkg", "qpv_profil_53.parquet",
                                 "qpv_profil_53_carte.svg", "qpv_profil_53_theme_geographie.csv",
                                 "qpv_profil_53_theme_geographie.fr.csv",
-                                *[f"qpv_profil_53_carte_QP03500{i}.svg" for i in range(1, 7)]])
+                                *[f"qpv_profil_53_carte_QP03500{i}.svg" for i in range(1, 7)],
+                                *[f"qpv/QP03500{i}.{ext}" for i in range(1, 7) for ext in ("html", "pdf")]])
         subprocess.run(["sha256sum", "--quiet", "-c", "SHA256SUMS"], cwd=d, check=True)
     latest = root / "latest"
     gj = gpd.read_file(latest / "qpv_profil_53.geojson")
@@ -99,7 +100,7 @@ def test_publish_region_53_to_local_store(env, catalog, regions) -> None:
     assert [f["name"] for f in theme["schema"]["fields"]][6:] == ["superficie_ha", "lon", "lat"]
     for r in pkg["resources"]:
         assert r["hash"] == "sha256:" + hashlib.sha256((latest / r["path"]).read_bytes()).hexdigest()
-        if r["format"] != "svg":
+        if r["format"] not in ("svg", "html", "pdf"):  # the tables and layers have a Table Schema
             assert any(f["name"] == "superficie_ha" and f["unit"] == "ha" for f in r["schema"]["fields"])
     assert {x["source_id"] for x in pkg["qpvhub"]["lineage"]} == {"qpv_2015"}
     assert pkg["qpvhub"]["quality"][0]["success"] is True
@@ -180,7 +181,7 @@ def test_products_per_departement_french_csv_and_catalog(env, catalog, regions) 
     assert [p["product"] for p in cat["products"]] == ["qpv_profil", "qpv_profil_dep35"]
     assert all(p["latest"] == p["versions"][-1]["version"] for p in cat["products"])
     assert {f["format"] for f in cat["products"][0]["versions"][0]["files"]} == {
-        "csv", "csv_fr", "geojson", "gpkg", "parquet", "svg"}
+        "csv", "csv_fr", "geojson", "gpkg", "parquet", "svg", "html", "pdf"}
 
 
 def test_same_inputs_give_byte_identical_files(env, catalog, regions, tmp_path: Path) -> None:
@@ -193,10 +194,12 @@ def test_same_inputs_give_byte_identical_files(env, catalog, regions, tmp_path: 
     shutil.rmtree(env.settings.store.path / "published")
     second = publish_region(env, regions["53"])
     b = env.settings.store.path / "published" / "53" / "qpv_profil" / second.version
-    for f in sorted(copy.iterdir()):
+    files = sorted(f.relative_to(copy) for f in copy.rglob("*") if f.is_file())
+    assert any(f.parts[0] == "qpv" for f in files)  # the fiches (HTML and PDF) too
+    for f in files:
         if f.name in ("datapackage.json", "SHA256SUMS"):  # carry the version name and creation time
             continue
-        assert f.read_bytes() == (b / f.name).read_bytes(), f.name
+        assert (copy / f).read_bytes() == (b / f).read_bytes(), f
     assert first.version.split("-")[-1] == second.version.split("-")[-1]  # same content hash
 
 

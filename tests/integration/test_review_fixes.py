@@ -100,10 +100,11 @@ def test_withdrawing_a_theme_removes_its_files_from_latest(env, catalog, regions
     run_indicators(env.uri, env.settings.sql_dir)
     second = publish_region(env, regions["53"])
     assert second.version != first.version
-    names = sorted(p.name for p in latest.iterdir())
+    names = sorted(p.relative_to(latest).as_posix() for p in latest.rglob("*") if p.is_file())
     version_dir = env.settings.store.path / "published" / "53" / "qpv_profil" / second.version
-    assert names == sorted(p.name for p in version_dir.iterdir())  # latest/ equals the version
-    assert not any("climat" in n for n in names)
+    assert names == sorted(p.relative_to(version_dir).as_posix() for p in version_dir.rglob("*")
+                           if p.is_file())  # latest/ equals the version
+    assert not any("climat" in n or "inondable" in n for n in names)  # its tables and its map
     listed = {line.split("  ", 1)[1] for line in (latest / "SHA256SUMS").read_text().splitlines()}
     assert listed == set(names) - {"SHA256SUMS"}
     subprocess.run(["sha256sum", "--quiet", "-c", "SHA256SUMS"], cwd=latest, check=True)

@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -27,7 +28,8 @@ from qpvhub.catalog import Region, load_catalog
 from qpvhub.db import connect
 from qpvhub.errors import QpvhubError
 from qpvhub.indicators import SCOPE_SUFFIX, load_families, theme_view_name
-from qpvhub.publish.portal import choropleth_svg, map_indicator, portal_html, qpv_maps_svg
+from qpvhub.publish import fiche, pdf
+from qpvhub.publish.portal import choropleth_svg, key_maps, map_indicator, portal_html, qpv_maps_svg
 from qpvhub.publish.secrecy import METHOD, PUBLIC_FLAG, Rule, apply_secrecy, describe, disclosures, table_from_published
 from qpvhub.publish.writers import WRITERS
 from qpvhub.store import sha256_file
@@ -56,6 +58,7 @@ class PublishResult:
 LIST_NOTE = {2024: "liste 2024 des QPV (décret 2023-1314, en vigueur depuis le 1er janvier 2024)",
              2015: "liste 2015 des QPV (décret 2014-1750), remplacée par la liste 2024 au 1er janvier 2024"}
 SECRECY_THRESHOLD = int(os.environ.get("QPVHUB_SECRECY_THRESHOLD", "11"))
+TABLE_FORMATS = ("csv", "csv_fr", "geojson", "gpkg", "parquet")  # resources described by a Table Schema
 SCOPE_LABEL = {"commune": " — commune entière (comparaison)", "commune_hors_qpv": " — commune hors QPV (comparaison)"}
 
 
@@ -213,40 +216,109 @@ def publish_region(env, region: Region, *, airflow_run_id: str | None = None, ke
     quality_key = _quality_page(env, region, runs, sources)
     with connect(env.uri) as conn:
         qpv_maps = qpv_maps_svg(conn, gdf)
-    common = {"fields": fields, "runs": runs, "sources": sources, "airflow_run_id": airflow_run_id, "keep": keep,
-              "threshold": threshold, "quality_key": quality_key, "qpv_maps": qpv_maps, "generation": generation}
-    result = _publish_product(env, region, product_base, gdf,
-                              f"Profil des QPV de la région {region.name} ({region.code}), {liste}", **common)
-    for dep in region.departements:
-        part = gdf[gdf["dep"] == dep].reset_index(drop=True)
-        if part.empty:
-            log.info("region %s: no QPV in département %s, no product for it", region.code, dep)
-            continue
-        result.parts.append(_publish_product(env, region, f"{product_base}_dep{dep}", part,
-                                             f"Profil des QPV du département {dep} ({region.name}), {liste}",
-                                             **common))
+        rows = conn.execute("SELECT insee_com, nom, ST_AsBinary(geom) FROM ref.commune_contour "
+                            "WHERE insee_com = ANY(%s) ORDER BY 1", (sorted(set(gdf["insee_com"])),)).fetchall()
+    communes = gpd.GeoDataFrame({"insee_com": [r[0] for r in rows], "nom": [r[1] for r in rows]},
+                                geometry=shapely.from_wkb([bytes(r[2]) for r in rows]), crs=2154)
+    fiche_dir = Path(tempfile.mkdtemp(prefix="qpvhub-fiches-"))
+    try:
+        fiches = _fiches(gdf, families, region, generation, threshold, runs, sources, qpv_maps, fiche_dir)
+        common = {"fields": fields, "runs": runs, "sources": sources, "airflow_run_id": airflow_run_id, "keep": keep,
+                  "threshold": threshold, "quality_key": quality_key, "qpv_maps": qpv_maps, "generation": generation,
+                  "fiches": fiches, "communes": communes}
+        result = _publish_product(env, region, product_base, gdf,
+                                  f"Profil des QPV de la région {region.name} ({region.code}), {liste}", **common)
+        for dep in region.departements:
+            part = gdf[gdf["dep"] == dep].reset_index(drop=True)
+            if part.empty:
+                log.info("region %s: no QPV in département %s, no product for it", region.code, dep)
+                continue
+            result.parts.append(_publish_product(env, region, f"{product_base}_dep{dep}", part,
+                                                 f"Profil des QPV du département {dep} ({region.name}), {liste}",
+                                                 **common))
+    finally:
+        shutil.rmtree(fiche_dir, ignore_errors=True)
     catalog_doc = _write_catalog(env, region)
-    _write_portal(env, region, catalog_doc, quality_key)
+    _write_portal(env, region, catalog_doc, quality_key, _map_tables(gdf, fields, result.product))
     return result
 
 
-def _write_portal(env, region: Region, catalog_doc: dict, quality_key: str) -> str:
+def _map_tables(gdf: gpd.GeoDataFrame, fields: list[dict], product: str) -> list[dict]:
+    """The region page's maps: for each key indicator, its SVG (in the region product) and the table it draws
+    (its text alternative), with the same words as the map for hidden and absent cells."""
+    from qpvhub.publish.fiche import fmt
+
+    out = []
+    for ind in key_maps(gdf):
+        fd = next((f for f in fields if f["name"] == ind), {})
+        rows = []
+        for r in gdf.sort_values("code_qp").itertuples():
+            v, flag = getattr(r, ind), getattr(r, ind + "__secret", None)
+            text = (PUBLIC_FLAG if isinstance(flag, str) and flag else
+                    "non disponible" if v != v or v is None else fmt(float(v), fd.get("unit", "")))
+            rows.append((r.code_qp, r.lib_qp, r.lib_com, text))
+        out.append({"id": ind, "label": fd.get("description", ind).split(". ")[0], "unit": fd.get("unit", ""),
+                    "product": product, "rows": rows})
+    return out
+
+
+def _stamp(runs: list[dict]) -> str:
+    """The data's date (the newest source run's day): the only date written into published files."""
+    day = max((r["finished_at"] or "") for r in runs)[:10] if runs else ""
+    return f"{day or '2000-01-01'}T00:00:00Z"
+
+
+def _fiches(gdf: gpd.GeoDataFrame, families, region: Region, generation: int, threshold: int, runs: list[dict],
+            sources: dict, qpv_maps: dict[str, str], out: Path) -> list[dict]:
+    """Render every QPV's fiche (HTML, and its PDF when Chromium is there) once for the region; each product
+    ships those of its QPV. Returns one entry per file: code_qp, name (`qpv/<code>.<ext>`), path, title."""
+    docs = fiche.docs_of(families)
+    columns = set(gdf.columns)
+    stamp = _stamp(runs)
+    rows = gdf.drop(columns="geometry").to_dict("records")
+    pages: dict[str, Path] = {}
+    entries = []
+    for row in rows:
+        code = row["code_qp"]
+        same = [(r["code_qp"], r["lib_qp"]) for r in rows
+                if r["insee_com"] == row["insee_com"] and r["code_qp"] != code]
+        page = fiche.render(row, docs, columns, region=region, generation=generation, threshold=threshold, runs=runs,
+                            sources=sources, stamp=stamp, map_svg=qpv_maps.get(code), same_commune=same,
+                            note=INDICATIVE_NOTE)
+        path = out / f"{code}.html"
+        path.write_text(page, encoding="utf-8")
+        pages[code] = path
+        title = f"{row['lib_qp']} ({code}), {row['lib_com']} — fiche quartier"
+        entries.append({"code_qp": code, "name": f"qpv/{code}.html", "path": path, "title": title,
+                        "format": "html", "mediatype": "text/html; charset=utf-8"})
+    if pdf.browser() is None:
+        log.warning("region %s: no Chromium on this machine, fiches published without their PDF "
+                    "(install Debian's chromium or set QPVHUB_CHROMIUM)", region.code)
+        return entries
+    for code, path in pdf.print_pdfs(pages, out, stamp).items():
+        title = next(e["title"] for e in entries if e["code_qp"] == code)
+        entries.append({"code_qp": code, "name": f"qpv/{code}.pdf", "path": path, "title": title + " (PDF)",
+                        "format": "pdf", "mediatype": "application/pdf"})
+    return entries
+
+
+def _write_portal(env, region: Region, catalog_doc: dict, quality_key: str, maps: list[dict] | None = None) -> str:
     """`published/<region>/index.html`: the partners' page, links relative to it."""
     packages = {p["product"]: json.loads(env.store.get_bytes(
         f"published/{region.code}/{p['product']}/latest/datapackage.json")) for p in catalog_doc["products"]
         if env.store.exists(f"published/{region.code}/{p['product']}/latest/datapackage.json")}
     key = f"published/{region.code}/index.html"
-    page = portal_html(region, catalog_doc, packages, f"../../{quality_key}")
+    page = portal_html(region, catalog_doc, packages, f"../../{quality_key}", maps or [])
     env.store.put_bytes(key, page.encode(), "text/html; charset=utf-8")
     return key
 
 
 def _publish_product(env, region: Region, product: str, gdf: gpd.GeoDataFrame, title: str, *, fields, runs,
                      sources, airflow_run_id, keep: int, threshold: int, quality_key: str,
-                     qpv_maps: dict[str, str] | None = None, generation: int = 2015) -> PublishResult:
+                     qpv_maps: dict[str, str] | None = None, generation: int = 2015,
+                     fiches: list[dict] | None = None, communes: gpd.GeoDataFrame | None = None) -> PublishResult:
     """Write one product's files, verify them, flip `latest/`; skip when the content is unchanged."""
-    stamp_day = max((r["finished_at"] or "") for r in runs)[:10] if runs else "2000-01-01"
-    stamp = f"{stamp_day}T00:00:00Z"
+    stamp = _stamp(runs)
     layer = f"{product}_{region.code}" if "_dep" not in product else product
     description = f"{title}. {INDICATIVE_NOTE}"
     work = Path(tempfile.mkdtemp(prefix="qpvhub-publish-"))
@@ -276,12 +348,21 @@ def _publish_product(env, region: Region, product: str, gdf: gpd.GeoDataFrame, t
             path.write_text(svg, encoding="utf-8")
             files.append({"name": path.name, "format": "svg", "mediatype": "image/svg+xml",
                           "bytes": path.stat().st_size, "sha256": sha256_file(path), "path": path})
+        codes = set(gdf["code_qp"])
+        for f in fiches or []:  # rendered once for the region: the product's QPV only
+            if f["code_qp"] in codes:
+                files.append({"name": f["name"], "format": f["format"], "mediatype": f["mediatype"],
+                              "bytes": f["path"].stat().st_size, "sha256": sha256_file(f["path"]),
+                              "path": f["path"], "title": f["title"]})
         column = map_indicator(gdf)
-        if column is not None:  # the product's map: a choropleth of one indicator, drawn here
-            label = next((f"{fd['description'].split('.')[0]}" for fd in fields if fd["name"] == column), column)
-            unit = next((fd.get("unit", "") for fd in fields if fd["name"] == column), "")
-            path = work / f"{layer}_carte.svg"
-            path.write_text(choropleth_svg(gdf, column, f"{label} — {title}", unit), encoding="utf-8")
+        mine = None if communes is None else communes[communes["insee_com"].isin(set(gdf["insee_com"]))]
+        # the product's map (a choropleth of one indicator), then one per key indicator for the region page
+        for ind, name in ([(column, f"{layer}_carte.svg")] if column else []) + [
+                (k, f"{layer}_carte_indicateur_{k}.svg") for k in key_maps(gdf)]:
+            label = next((f"{fd['description'].split('. ')[0]}" for fd in fields if fd["name"] == ind), ind)
+            unit = next((fd.get("unit", "") for fd in fields if fd["name"] == ind), "")
+            path = work / name
+            path.write_text(choropleth_svg(gdf, ind, f"{label} — {title}", unit, communes=mine), encoding="utf-8")
             files.append({"name": path.name, "format": "svg", "mediatype": "image/svg+xml",
                           "bytes": path.stat().st_size, "sha256": sha256_file(path), "path": path})
         sums = "".join(f"{f['sha256']}  {f['name']}\n" for f in files)
@@ -314,12 +395,14 @@ def _publish_product(env, region: Region, product: str, gdf: gpd.GeoDataFrame, t
         pkg_sha = sha256_file(work / "datapackage.json")
         all_sums = sums + f"{pkg_sha}  datapackage.json\n"
         (work / "SHA256SUMS").write_text(all_sums, encoding="utf-8")
-        upload = [*(Path(f["path"]) for f in files), work / "datapackage.json", work / "SHA256SUMS"]
+        # (name in the version, local file): names may have a folder (qpv/<code>.html)
+        upload = [*((f["name"], Path(f["path"])) for f in files), ("datapackage.json", work / "datapackage.json"),
+                  ("SHA256SUMS", work / "SHA256SUMS")]
         media = {f["name"]: f["mediatype"] for f in files} | {"datapackage.json": "application/json",
                                                               "SHA256SUMS": "text/plain"}
         vprefix = f"{base}/{version}"
-        for p in upload:
-            env.store.put_file(f"{vprefix}/{p.name}", p, media[p.name])
+        for name, p in upload:
+            env.store.put_file(f"{vprefix}/{name}", p, media[name])
         # Read every object back before anyone is pointed at it.
         expected = {line.split("  ", 1)[1]: line.split("  ", 1)[0] for line in all_sums.splitlines()}
         for name, digest in expected.items():
@@ -328,15 +411,15 @@ def _publish_product(env, region: Region, product: str, gdf: gpd.GeoDataFrame, t
                 raise QpvhubError(f"published object {vprefix}/{name} reads back with sha256 {got}, expected {digest}")
         # latest/: data files first, then the manifest; files the version does not have are removed;
         # SHA256SUMS last (the marker a reader checks), so latest/ equals the version.
-        for p in upload[:-1]:
-            env.store.put_file(f"{base}/latest/{p.name}", p, media[p.name])
-        names = {p.name for p in upload}
+        for name, p in upload[:-1]:
+            env.store.put_file(f"{base}/latest/{name}", p, media[name])
+        names = {name for name, _ in upload}
         for key in env.store.list(f"{base}/latest/"):
-            if key.rsplit("/", 1)[-1] not in names:
+            if key[len(f"{base}/latest/"):] not in names:
                 env.store.delete(key)
                 log.info("%s/%s: %s is not in version %s, removed from latest/", region.code, product, key, version)
-        env.store.put_file(f"{base}/latest/SHA256SUMS", upload[-1], media["SHA256SUMS"])
-        public_files = [{k: v for k, v in f.items() if k not in ("path", "columns")} for f in files]
+        env.store.put_file(f"{base}/latest/SHA256SUMS", upload[-1][1], media["SHA256SUMS"])
+        public_files = [{k: v for k, v in f.items() if k not in ("path", "columns", "title")} for f in files]
         _record(env, region, product, version, "published", public_files, f"{vprefix}/datapackage.json",
                 airflow_run_id)
         withdrawn = _withdraw(env, region, product, base, threshold, airflow_run_id)
@@ -360,8 +443,8 @@ def _write_catalog(env, region: Region) -> dict:
             entry = products.setdefault(parts[0], {"product": parts[0], "title": pkg.get("title"), "versions": []})
             entry["versions"].append({
                 "version": pkg["version"], "created": pkg.get("created"), "path": f"{parts[0]}/{parts[1]}/",
-                "files": [{"path": r["path"], "format": r["format"], "bytes": r["bytes"], "hash": r["hash"]}
-                          for r in pkg["resources"]]})
+                "files": [{"path": r["path"], "format": r.get("qpvhub:format", r["format"]), "bytes": r["bytes"],
+                           "hash": r["hash"]} for r in pkg["resources"]]})
     for entry in products.values():
         entry["versions"].sort(key=lambda v: v["version"])
         entry["latest"] = entry["versions"][-1]["version"] if entry["versions"] else None
@@ -388,17 +471,28 @@ def _datapackage(region, product, title, version, files, fields, runs, sources, 
             crs = "EPSG:2154 (Lambert-93)" if f["format"] == "gpkg" else "EPSG:4326"
             extra = [{"name": "geometry", "type": "geojson" if f["format"] == "geojson" else "any",
                       "description": f"Périmètre du QPV, {crs}"}]
+        schema = [fd for fd in fields if "columns" not in f or fd["name"] in f["columns"] or not fd.get("theme")]
+        schema += extra
+        if f["format"] == "csv_fr":  # Table Schema says the decimal comma per number field
+            schema = [{**fd, "decimalChar": ","} if fd["type"] == "number" else fd for fd in schema]
         resources.append({
-            "name": f"{layer}_{f['format']}",
+            # unique, lower-case names as the Data Package spec requires (the file name says which table)
+            "name": re.sub(r"[^a-z0-9._-]", "-", f["name"].lower()),
             "path": f["name"],
-            "format": f["format"],
+            # the French CSV is CSV with another dialect; `qpvhub:format` keeps the finer kind
+            "format": "csv" if f["format"] == "csv_fr" else f["format"],
+            "qpvhub:format": f["format"],
+            # frictionless reads Parquet as a table but cannot count its bytes: declared as a file, its
+            # bytes and hash are still checked (the schema documents its columns all the same)
+            **({"type": "table"} if f["format"] in ("csv", "csv_fr") else
+               {"type": "file"} if f["format"] != "geojson" else {}),
+            **({"title": f["title"]} if f.get("title") else {}),
             "mediatype": f["mediatype"],
             "bytes": f["bytes"],
             "hash": f"sha256:{f['sha256']}",
-            **({"schema": {"fields": [fd for fd in fields if "columns" not in f or fd["name"] in f["columns"]
-                                      or not fd.get("theme")] + extra}} if f["format"] != "svg" else {}),
-            **({"dialect": {"delimiter": ";", "header": True}, "encoding": "utf-8-sig",
-                "x-decimal-char": ","} if f["format"] == "csv_fr" else {}),
+            **({"schema": {"fields": schema}} if f["format"] in TABLE_FORMATS else {}),
+            **({"dialect": {"delimiter": ";", "header": True}, "encoding": "utf-8-sig"}
+               if f["format"] == "csv_fr" else {}),
         })
     return {
         "profile": "data-package",

@@ -15,7 +15,11 @@ import shapely
 
 PALETTE = ["#eff3ff", "#bdd7e7", "#6baed6", "#3182bd", "#08519c"]  # ColorBrewer Blues, 5 classes
 MISSING = "#d9d9d9"
+SECRET = "#8073ac"  # purple: hidden by statistical secrecy, told apart from absent (grey)
 MAP_PREFERENCE = ["taux_pauvrete", "part_surface_300m_arret", "population", "superficie_ha"]
+# maps of the region page, one SVG each, chosen by the reader without a server
+KEY_MAPS = ["taux_pauvrete", "taux_emploi", "part_moins_25", "part_surface_300m_arret", "equipements_pour_1000_hab",
+            "part_surface_inondable", "population"]
 
 
 def map_indicator(gdf: gpd.GeoDataFrame) -> str | None:
@@ -34,21 +38,33 @@ def _fmt(v: float) -> str:
     return f"{v:,.1f}".replace(",", "\u202f").replace(".", ",")
 
 
-def choropleth_svg(gdf: gpd.GeoDataFrame, column: str, title: str, unit: str = "", width: int = 560) -> str:
-    """An SVG map of `column` per QPV (quantile classes; grey where absent or under statistical secrecy)."""
+def key_maps(gdf: gpd.GeoDataFrame) -> list[str]:
+    """The indicators the region page offers as maps: those of KEY_MAPS with a value, in that order."""
+    return [c for c in KEY_MAPS if c in gdf.columns and gdf[c].notna().any()]
+
+
+def choropleth_svg(gdf: gpd.GeoDataFrame, column: str, title: str, unit: str = "", width: int = 560,
+                   communes: gpd.GeoDataFrame | None = None) -> str:
+    """An SVG map of `column` per QPV (quantile classes; grey where absent or under statistical secrecy),
+    over the outlines of `communes` (insee_com, nom, geometry) when given."""
     g = gdf.to_crs(2154)
-    minx, miny, maxx, maxy = g.total_bounds
+    minx, miny, maxx, maxy = g.total_bounds if communes is None or communes.empty else \
+        communes.to_crs(2154).total_bounds
     pad = max(maxx - minx, maxy - miny) * 0.05 + 200
     minx, miny, maxx, maxy = minx - pad, miny - pad, maxx + pad, maxy + pad
     scale = min(width / (maxx - minx), width / (maxy - miny))  # fits a square of `width`
     width = int((maxx - minx) * scale) + 1
     height = int((maxy - miny) * scale) + 1
-    legend_h = 130
+    legend_h = 146
     width = max(width, 600)  # room for the legend and the title
     values = [float(v) for v in g[column] if v == v and v is not None]
     bounds = _classes(values) if values else []
 
-    def colour(v) -> str:
+    flags = gdf[column + "__secret"] if column + "__secret" in gdf.columns else None
+
+    def colour(v, secret: bool = False) -> str:
+        if secret:
+            return SECRET
         if v is None or v != v:
             return MISSING
         return PALETTE[next(i for i, b in enumerate(bounds) if v <= b) * (len(PALETTE) - 1) // max(len(bounds) - 1, 1)]
@@ -66,16 +82,22 @@ def choropleth_svg(gdf: gpd.GeoDataFrame, column: str, title: str, unit: str = "
            f'viewBox="0 0 {width} {height + legend_h}" font-family="sans-serif" font-size="12">',
            f"<title>{html.escape(title)}</title>",
            f'<rect width="{width}" height="{height}" fill="#ffffff" stroke="#999999"/>']
-    for _, row in g.sort_values("code_qp").iterrows():
+    for _, c in (communes.to_crs(2154).sort_values("insee_com").iterrows() if communes is not None else []):
+        out.append(f'<path d="{path(c.geometry)}" fill="#f7f7f7" fill-rule="evenodd" stroke="#8c8c8c" '
+                   f'stroke-width="0.5" data-commune="{html.escape(str(c["insee_com"]))}"><title>'
+                   f'{html.escape(str(c["nom"]))}</title></path>')
+    for i, row in g.sort_values("code_qp").iterrows():
         v = row[column]
-        label = f"{row['code_qp']} {row.get('lib_qp', '')} : " + (_fmt(float(v)) + f" {unit}" if v == v else "absent")
-        out.append(f'<path d="{path(row.geometry)}" fill="{colour(v)}" fill-rule="evenodd" stroke="#333333" '
+        secret = flags is not None and isinstance(flags.loc[i], str) and bool(flags.loc[i])
+        label = f"{row['code_qp']} {row.get('lib_qp', '')} : " + (
+            "secret statistique" if secret else _fmt(float(v)) + f" {unit}" if v == v else "non disponible")
+        out.append(f'<path d="{path(row.geometry)}" fill="{colour(v, secret)}" fill-rule="evenodd" stroke="#333333" '
                    f'stroke-width="0.6" data-code="{html.escape(row["code_qp"])}"><title>{html.escape(label)}'
                    "</title></path>")
         # QPV are small at regional scale: a marker of the same class at a point inside each keeps them visible
         pt = row.geometry.representative_point()
         cx, cy = (pt.x - minx) * scale, (maxy - pt.y) * scale
-        out.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="6" fill="{colour(v)}" stroke="#333333" '
+        out.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="6" fill="{colour(v, secret)}" stroke="#333333" '
                    f'stroke-width="1"><title>{html.escape(label)}</title></circle>'
                    f'<text x="{cx + 8:.1f}" y="{cy + 4:.1f}" font-size="10">{html.escape(row["code_qp"])}</text>')
     y = height + 18
@@ -87,8 +109,10 @@ def choropleth_svg(gdf: gpd.GeoDataFrame, column: str, title: str, unit: str = "
                    f'<text x="28" y="{y + 18 + 16 * i}">{_fmt(lower)} – {_fmt(b)} {html.escape(unit)}</text>')
         lower = b
     k = len(bounds)
-    out.append(f'<rect x="8" y="{y + 8 + 16 * k}" width="14" height="12" fill="{MISSING}" stroke="#333333"/>'
-               f'<text x="28" y="{y + 18 + 16 * k}">absent ou sous secret statistique</text>')
+    out.append(f'<rect x="8" y="{y + 8 + 16 * k}" width="14" height="12" fill="{SECRET}" stroke="#333333"/>'
+               f'<text x="28" y="{y + 18 + 16 * k}">secret statistique</text>'
+               f'<rect x="8" y="{y + 24 + 16 * k}" width="14" height="12" fill="{MISSING}" stroke="#333333"/>'
+               f'<text x="28" y="{y + 34 + 16 * k}">non disponible</text>')
     bar = 5000 * scale  # a 5 km scale bar
     out.append(f'<line x1="{width - 20 - bar:.1f}" y1="{height - 12}" x2="{width - 20}" y2="{height - 12}" '
                f'stroke="#000000" stroke-width="2"/><text x="{width - 20 - bar:.1f}" y="{height - 18}">5 km</text>')
@@ -96,26 +120,102 @@ def choropleth_svg(gdf: gpd.GeoDataFrame, column: str, title: str, unit: str = "
     return "\n".join(out) + "\n"
 
 
-def portal_html(region, catalog: dict, packages: dict[str, dict], quality_href: str | None) -> str:
-    """The region's portal page from its catalog.json and each product's latest datapackage.json."""
+def _maps_section(maps: list[dict]) -> list[str]:
+    """Key indicators as maps: one SVG each, picked with a list (all shown without JavaScript), each with the
+    table it draws as its text alternative."""
+    e = html.escape
+    if not maps:
+        return []
+    out = ['<section aria-labelledby="carte"><h2 id="carte">Carte de la région</h2>',
+           '<p class="js-only"><label for="choix-carte">Indicateur représenté :</label> <select id="choix-carte">'
+           + "".join(f'<option value="{e(m["id"])}">{e(m["label"])}</option>' for m in maps) + "</select></p>"]
+    for m in maps:
+        src = f'{e(m["product"])}/latest/{e(m["product"])}_{e(m["region"])}_carte_indicateur_{e(m["id"])}.svg' \
+            if m.get("region") else f'{e(m["href"])}'
+        out.append(f'<figure class="carte" id="carte-{e(m["id"])}"><img src="{src}" alt="Carte des QPV : '
+                   f'{e(m["label"])} ; valeurs dans le tableau qui suit."><figcaption><details><summary>Tableau des '
+                   f'valeurs : {e(m["label"])} ({e(m["unit"])})</summary><table><thead><tr><th scope="col">QPV</th>'
+                   '<th scope="col">Nom</th><th scope="col">Commune</th><th scope="col">Valeur</th></tr></thead>'
+                   "<tbody>" + "".join(f"<tr><td>{e(c)}</td><td>{e(n)}</td><td>{e(com)}</td><td>{e(v)}</td></tr>"
+                                       for c, n, com, v in m["rows"]) + "</tbody></table></details></figcaption>"
+                   "</figure>")
+    out.append("""<script>
+(function () {
+  var s = document.getElementById("choix-carte");
+  function show() { document.querySelectorAll("figure.carte").forEach(function (f) {
+    f.hidden = f.id !== "carte-" + s.value; }); }
+  s.addEventListener("change", show); show();
+})();
+</script></section>""")
+    return out
+
+
+def _fiches_section(catalog: dict, packages: dict[str, dict]) -> list[str]:
+    """Links to every fiche quartier of the region product, with a search box (name, code, commune)."""
+    e = html.escape
+    main = next((p["product"] for p in catalog["products"] if "_dep" not in p["product"] and any(
+        r.get("qpvhub:format") == "html" for r in packages.get(p["product"], {}).get("resources", []))), None)
+    if main is None:
+        return []
+    res = packages[main]["resources"]
+    pdfs = {r["path"][:-4] for r in res if r.get("qpvhub:format") == "pdf"}
+    out = ['<section aria-labelledby="fiches"><h2 id="fiches">Fiches quartier</h2>',
+           "<p>Une page par quartier, imprimable (PDF) : chiffres clés du quartier, de sa commune et de la commune "
+           "hors QPV, sources et carte.</p>",
+           '<p class="js-only"><label for="recherche">Rechercher un quartier (nom, code ou commune) :</label> '
+           '<input id="recherche" type="search" autocomplete="off"> <span id="n-fiches" aria-live="polite"></span></p>',
+           '<ul id="liste-fiches">']
+    for r in sorted((r for r in res if r.get("qpvhub:format") == "html"), key=lambda r: r.get("title", r["path"])):
+        title = r.get("title", r["path"]).removesuffix(" — fiche quartier")
+        href = f"{main}/latest/{r['path']}"
+        pdf = f' — <a href="{e(href[:-5])}.pdf">PDF<span class="sr"> de {e(title)}</span></a>' \
+            if r["path"][:-5] in pdfs else ""
+        out.append(f'<li data-search="{e(title.lower())}"><a href="{e(href)}">{e(title)}</a>{pdf}</li>')
+    out.append("""</ul><script>
+(function () {
+  var q = document.getElementById("recherche"), n = document.getElementById("n-fiches");
+  var items = document.querySelectorAll("#liste-fiches li");
+  function norm(t) { return t.toLowerCase().normalize("NFD").replace(/[\u0300-\u036f]/g, ""); }
+  q.addEventListener("input", function () {
+    var k = 0, v = norm(q.value.trim());
+    items.forEach(function (li) { var ok = norm(li.dataset.search).indexOf(v) >= 0; li.hidden = !ok; if (ok) k++; });
+    n.textContent = k + " quartier(s)";
+  });
+})();
+</script></section>""")
+    return out
+
+
+def portal_html(region, catalog: dict, packages: dict[str, dict], quality_href: str | None,
+                maps: list[dict] | None = None) -> str:
+    """The region's portal page from its catalog.json and each product's latest datapackage.json: the map of
+    the region by key indicator, the fiches quartier, then every product and its files."""
     e = html.escape
     parts = [f"""<!DOCTYPE html>
 <html lang="fr"><head><meta charset="utf-8"><title>Données QPV — {e(region.name)}</title>
-<style>body{{font-family:sans-serif;max-width:70em;margin:auto;padding:1em}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:.2em .5em;text-align:left;vertical-align:top}}.note{{color:#555}}</style>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>body{{font-family:sans-serif;max-width:70em;margin:auto;padding:1em;color:#1a1a1a}}
+table{{border-collapse:collapse}}a{{color:#0b4f9c}}a:focus,select:focus,input:focus{{outline:3px solid #b35806}}
+td,th{{border:1px solid #ccc;padding:.2em .5em;text-align:left;vertical-align:top}}.note{{color:#3a3a3a}}
+figure img{{max-width:100%;height:auto}}.sr{{position:absolute;left:-9999px}}</style>
+<script>document.documentElement.className = "js";</script>
+<style>html:not(.js) .js-only{{display:none}}</style>
 </head><body>
-<h1>Quartiers prioritaires — {e(region.name)} ({e(region.code)})</h1>
+<header><h1>Quartiers prioritaires — {e(region.name)} ({e(region.code)})</h1>
 <p class="note">{e(catalog.get("note", ""))}</p>
 <p>Licence : {e(catalog.get("licence", ""))}. Catalogue machine : <a href="catalog.json">catalog.json</a>.
 """ + (f' Qualité des données : <a href="{e(quality_href)}">rapport de contrôle</a>.' if quality_href else "")
-             + "</p>"]
+             + "</p></header><main>"]
+    parts += _maps_section([{**m, "region": region.code} for m in maps or []])
+    parts += _fiches_section(catalog, packages)
+    parts.append('<h2 id="produits">Fichiers à télécharger</h2>')
     for prod in catalog["products"]:
         name = prod["product"]
         pkg = packages.get(name, {})
         latest = next((v for v in prod["versions"] if v["version"] == prod["latest"]), None)
         if latest is None:
             continue
-        parts.append(f'<h2 id="{e(name)}">{e(prod.get("title") or name)}</h2>')
+        parts.append(f'<h3 id="{e(name)}">{e(prod.get("title") or name)}</h3>')
         parts.append(f"<p>Dernière version : <code>{e(latest['version'])}</code>, publiée le "
                      f"{e((latest.get('created') or '')[:10])} ; {len(prod['versions'])} version(s) conservée(s). "
                      f"Sommes de contrôle : <a href=\"{e(name)}/latest/SHA256SUMS\">SHA256SUMS</a>, "
@@ -127,20 +227,24 @@ td,th{{border:1px solid #ccc;padding:.2em .5em;text-align:left;vertical-align:to
         svg = next((f for f in latest["files"] if f["path"].endswith("_carte.svg")), None)  # the product's map
         if svg:
             parts.append(f'<p><img src="{e(name)}/latest/{e(svg["path"])}" alt="carte {e(name)}"></p>')
-        parts.append("<table><tr><th>fichier</th><th>format</th><th>taille</th></tr>")
+        parts.append('<table><tr><th scope="col">fichier</th><th scope="col">format</th><th scope="col">taille</th>'
+                     "</tr>")
         for f in latest["files"]:
+            if f["path"].startswith("qpv/") or "_carte_" in f["path"]:  # fiches and per-QPV maps: listed above
+                continue
             parts.append(f'<tr><td><a href="{e(name)}/latest/{e(f["path"])}">{e(f["path"])}</a></td>'
                          f"<td>{e(f['format'])}</td><td>{f['bytes'] / 1024:.1f} Kio</td></tr>")
         parts.append("</table>")
         fields = next((r["schema"]["fields"] for r in pkg.get("resources", []) if r.get("format") == "csv"), [])
         if fields:
             parts.append("<details><summary>Dictionnaire des données</summary><table>"
-                         "<tr><th>colonne</th><th>unité</th><th>description</th></tr>")
+                         '<tr><th scope="col">colonne</th><th scope="col">unité</th><th scope="col">description</th>'
+                         "</tr>")
             for fd in fields:
                 parts.append(f"<tr><td><code>{e(fd['name'])}</code></td><td>{e(str(fd.get('unit', '')))}</td>"
                              f"<td>{e(fd.get('description', ''))}</td></tr>")
             parts.append("</table></details>")
-    parts.append("</body></html>\n")
+    parts.append("</main></body></html>\n")
     return "\n".join(parts)
 
 

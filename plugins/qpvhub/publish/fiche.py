@@ -1,0 +1,231 @@
+"""Fiche quartier: one static page per QPV (`qpv/<code_qp>.html` in each product version), printable.
+
+For each theme, the QPV's indicators beside its commune and the commune outside its QPV, with unit,
+millésime, source and the registry's one-line definition. A hidden cell says « secret statistique », an
+absent one « non disponible » with the registry's reason — never 0 or a blank. Rendered from the published
+(secrecy-applied) table only, with no clock and no randomness: the same inputs give the same bytes.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from qpvhub import __version__
+from qpvhub.publish.secrecy import PUBLIC_FLAG
+
+THEMES = ["socio-démographie", "emploi", "mobilité", "services", "climat", "géographie"]
+SCOPES = [("", "Quartier"), ("__commune", "Commune"), ("__hors_qpv", "Commune hors QPV")]
+WHOLE_UNITS = {"€", "m", "départs par jour"}  # shown without decimals, like counts
+
+
+@dataclass(frozen=True)
+class Doc:
+    """What the fiche says about one indicator, from its registry entry and family."""
+
+    id: str
+    label: str
+    unit: str
+    theme: str
+    definition: str
+    millesime: str
+    sources: tuple[str, ...]
+    absent: str
+    is_count: bool
+
+
+def docs_of(families) -> dict[str, Doc]:
+    """Every registry indicator, in registry order."""
+    out = {}
+    for fam in families:
+        for ind in fam.header.indicators:
+            out[ind.id] = Doc(ind.id, ind.label_fr, ind.unit, ind.theme, first_sentence(ind.method), ind.millesime,
+                              tuple(fam.header.sources), fam.header.absent_fr, bool(ind.secrecy == "count"
+                                                                                    or ind.is_count))
+    return out
+
+
+def first_sentence(text: str, limit: int = 140) -> str:
+    """The definition's first sentence (the registry's `method`), cut at a word if long."""
+    one = " ".join(text.split())
+    m = re.match(r"(.+?[.;])(\s|$)", one)
+    s = m.group(1).rstrip(";.") + "." if m else one
+    if len(s) > limit:
+        s = s[:limit].rsplit(" ", 1)[0] + " …"
+    return s
+
+
+def fmt(v: float, unit: str, is_count: bool = False) -> str:
+    """A value the French way: narrow no-break space between thousands, decimal comma; decimals by unit."""
+    if is_count or unit in WHOLE_UNITS or unit in ("habitants", "personnes", "arrêts", "offres", "équipements",
+                                                   "communes"):
+        digits = 0
+    elif unit in ("%", "ha"):
+        digits = 1
+    else:
+        digits = 2
+    return f"{v:,.{digits}f}".replace(",", "\u202f").replace(".", ",")  # the unit is in the row's label
+
+
+def publisher_short(source) -> str:
+    """`INSEE`, `ANCT`, `RésO Villes`…: the catalogue publisher up to its first dash or bracket."""
+    return re.split(r" — | \(|,", source.publisher)[0].strip() if source is not None else ""
+
+
+def _present(v) -> bool:
+    return v is not None and not (isinstance(v, float) and math.isnan(v))
+
+
+def _cell(row: Mapping, col: str, doc: Doc, columns: set[str]) -> tuple[str, str]:
+    """(HTML, CSS class) of one cell: value, secret, absent with its reason, or not computed at this scale."""
+    if col not in columns:
+        return "—", "na"
+    flag = row.get(col + "__secret")
+    if _present(flag) and str(flag):
+        return f'<span class="secret">{html.escape(PUBLIC_FLAG)}</span><sup><a href="#secret">*</a></sup>', "secret"
+    v = row.get(col)
+    if _present(v):
+        return fmt(float(v), doc.unit, doc.is_count), "v"
+    return '<span class="absent">non disponible</span>', "absent"  # the reason is said once, under the label
+
+
+def render(row: Mapping, docs: dict[str, Doc], columns: set[str], *, region, generation: int, threshold: int,
+           runs: list[dict], sources: dict, stamp: str, map_svg: str | None, same_commune: list[tuple[str, str]],
+           note: str) -> str:
+    """The fiche of one QPV (`row`: its published values and flags; `columns`: the table's columns)."""
+    e = html.escape
+    code, name, com = str(row["code_qp"]), str(row["lib_qp"]), str(row["lib_com"])
+    by_theme: dict[str, list[Doc]] = {}
+    for d in docs.values():
+        by_theme.setdefault(d.theme, []).append(d)
+    themes = [t for t in THEMES if t in by_theme] + sorted(t for t in by_theme if t not in THEMES)
+    liste = f"liste {generation} des QPV"
+    day = stamp[:10]
+    out = [f"""<!DOCTYPE html>
+<html lang="fr"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{e(name)} ({e(code)}) — fiche quartier, {e(com)}</title>
+<style>{CSS}</style></head><body>
+<header><p class="nav"><a href="../../../index.html">Données QPV — {e(region.name)}</a></p>
+<h1>{e(name)} <span class="code">{e(code)}</span></h1>
+<p class="sub">Quartier prioritaire de la politique de la ville, {e(liste)} — commune principale : {e(com)}
+(INSEE {e(str(row["insee_com"]))}), département {e(str(row["dep"]))}, région {e(region.name)}.
+Données au {e(day)}.</p></header>
+<main>
+<section class="notice" aria-labelledby="avertissement"><h2 id="avertissement">À lire avant d'utiliser ces chiffres</h2>
+<p>{e(note)} Chaque valeur est une statistique sur un territoire, pas une information sur une personne.
+<span id="secret">* « {e(PUBLIC_FLAG)} » : valeur non diffusée parce qu'elle porte sur moins de {threshold}
+personnes, ou parce qu'elle permettrait de recalculer une valeur ainsi cachée.</span>
+« non disponible » : la source ne donne pas de valeur ici (la raison est indiquée) ; « — » : indicateur
+non calculé à cette échelle.</p></section>
+"""]
+    for theme in themes:
+        rows = by_theme[theme]
+        tid = "t-" + re.sub(r"[^a-z]+", "-", theme.lower().replace("é", "e").replace("è", "e")).strip("-")
+        out.append(f'<section class="theme" aria-labelledby="{tid}"><h2 id="{tid}">{e(theme.capitalize())}</h2>')
+        out.append('<table><colgroup><col class="c-ind"><col class="c-v"><col class="c-v"><col class="c-v">'
+                   '</colgroup><thead><tr><th scope="col">Indicateur (unité) — définition, source, millésime</th>'
+                   + "".join(f'<th scope="col">{e(label)}</th>' for _, label in SCOPES) + "</tr></thead><tbody>")
+        for d in rows:
+            why = ""
+            if not any(d.id + suf in columns for suf, _ in SCOPES):
+                srcs = ", ".join(d.sources)
+                cells = (f'<td colspan="3" class="absent"><span class="absent">non disponible</span>'
+                         f'<span class="why"> : aucune valeur dans la région (source non chargée : {e(srcs)})</span>'
+                         "</td>")
+            else:
+                cells, why = "", ""
+                for suf, _ in SCOPES:
+                    text, cls = _cell(row, d.id + suf, d, columns)
+                    cells += f'<td class="{cls}">{text}</td>'
+                    if cls == "absent":
+                        reason = d.absent or "valeur non calculée pour ce quartier"
+                        why = f'<span class="why"> Non disponible : {e(reason)}.</span>'
+            src = ", ".join(dict.fromkeys(publisher_short(sources.get(s)) or s for s in d.sources))
+            out.append(f'<tr><th scope="row">{e(d.label)} <span class="unit">({e(d.unit)})</span>'
+                       f'<span class="def">{e(d.definition)} Source : {e(src)} ; millésime : {e(d.millesime)}.'
+                       f"{why}</span></th>{cells}</tr>")
+        out.append("</tbody></table></section>")
+    out.append('<div class="pair">')  # printed side by side: the map, and what goes with it
+    if map_svg:
+        svg = map_svg.replace("<svg ", f'<svg role="img" aria-labelledby="map-{e(code)}" ', 1)
+        svg = re.sub(r"<title>", f'<title id="map-{e(code)}">', svg, count=1)
+        out.append(f'<section class="map" aria-labelledby="t-carte"><h2 id="t-carte">Carte</h2><figure>{svg}'
+                   f"<figcaption>{e(_map_caption(map_svg))}</figcaption></figure></section>")
+    out.append('<div><section class="evolution" aria-labelledby="t-evolution"><h2 id="t-evolution">Évolution</h2>'
+               "<p>Une seule édition de chaque source est chargée : l'évolution entre millésimes n'est pas encore "
+               "calculée pour ce quartier.</p></section>")
+    if same_commune:
+        links = ", ".join(f'<a href="{e(c)}.html">{e(n)} ({e(c)})</a>' for c, n in same_commune)
+        out.append(f'<section aria-labelledby="t-voisins"><h2 id="t-voisins">Autres quartiers de {e(com)}</h2>'
+                   f"<p>{links}.</p></section>")
+    out.append('<section aria-labelledby="t-citer"><h2 id="t-citer">Citer cette fiche</h2>')
+    out.append(f'<p class="cite">qpvhub, « {e(name)} ({e(code)}) — fiche '
+               f"quartier », {e(region.name)}, {e(liste)}, données au {e(day)}, d'après "
+               f"{e(', '.join(sorted({publisher_short(sources.get(r['source_id'])) or r['source_id'] for r in runs})))}"
+               f". Licence Ouverte 2.0 (Etalab). Version : qpvhub {e(__version__)}, secret statistique seuil "
+               f"{threshold} ; les empreintes SHA-256 des sources (ci-dessous) identifient les fichiers exacts.</p>")
+    out.append("</section></div></div>")
+    out.append('<section class="sources" aria-labelledby="t-sources"><h2 id="t-sources">Sources et version des '
+               'données</h2><ul class="runs">')
+    for r in sorted(runs, key=lambda r: r["source_id"]):
+        s = sources.get(r["source_id"])
+        title = s.title if s is not None else r["source_id"]
+        who = (f'<span class="pub"> — {e(s.publisher)}</span> ; {e(s.licence)}') if s is not None else ""
+        out.append(f"<li>{e(title)}{who} ; chargée le {e((r.get('finished_at') or '')[:10])}, fichier "
+                   f"SHA-256 <code>{e((r.get('sha256') or '')[:16])}…</code></li>")
+    out.append("</ul>")
+    out.append("</section></main></body></html>\n")
+    return "\n".join(out)
+
+
+def _map_caption(svg: str) -> str:
+    """The map's text alternative: what it draws and how many stops and facilities (from its own legend)."""
+    counts = re.findall(r"<text[^>]*>(\d+ [^<]+)</text>", svg)
+    title = re.search(r"<title>([^<]+)</title>", svg)
+    what = html.unescape(title.group(1)) if title else "Carte du quartier"
+    return what + (" : " + ", ".join(html.unescape(c) for c in counts) if counts else "") + "."
+
+
+CSS = """
+:root{color:#1a1a1a;background:#fff;font-family:"DejaVu Sans",Arial,sans-serif}
+body{max-width:60em;margin:auto;padding:1em;font-size:15px;line-height:1.35}
+a{color:#0b4f9c}a:focus{outline:3px solid #b35806;outline-offset:2px}
+h1{font-size:1.6em;margin:.2em 0}.code{font-size:.7em;color:#3a3a3a;font-weight:normal}
+h2{font-size:1.15em;margin:.8em 0 .3em;border-bottom:2px solid #0b4f9c}
+.sub,.nav{color:#3a3a3a;margin:.2em 0}
+.notice{border:1px solid #b35806;background:#fff7ef;padding:.2em .8em;margin:.6em 0}
+.notice h2{border:0;margin-top:.3em}
+table{border-collapse:collapse;width:100%;table-layout:fixed}
+col.c-ind{width:58%}col.c-v{width:14%}
+th,td{overflow-wrap:anywhere}
+th,td{border:1px solid #c8c8c8;padding:.15em .4em;text-align:left;vertical-align:top}
+thead th{background:#eef3fa}
+td.v{text-align:right;white-space:nowrap}
+.unit{color:#3a3a3a;font-weight:normal}
+.def{display:block;font-weight:normal;font-size:.82em;color:#3a3a3a}
+.secret{font-style:italic;color:#6b3000}.absent{font-style:italic;color:#3a3a3a}
+.why{font-size:.82em;color:#6b3000;font-weight:normal}
+figure{margin:0}figure svg{max-width:100%;height:auto}
+figcaption{font-size:.85em;color:#3a3a3a}
+.cite{font-size:.9em}
+@page{size:A4;margin:9mm 10mm}
+@media print{
+ body{font-size:7pt;max-width:none;padding:0;line-height:1.1}
+ .nav{display:none}
+ h1{font-size:13pt}h2{font-size:9pt;margin:.35em 0 .15em;break-after:avoid}
+ .notice{padding:0 .5em;margin:.3em 0}
+ th,td{padding:0 .3em}
+ .def{font-size:6pt}.why{font-size:6pt}td.m{font-size:6pt}
+ table,section.theme,figure,tr{break-inside:avoid}
+ section.map figure svg{max-height:48mm;width:auto}
+ .pub{display:none}
+ ul.runs{columns:2;column-gap:6mm;font-size:6pt;padding-left:1em;margin:.2em 0}
+ a{color:#1a1a1a;text-decoration:none}
+ .pair{display:grid;grid-template-columns:48% 50%;column-gap:2%;break-inside:avoid}
+ .notice p{margin:.2em 0}
+}
+"""

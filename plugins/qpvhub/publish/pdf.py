@@ -1,0 +1,68 @@
+"""PDF of each fiche quartier, printed by headless Chromium from the same HTML (its print stylesheet).
+
+Chromium rather than WeasyPrint: the PDF is then exactly what a partner gets when printing the page from a
+browser (same layout engine, same CSS), it writes a tagged PDF (accessible structure), and the tests already
+need it. Its only varying bytes are the creation and modification dates: both are set to the data's date,
+so the same fiche prints to the same bytes on the same machine.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from qpvhub.errors import QpvhubError
+
+log = logging.getLogger(__name__)
+
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--no-pdf-header-footer",
+         "--run-all-compositor-stages-before-draw"]
+_HREF = re.compile(r'<a href="[^"]*"')
+_DATES = re.compile(rb"/(CreationDate|ModDate) \(D:\d{14}([^)]*)\)")
+
+
+def browser() -> str | None:
+    """Chromium's executable: QPVHUB_CHROMIUM, else chromium / chromium-browser / google-chrome on PATH."""
+    if os.environ.get("QPVHUB_CHROMIUM"):
+        return os.environ["QPVHUB_CHROMIUM"]
+    return next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
+
+
+def _fixed_dates(pdf: bytes, stamp: str) -> bytes:
+    """The PDF with its two dates set to `stamp` (YYYY-MM-DD…): same length, so offsets stay valid."""
+    digits = re.sub(r"\D", "", stamp)[:8].ljust(8, "0") + "000000"
+    return _DATES.sub(lambda m: b"/" + m.group(1) + b" (D:" + digits.encode() + m.group(2) + b")", pdf)
+
+
+def print_pdfs(pages: dict[str, Path], out_dir: Path, stamp: str, *, exe: str | None = None,
+               workers: int = 2) -> dict[str, Path]:
+    """Print each HTML page (name → file) to `out_dir/<name>.pdf`; returns name → PDF path."""
+    exe = exe or browser()
+    if not exe:
+        raise QpvhubError("no Chromium found to print the fiches (install Debian's chromium or set QPVHUB_CHROMIUM)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    def one(item: tuple[str, Path]) -> tuple[str, Path]:
+        name, page = item
+        target = out_dir / f"{name}.pdf"
+        with tempfile.TemporaryDirectory(prefix="qpvhub-chromium-") as tmp:
+            # printed without its links: Chromium would write them as absolute file:// paths of this machine
+            copy = Path(tmp) / page.name
+            copy.write_text(_HREF.sub("<a", page.read_text(encoding="utf-8")), encoding="utf-8")
+            run = subprocess.run([exe, *FLAGS, f"--user-data-dir={tmp}/profile", f"--print-to-pdf={target}",
+                                  copy.as_uri()], capture_output=True, text=True, timeout=180)
+        if run.returncode != 0 or not target.is_file() or target.stat().st_size == 0:
+            raise QpvhubError(f"Chromium could not print {page.name} to PDF (exit {run.returncode}): "
+                              f"{run.stderr.strip()[-400:]}")
+        target.write_bytes(_fixed_dates(target.read_bytes(), stamp))
+        return name, target
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        return dict(pool.map(one, sorted(pages.items())))
