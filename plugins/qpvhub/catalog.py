@@ -7,6 +7,7 @@ always quoted with `psycopg.sql.Identifier` where used.
 
 from __future__ import annotations
 
+import itertools
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -48,6 +49,7 @@ class Column(Strict):
     description: str
     constant: Any = None
     derived: bool = Field(default=False, description="filled by the source's transform SQL")
+    absent: bool = Field(default=False, description="not in this release's file (a series layout): loads as NULL")
     required: bool = True
 
     @field_validator("type")
@@ -59,9 +61,11 @@ class Column(Strict):
 
     @model_validator(mode="after")
     def _from_or_constant(self) -> Column:
-        given = [self.source is not None, self.constant is not None, self.derived]
+        given = [self.source is not None, self.constant is not None, self.derived, self.absent]
         if sum(given) != 1:
             raise ValueError("a column needs exactly one of 'source' (source column name), 'constant', 'derived: true'")
+        if self.absent and self.required:
+            raise ValueError("a column absent from a release cannot be required")
         return self
 
 
@@ -206,6 +210,45 @@ class DataGouv(Strict):
         return v
 
 
+RELEASE = "{release}"  # placeholder filled with the release of a run (constants, partition value)
+
+
+class Layout(Strict):
+    """The columns of a span of releases of a series: where they differ from the entry's `columns`.
+
+    `columns` maps a target column to its source column in these releases, or to null when the releases
+    have no such column (it loads as NULL)."""
+
+    releases: tuple[int, int | None] = Field(description="first and last release (null: up to now)")
+    columns: dict[str, str | None] = Field(default_factory=dict)
+    note: str = ""
+
+    def covers(self, release: int) -> bool:
+        first, last = self.releases
+        return first <= release and (last is None or release <= last)
+
+
+class Series(Strict):
+    """A statistics file published in yearly releases, each one kept as a partition of the target table
+    (`target.partition: {release: "{release}"}`), loaded and swapped on its own."""
+
+    column: str = "release"
+    current: int | None = Field(default=None, description="the release a scheduled run loads (the newest)")
+    samples: dict[int, str] = Field(default_factory=dict, description="release → bundled file under include/")
+    layouts: list[Layout] = Field(min_length=1)
+
+    def layout(self, release: int) -> Layout | None:
+        return next((lay for lay in self.layouts if lay.covers(release)), None)
+
+
+def release_of(label: Any, source_id: str) -> int:
+    """A release label as a year, or a clear error (`2019` yes; `2019b`, `19`, `latest` no)."""
+    text = str(label).strip()
+    if not re.fullmatch(r"(19|20)\d{2}", text):
+        raise ConfigError(f"source {source_id}: release {label!r} is not a year (e.g. 2019)")
+    return int(text)
+
+
 class Source(Strict):
     """One catalogue entry: a dataset, where it is, how to read it, where it lands, how it is checked."""
 
@@ -237,6 +280,8 @@ class Source(Strict):
         default=None, ge=1, description="flag the location when its file has not changed for longer than this")
     quality: Quality = Field(default_factory=Quality)
     tags: list[str] = Field(default_factory=list)
+    series: Series | None = Field(default=None, description="yearly releases, each kept (see Series)")
+    release: int | None = Field(default=None, description="set by for_release(): the release this run loads")
 
     @field_validator("id")
     @classmethod
@@ -286,6 +331,52 @@ class Source(Strict):
         if self.url and self.datagouv:
             raise ValueError("give 'url' or 'datagouv', not both")
         return self
+
+    @model_validator(mode="after")
+    def _series(self) -> Source:
+        if not self.series:
+            return self
+        col = self.columns.get(self.series.column)
+        if col is None or col.constant != RELEASE:
+            raise ValueError(f"a series needs the column {self.series.column!r} with constant: \"{RELEASE}\"")
+        if self.target.partition != {self.series.column: RELEASE}:
+            raise ValueError(f"a series is kept per release: target.partition: {{{self.series.column}: "
+                             f"\"{RELEASE}\"}}")
+        for lay in self.series.layouts:
+            unknown = sorted(set(lay.columns) - set(self.columns))
+            if unknown:
+                raise ValueError(f"series layout {list(lay.releases)} names columns that are not declared: {unknown}")
+            if lay.releases[1] is not None and lay.releases[1] < lay.releases[0]:
+                raise ValueError(f"series layout {list(lay.releases)}: the last release is before the first")
+        spans = sorted(lay.releases for lay in self.series.layouts)
+        for (_, last), (first, _) in itertools.pairwise(spans):
+            if last is None or last >= first:
+                raise ValueError(f"series layouts overlap: {spans}")
+        return self
+
+    def for_release(self, label: Any) -> Source:
+        """This entry for one release of its series: the release's layout applied, `{release}` filled in."""
+        if not self.series:
+            return self
+        release = release_of(label, self.id)
+        layout = self.series.layout(release)
+        if layout is None:
+            spans = ", ".join(f"{a}–{b or 'now'}" for a, b in (lay.releases for lay in self.series.layouts))
+            raise ConfigError(f"source {self.id}: no layout declared for release {release} (layouts: {spans}); "
+                              f"add one in include/sources/{self.id}.yml")
+        columns = {}
+        for name, col in self.columns.items():
+            if name == self.series.column:
+                col = col.model_copy(update={"constant": release})
+            elif name in layout.columns:
+                src = layout.columns[name]
+                col = col.model_copy(update={"source": src, "absent": src is None,
+                                             "required": col.required and src is not None})
+            columns[name] = col
+        return self.model_copy(update={
+            "columns": columns, "release": release, "millesime": str(release),
+            "target": self.target.model_copy(update={"partition": {self.series.column: release}}),
+            "sample": self.series.samples.get(release, self.sample if release == self.series.current else None)})
 
     @property
     def production(self) -> str | None:

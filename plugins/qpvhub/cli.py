@@ -43,17 +43,25 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         if not args.source:
             raise QpvhubError("name a source id or spec file, or use --all")
         sources = [resolve_source(args.source, env.settings.sources_dir)]
+    release = getattr(args, "release", None)
+    runs = []
     for source in sources:
+        if source.series and args.sample and release is None:
+            runs += [(source, r) for r in sorted(source.series.samples)]  # every bundled release, oldest first
+        else:
+            runs.append((source, release))
+    for source, rel in runs:
         t0 = time.monotonic()
-        print(f"→ {source.id}: ingesting into {source.target.qualified} …", flush=True)
-        res = ingest(env, source, url=args.url, sample=args.sample, force=args.force)
+        what = f"{source.id} release {rel}" if rel is not None else source.id
+        print(f"→ {what}: ingesting into {source.target.qualified} …", flush=True)
+        res = ingest(env, source, url=args.url, sample=args.sample, force=args.force, release=rel)
         took = time.monotonic() - t0
         if res.status == "skipped" and res.reason:
-            print(f"  {source.id}: skipped (run {res.run_id}, {took:.1f}s): {res.reason}")
+            print(f"  {what}: skipped (run {res.run_id}, {took:.1f}s): {res.reason}")
         elif res.status == "skipped":
-            print(f"  {source.id}: unchanged since the last successful load, skipped (run {res.run_id}, {took:.1f}s)")
+            print(f"  {what}: unchanged since the last successful load, skipped (run {res.run_id}, {took:.1f}s)")
         else:
-            print(f"  {source.id}: {res.rows_loaded} rows loaded, {res.rows_rejected} rejected, "
+            print(f"  {what}: {res.rows_loaded} rows loaded, {res.rows_rejected} rejected, "
                   f"{res.rows_repaired} geometries repaired, "
                   f"{res.validation['evaluated'] - res.validation['failed']}/{res.validation['evaluated']} "
                   f"expectations passed (run {res.run_id}, {took:.1f}s)")
@@ -225,7 +233,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     env = _env()
     print(f"PostGIS: {_safe(env.uri)}\nStore:   {env.store.describe('')}\n")
-    cmd_ingest(argparse.Namespace(all=True, source=None, url=None, sample=True, force=False))
+    cmd_ingest(argparse.Namespace(all=True, source=None, url=None, sample=True, force=False, release=None))
     print("→ indicators")
     cmd_indicators(argparse.Namespace(family=None))
     print("→ publish")
@@ -273,6 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--url", help="fetch from this URL instead of the catalogue's")
     s.add_argument("--sample", action="store_true", help="use the bundled offline sample")
     s.add_argument("--force", action="store_true", help="load even if the source is unchanged")
+    s.add_argument("--release", help="for a series (SIG Ville files): the release (year) to load; with --sample and "
+                                     "no release, every bundled release")
     s.set_defaults(func=cmd_ingest)
 
     s = sub.add_parser("validate", help="check a source's file against its suite, without loading it")

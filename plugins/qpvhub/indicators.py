@@ -10,6 +10,7 @@ empty is absent from the mart, never 0.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import re
@@ -19,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
+import pandas as pd
 import psycopg
 import yaml
 from psycopg import sql
@@ -56,6 +58,9 @@ class IndicatorDef(BaseModel):
     millesime: str
     is_count: bool = False
     range: tuple[float, float] | None = Field(default=None, description="plausible [min, max], checked")
+    comparable_from: int | None = Field(
+        default=None, description="release from which the definition holds: no evolution across it (series)")
+    comparability_note: str = Field(default="", description="what changed at comparable_from, in French")
     secrecy: Literal["count"] | RateSecrecy | None = Field(
         default=None, description="'count' (people or households) or {rate_of: <count id>, numerator, "
                                   "denominator, per}: publication secrecy")
@@ -194,6 +199,28 @@ def refresh_derived(conn: psycopg.Connection, sql_dir: Path) -> dict[str, int]:
     return counts
 
 
+def series_tables(conn: psycopg.Connection) -> dict[str, list[int]]:
+    """Source tables kept per release (`src.*` partitioned by a `release` column) → the releases loaded."""
+    names = [r[0] for r in conn.execute(
+        "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_partitioned_table p JOIN pg_class c ON c.oid = "
+        "p.partrelid JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_attribute a ON a.attrelid = c.oid "
+        "AND a.attnum = p.partattrs[0] WHERE n.nspname = 'src' AND a.attname = 'release' ORDER BY 1").fetchall()]
+    return {t: [r[0] for r in conn.execute(sql.SQL("SELECT DISTINCT release FROM {} ORDER BY 1").format(
+        sql.Identifier(*t.split(".")))).fetchall()] for t in names}
+
+
+def at_release(body: str, releases: dict[str, int]) -> str:
+    """A family's SQL reading one release of each series table it names (`src.sigville_ipro s` →
+    `(SELECT * FROM src.sigville_ipro WHERE release = 2019) s`)."""
+    for table, release in releases.items():
+        body = re.sub(rf"\b{re.escape(table)}\b(?!_)", f"(SELECT * FROM {table} WHERE release = {int(release)})", body)
+    return body
+
+
+def _tables_of(fam: Family) -> set[str]:
+    return {r for r in fam.header.requires if not r.startswith("indicator:")}
+
+
 def _compute(conn: psycopg.Connection, families: list[Family], only: list[str] | None) -> dict[str, int]:
     """Compute the families into staging.qpv_indicator_next (other families' rows carried over)."""
     conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier("staging", NEXT)))
@@ -207,6 +234,7 @@ def _compute(conn: psycopg.Connection, families: list[Family], only: list[str] |
         target), (recomputed,))
     written: dict[str, int] = {}
     cols = sql.SQL(", ").join(sql.Identifier(c) for c in OUTPUT_COLUMNS)
+    series = series_tables(conn)
     for fam in chosen:
         ids = [i.id for i in fam.header.indicators]
         missing = [r for r in fam.header.requires if not _has_rows(conn, r)]
@@ -217,7 +245,9 @@ def _compute(conn: psycopg.Connection, families: list[Family], only: list[str] |
             continue
         try:
             # The SQL is the project's own file, not user input; {computed} is this run's indicators so far.
-            body = fam.sql.replace("{computed}", computed)
+            # Series tables are read at their newest release: mart.qpv_indicator is the latest.
+            latest = {t: rs[-1] for t, rs in series.items() if rs and t in fam.sql}
+            body = at_release(fam.sql.replace("{computed}", computed), latest)
             conn.execute(sql.SQL("INSERT INTO {t} ({cols}) SELECT {cols} FROM ({q}) AS f").format(
                 t=target, cols=cols, q=sql.SQL(body)))
         except psycopg.Error as exc:
@@ -226,6 +256,114 @@ def _compute(conn: psycopg.Connection, families: list[Family], only: list[str] |
             written[i] = conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE indicator_id = %s").format(target),
                                       (i,)).fetchone()[0]
     return written
+
+
+def compute_series(conn: psycopg.Connection, families: list[Family], only: list[str] | None = None
+                   ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every loaded release of the families that read only series tables (and `ref.*`): one row per
+    distinct figure (a release repeating the previous one's figures for an indicator is folded into it,
+    `releases` naming both), and the evolutions between consecutive figures where comparable."""
+    series = series_tables(conn)
+    cols = [*OUTPUT_COLUMNS, "release"]
+    frames = []
+    for fam in families:
+        if only and fam.header.family not in only:
+            continue
+        tables = _tables_of(fam)
+        mine = [t for t in tables if t in series]
+        if not mine or any(r.startswith("indicator:") for r in fam.header.requires) or any(
+                t not in series and not t.startswith("ref.") for t in tables):
+            continue
+        common = sorted(set.intersection(*(set(series[t]) for t in mine)))
+        for release in common:
+            body = at_release(fam.sql, dict.fromkeys(mine, release))
+            rows = conn.execute(sql.SQL("SELECT {cols}, {rel}::smallint FROM ({q}) AS f").format(
+                cols=sql.SQL(", ").join(sql.Identifier(c) for c in OUTPUT_COLUMNS), rel=sql.Literal(release),
+                q=sql.SQL(body))).fetchall()
+            frames.append(pd.DataFrame(rows, columns=cols))
+    long = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)
+    defs = {i.id: i for f in families for i in f.header.indicators}
+    return fold_repeats(long), evolutions(fold_repeats(long), defs)
+
+
+def fold_repeats(long: pd.DataFrame) -> pd.DataFrame:
+    """Rows of a release whose figures for an indicator and scope equal the previous release's for every
+    QPV are folded into that release's rows (`releases` lists both): the same underlying figures published
+    twice, not "no change"."""
+    if long.empty:
+        return long.assign(releases=pd.Series(dtype=object))
+    first_of: dict[tuple, int] = {}
+    for key, g in long.groupby(["indicator_id", "scope", "generation"], sort=True):
+        wide = g.pivot(index="code_qp", columns="release", values="value")
+        rels = sorted(wide.columns)
+        for prev, cur in itertools.pairwise(rels):
+            a, b = wide[prev], wide[cur]
+            shown = a.notna() | b.notna()
+            same = bool(shown.any()) and bool(((a == b) | (a.isna() & b.isna()))[shown].all())
+            first_of[(*key, cur)] = first_of.get((*key, prev), prev) if same else cur
+        first_of.setdefault((*key, rels[0]), rels[0])
+    first = [first_of[(i, s, g, r)] for i, s, g, r in
+             zip(long["indicator_id"], long["scope"], long["generation"], long["release"], strict=True)]
+    long = long.assign(first=first)
+    named = (long.groupby(["indicator_id", "scope", "generation", "code_qp", "first"])["release"]
+             .agg(lambda r: sorted(int(x) for x in r)).rename("releases"))
+    kept = long[long["release"] == long["first"]].drop(columns="first")
+    return kept.join(named, on=["indicator_id", "scope", "generation", "code_qp", "release"]).reset_index(drop=True)
+
+
+def evolutions(series: pd.DataFrame, defs: dict[str, IndicatorDef]) -> pd.DataFrame:
+    """Between consecutive distinct figures of each cell: points for rates, % otherwise; no value (and the
+    reason) across a change of definition, where a value is missing, or from zero."""
+    out = []
+    if series.empty:
+        return pd.DataFrame(columns=["code_qp", "generation", "indicator_id", "scope", "release_from", "release_to",
+                                     "value_from", "value_to", "evolution", "unit", "reason"])
+    for (ind, scope, gen, code), g in series.sort_values("release").groupby(
+            ["indicator_id", "scope", "generation", "code_qp"], sort=True):
+        d = defs.get(ind)
+        unit = "points" if d is not None and d.unit == "%" else "%"
+        rows = g.to_dict("records")
+        for a, b in itertools.pairwise(rows):
+            ra, rb, va, vb = int(a["release"]), int(b["release"]), a["value"], b["value"]
+            reason, evo = None, None
+            cf = d.comparable_from if d is not None else None
+            if cf is not None and ra < cf <= rb:
+                reason = f"définition changée à l'édition {cf}" + (f" : {d.comparability_note}"
+                                                                  if d.comparability_note else "")
+            elif va is None or vb is None or va != va or vb != vb:
+                reason = f"valeur non publiée en {ra if va is None or va != va else rb} (secret ou absente du fichier)"
+            elif unit == "%" and va == 0:
+                reason = "valeur de départ nulle : évolution en % non définie"
+            else:
+                evo = round(vb - va, 6) if unit == "points" else round(100 * (vb - va) / va, 6)
+            out.append((code, gen, ind, scope, ra, rb, va, vb, evo, unit, reason))
+    return pd.DataFrame(out, columns=["code_qp", "generation", "indicator_id", "scope", "release_from", "release_to",
+                                      "value_from", "value_to", "evolution", "unit", "reason"])
+
+
+def _write_series(conn: psycopg.Connection, series: pd.DataFrame, evo: pd.DataFrame, ids: list[str]) -> None:
+    """Replace the series and evolutions of the recomputed indicators (in the caller's transaction)."""
+    conn.execute("DELETE FROM mart.qpv_indicator_evolution WHERE indicator_id = ANY(%s)", (ids,))
+    conn.execute("DELETE FROM mart.qpv_indicator_series WHERE indicator_id = ANY(%s)", (ids,))
+    if series.empty:
+        return
+
+    def clean(v):  # pandas' missing values (NaN, NA) as SQL NULL
+        return None if v is None or v is pd.NA or (isinstance(v, float) and v != v) else v
+
+    with conn.cursor() as cur:
+        with cur.copy("COPY mart.qpv_indicator_series (code_qp, generation, indicator_id, scope, release, releases, "
+                      "millesime, value, numerator, denominator, source_run_ids) FROM STDIN") as cp:
+            for r in series.itertuples(index=False):
+                cp.write_row((r.code_qp, int(r.generation), r.indicator_id, r.scope, int(r.release), r.releases,
+                              r.millesime, clean(r.value), clean(r.numerator), clean(r.denominator),
+                              list(r.source_run_ids or [])))
+        with cur.copy("COPY mart.qpv_indicator_evolution (code_qp, generation, indicator_id, scope, release_from, "
+                      "release_to, value_from, value_to, evolution, unit, reason) FROM STDIN") as cp:
+            for r in evo.itertuples(index=False):
+                cp.write_row((r.code_qp, int(r.generation), r.indicator_id, r.scope, int(r.release_from),
+                              int(r.release_to), clean(r.value_from), clean(r.value_to), clean(r.evolution), r.unit,
+                              clean(r.reason)))
 
 
 def mart_expectations(families: list[Family]) -> list[tuple[str, dict]]:
@@ -274,6 +412,7 @@ def run_indicators(uri: str, sql_dir: Path, only: list[str] | None = None, *, ru
             log.info("derived reference tables: %s", derived)
             written = _compute(conn, families, only)
             conn.commit()
+            series, evo = compute_series(conn, families, only)
         report = validate_table(uri, "staging", NEXT, "mart_qpv_indicator", mart_expectations(families), "block")
         with connect(uri) as conn:  # kept whatever the outcome, like a source's results
             record_results(conn, run_id, report)
@@ -302,6 +441,7 @@ def run_indicators(uri: str, sql_dir: Path, only: list[str] | None = None, *, ru
                 sql.Identifier("staging", NEXT)))
             conn.execute("UPDATE mart.indicator_catalog SET computed_at = now() WHERE indicator_id = ANY(%s)",
                          ([i for i, n in written.items() if n],))
+            _write_series(conn, series, evo, list(written))
             rebuild_profile(conn)
             conn.commit()
     finally:
@@ -345,6 +485,26 @@ def _wide_view(conn: psycopg.Connection, name: str, columns: list[tuple[str, str
                 view, sql.Identifier(ind + SCOPE_SUFFIX[scope]), sql.Literal(label[0] + scope_fr[scope])))
 
 
+def _series_view(conn: psycopg.Connection, name: str, theme: str) -> None:
+    """`mart.theme_<theme>_series`: the theme's history, long (one row per QPV, indicator, scope and distinct
+    figure), with the evolution from the previous figure or why there is none."""
+    view = sql.Identifier("mart", name)
+    conn.execute(sql.SQL("DROP VIEW IF EXISTS {}").format(view))
+    conn.execute(sql.SQL(
+        "CREATE VIEW {} AS SELECT s.code_qp, s.generation, q.lib_qp, q.insee_com, q.lib_com, s.indicator_id, "
+        "c.label_fr, c.unit, s.scope, s.release, s.releases, s.millesime, s.value, e.release_from AS release_previous, "
+        "e.value_from AS value_previous, e.evolution, e.unit AS evolution_unit, e.reason AS evolution_note "
+        "FROM mart.qpv_indicator_series s JOIN mart.indicator_catalog c USING (indicator_id) "
+        "LEFT JOIN ref.qpv q USING (code_qp, generation) "
+        "LEFT JOIN mart.qpv_indicator_evolution e ON e.code_qp = s.code_qp AND e.generation = s.generation "
+        "AND e.indicator_id = s.indicator_id AND e.scope = s.scope AND e.release_to = s.release "
+        "WHERE c.theme = {}").format(view, sql.Literal(theme)))
+    conn.execute(sql.SQL("COMMENT ON VIEW {} IS {}").format(view, sql.Literal(
+        f"Theme « {theme} », every loaded release: one row per QPV, indicator, scope and distinct figure "
+        "(releases: every edition carrying it); evolution from the previous figure in points (rates) or % "
+        "(counts, amounts), NULL with evolution_note where not comparable. Unsuppressed: analysts only")))
+
+
 def rebuild_profile(conn: psycopg.Connection) -> None:
     """`mart.qpv_profile` (every indicator, scope qpv) and one `mart.theme_<theme>` view per theme
     (its indicators in every scope computed, commune comparisons beside the QPV value)."""
@@ -364,5 +524,7 @@ def rebuild_profile(conn: psycopg.Connection) -> None:
                    f"Theme « {theme} »: one row per QPV and generation; columns <indicator> (QPV), "
                    "<indicator>__commune and <indicator>__hors_qpv (the commune outside its QPV) where computed")
         existing.discard(name)
+        _series_view(conn, name + "_series", theme)
+        existing.discard(name + "_series")
     for stale in existing:
         conn.execute(sql.SQL("DROP VIEW {}").format(sql.Identifier("mart", stale)))

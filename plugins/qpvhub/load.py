@@ -218,7 +218,8 @@ def _pg_type(source: Source, name: str) -> str:
 def staging_names(source: Source, run_id: str) -> tuple[str, str]:
     """Names of the raw and the final staging tables of a run (≤ 63 characters)."""
     suffix = re.sub(r"[^a-z0-9]", "", run_id.lower())[-16:]
-    base = source.target.physical_table[:40]
+    # a series' release is not known where a failure is cleaned up: the table name, the run id tells apart
+    base = (source.target.table if source.series else source.target.physical_table)[:40]
     return f"{base}__{suffix}_raw", f"{base}__{suffix}"
 
 
@@ -521,6 +522,12 @@ def promote(conn: psycopg.Connection, source: Source, final_table: str, run_id: 
     new = sql.Identifier("staging", final_table)
     conn.execute("SET LOCAL lock_timeout = '60s'")
     conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"promote:{schema}.{live}",))
+    if t.partition and not _exists(conn, schema, t.table):
+        # the first release of a series: its parent, partitioned by the release column, shaped like staging
+        (pcol, _), = t.partition.items()
+        conn.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS) PARTITION BY LIST ({})").format(
+            sql.Identifier(schema, t.table), new, sql.Identifier(pcol)))
+        conn.execute(sql.SQL("GRANT SELECT ON {} TO qpvhub_analyst").format(sql.Identifier(schema, t.table)))
     parent_cols = _columns_of(conn, schema, t.table) if _exists(conn, schema, t.table) else None
     new_cols = _columns_of(conn, "staging", final_table)
     if parent_cols is not None and parent_cols != new_cols:

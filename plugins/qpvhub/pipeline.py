@@ -17,6 +17,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from types import EllipsisType
+from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -127,22 +129,26 @@ def start_run(env: Env, source: Source, *, airflow_run_id: str | None = None, ru
                 f"source {source.id}: run {other[0]} started at {other[1]:%Y-%m-%d %H:%M:%S%z} is still in "
                 "progress; this run does not start (retry later, or mark that run failed if its worker died)")
         conn.execute(
-            "INSERT INTO meta.source_runs (run_id, source_id, airflow_run_id, status, target, code_version, millesime) "
-            "VALUES (%s, %s, %s, 'running', %s, %s, %s)",
-            (run_id, source.id, airflow_run_id, source.target.qualified, __version__, source.millesime))
+            "INSERT INTO meta.source_runs (run_id, source_id, airflow_run_id, status, target, code_version, millesime, "
+            "release) VALUES (%s, %s, %s, 'running', %s, %s, %s, %s)",
+            (run_id, source.id, airflow_run_id, source.target.qualified, __version__, source.millesime,
+             source.release))
         conn.commit()
     return run_id
 
 
-def last_success(env: Env, source_id: str) -> dict | None:
+def last_success(env: Env, source_id: str, release: int | EllipsisType | None = ...) -> dict | None:
+    """The source's last successful run: of one release when given (None: a source without releases),
+    of any release by default."""
     with connect(env.uri) as conn:
         row = conn.execute(
-            "SELECT run_id, sha256, etag, last_modified, rows_loaded, raw_key, located FROM meta.source_runs "
-            "WHERE source_id = %s AND status = 'success' ORDER BY finished_at DESC LIMIT 1", (source_id,)
+            "SELECT run_id, sha256, etag, last_modified, rows_loaded, raw_key, located, urls FROM meta.source_runs "
+            "WHERE source_id = %s AND status = 'success' AND (%s OR release IS NOT DISTINCT FROM %s) "
+            "ORDER BY finished_at DESC LIMIT 1", (source_id, release is ..., None if release is ... else release)
         ).fetchone()
     if not row:
         return None
-    return dict(zip(("run_id", "sha256", "etag", "last_modified", "rows_loaded", "raw_key", "located"), row,
+    return dict(zip(("run_id", "sha256", "etag", "last_modified", "rows_loaded", "raw_key", "located", "urls"), row,
                     strict=True))
 
 
@@ -175,7 +181,7 @@ def fetch_step(env: Env, source: Source, run_id: str, url: str, *, force: bool =
     the last success's is not downloaded again."""
     t0 = time.monotonic()
     quality.check_expectations(source, env.settings.sources_dir / f"{source.id}.yml")
-    prev = None if force else last_success(env, source.id)
+    prev = None if force else last_success(env, source.id, source.release)
     shown = redact_url(url)  # what is recorded, logged and published: no credentials, no local path
     if located and prev and Located(url, located).same_resource(prev.get("located")):
         _update(env, run_id, status="skipped", urls=[shown], finished_at=dt.datetime.now(dt.UTC),
@@ -196,6 +202,12 @@ def fetch_step(env: Env, source: Source, run_id: str, url: str, *, force: bool =
                 raise FetchError(f"source {source.id}: {type(exc).__name__}: {text}") from None
             raise
         unchanged = got.not_modified or (prev is not None and got.sha256 == prev["sha256"])
+        if prev is not None and source.release is not None and not unchanged:
+            # two files for one release: which one is right is a human choice, not the scheduler's
+            before = ", ".join(prev["urls"] or ["?"])
+            raise FetchError(f"source {source.id}: release {source.release} is already loaded from {before} "
+                             f"(run {prev['run_id']}, sha256 {prev['sha256'][:12]}…); {shown} (sha256 "
+                             f"{got.sha256[:12]}…) differs: refused — run again with --force to replace that release")
         if unchanged:
             _update(env, run_id, status="skipped", urls=[shown], finished_at=dt.datetime.now(dt.UTC),
                     sha256=prev["sha256"], etag=got.etag, raw_key=prev["raw_key"], located=located)
@@ -292,9 +304,10 @@ def stage_step(env: Env, source: Source, run_id: str, raw_key: str) -> load.Stag
 
 
 def validate_only(env: Env, source: Source, *, path: Path | None = None, url: str | None = None,
-                  sample: bool = False) -> tuple[load.StageResult, quality.ValidationReport]:
+                  sample: bool = False, release: Any = None) -> tuple[load.StageResult, quality.ValidationReport]:
     """Read and check a file against the source's suite in a throwaway staging table: nothing is
     archived, promoted or recorded (its rejected rows are removed again)."""
+    source = for_run(source, release, sample=sample)
     run_id = new_run_id() + "v"
     quality.check_expectations(source, env.settings.sources_dir / f"{source.id}.yml")
     work = Path(tempfile.mkdtemp(prefix=f"qpvhub-{source.id}-"))
@@ -304,7 +317,7 @@ def validate_only(env: Env, source: Source, *, path: Path | None = None, url: st
                         s3_client=getattr(env.store, "client", None))
             path = got.path
         staged = stage_file(env, source, run_id, path)
-        prev = last_success(env, source.id)
+        prev = last_success(env, source.id, source.release)
         exps = quality.build_expectations(source, prev["rows_loaded"] if prev else None,
                                           in_region=bool(region_bboxes(env)))
         report = quality.validate_table(env.uri, "staging", load.check_view_name(staged.table), source.id, exps,
@@ -343,7 +356,7 @@ def _analyze_staging(env: Env, final_table: str) -> float:
 def validate_step(env: Env, source: Source, run_id: str) -> quality.ValidationReport:
     """Run the source's suite on the staging table; block → quarantine and raise; warn → log."""
     t0 = time.monotonic()
-    prev = last_success(env, source.id)
+    prev = last_success(env, source.id, source.release)
     _, final_table = load.staging_names(source, run_id)
     view = load.check_view_name(final_table)
     exps = quality.build_expectations(source, prev["rows_loaded"] if prev else None,
@@ -450,9 +463,26 @@ class IngestResult:
     reason: str | None = None  # why a run was skipped, when it is not "unchanged"
 
 
+def for_run(source: Source, release: Any = None, *, sample: bool = False) -> Source:
+    """The entry a run loads: for a series, one release (given, else the current one, else — offline — the
+    newest bundled sample); other entries as they are (a release given to them is an error)."""
+    if source.series is None:
+        if release is not None:
+            raise QpvhubError(f"source {source.id} is not a series: it takes no --release")
+        return source
+    if release is None:
+        release = source.series.current
+        if release is None and sample and source.series.samples:
+            release = max(source.series.samples)
+        if release is None:
+            raise QpvhubError(f"source {source.id} is a series: give the release to load (--release YEAR)")
+    return source.for_release(release)
+
+
 def ingest(env: Env, source: Source, *, url: str | None = None, sample: bool = False, force: bool = False,
-           airflow_run_id: str | None = None) -> IngestResult:
-    """The whole chain for one source, as the CLI runs it."""
+           airflow_run_id: str | None = None, release: Any = None) -> IngestResult:
+    """The whole chain for one source (one release of a series), as the CLI runs it."""
+    source = for_run(source, release, sample=sample)
     where = locate(env, source, sample=sample, url=url)
     run_id = start_run(env, source, airflow_run_id=airflow_run_id)
     try:

@@ -28,6 +28,8 @@
 --     method: Part des emplois à durée limitée parmi les emplois salariés (TX_TOT_EDLIM, SIG Ville).
 --     millesime: SIG Ville, données QPV
 --     range: [0, 100]
+--     comparable_from: 2021
+--     comparability_note: "jusqu'à l'édition 2020, part des emplois précaires (TX_TOT_EPREC) ; depuis 2021, part des emplois à durée limitée (TX_TOT_EDLIM), une autre définition"
 --     secrecy: {rate_of: population}
 -- ---
 WITH e AS (

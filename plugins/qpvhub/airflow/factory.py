@@ -89,6 +89,20 @@ def build_ingest_dag(source: Source) -> DAG:
            "Trigger with conf `{\"sample\": true}` to load the bundled sample, `{\"url\": \"…\"}` to override the URL, "
            "`{\"force\": true}` to load even when unchanged.")
     on_failure = functools.partial(_fail_ingest_run, source)
+    if source.series:
+        doc += (f"\n\nA series: each release is a partition, loaded on its own. `{{\"release\": 2019, \"url\": "
+                f"\"…\"}}` loads one; the schedule loads release {source.series.current or '(none set)'}.")
+
+    def conf_of(context: dict) -> dict:
+        return {**context["params"], **((context["dag_run"].conf or {}) if context.get("dag_run") else {})}
+
+    def release_source(context: dict) -> Source:
+        """The entry this run loads (one release, for a series)."""
+        from qpvhub.pipeline import for_run
+
+        conf = conf_of(context)
+        return for_run(source, conf.get("release"), sample=bool(conf.get("sample")))
+
     with DAG(
         dag_id=f"qpvhub_ingest_{source.id}",
         # no production location: not scheduled (a scheduled run could only fail); manual runs take a url
@@ -99,14 +113,14 @@ def build_ingest_dag(source: Source) -> DAG:
         tags=["qpvhub", "ingest", *source.tags],
         default_args=default_args(on_failure_callback=on_failure),
         doc_md=doc,
-        params={"sample": False, "url": None, "force": False},
+        params={"sample": False, "url": None, "force": False, "release": None},
     ) as dag:
 
         @task
         def start(**context: Any) -> str:
             from qpvhub.pipeline import start_run
 
-            return start_run(_env(), source, airflow_run_id=context["run_id"])
+            return start_run(_env(), release_source(context), airflow_run_id=context["run_id"])
 
         @task
         def fetch(qrun: str, **context: Any) -> str:
@@ -115,39 +129,41 @@ def build_ingest_dag(source: Source) -> DAG:
             from qpvhub.pipeline import fetch_step, locate
 
             env = _env()
-            conf = {**context["params"], **((context["dag_run"].conf or {}) if context.get("dag_run") else {})}
-            where = locate(env, source, sample=bool(conf.get("sample")), url=conf.get("url"))
-            res = fetch_step(env, source, qrun, where.url, force=bool(conf.get("force")), located=where.meta or None)
+            conf = conf_of(context)
+            one = release_source(context)
+            where = locate(env, one, sample=bool(conf.get("sample")), url=conf.get("url"))
+            res = fetch_step(env, one, qrun, where.url, force=bool(conf.get("force")), located=where.meta or None)
             if res["status"] == "skipped":
                 raise AirflowSkipException(f"{source.id} unchanged since run {res['previous_run']}")
             return res["raw_key"]
 
         @task(pool=POOL)
-        def stage(qrun: str, raw_key: str) -> dict:
+        def stage(qrun: str, raw_key: str, **context: Any) -> dict:
             from airflow.sdk.exceptions import AirflowSkipException
 
             from qpvhub.errors import NothingForRegions
             from qpvhub.pipeline import skip_run, stage_step
 
             env = _env()
+            one = release_source(context)
             try:
-                r = stage_step(env, source, qrun, raw_key)
+                r = stage_step(env, one, qrun, raw_key)
             except NothingForRegions as exc:
-                skip_run(env, source, qrun, str(exc))
+                skip_run(env, one, qrun, str(exc))
                 raise AirflowSkipException(str(exc)) from None
             return {"rows_loaded": r.rows_loaded, "rows_rejected": r.rows_rejected, "rows_repaired": r.rows_repaired}
 
         @task(pool=POOL)
-        def validate(qrun: str, staged: dict) -> dict:
+        def validate(qrun: str, staged: dict, **context: Any) -> dict:
             from qpvhub.pipeline import validate_step
 
-            return validate_step(_env(), source, qrun).summary()
+            return validate_step(_env(), release_source(context), qrun).summary()
 
         @task(pool=POOL, outlets=[Asset(source.asset_uri)])
-        def promote(qrun: str, summary: dict) -> dict:
+        def promote(qrun: str, summary: dict, **context: Any) -> dict:
             from qpvhub.pipeline import promote_step
 
-            return promote_step(_env(), source, qrun)
+            return promote_step(_env(), release_source(context), qrun)
 
         qrun = start()
         raw_key = fetch(qrun)

@@ -29,6 +29,7 @@ from qpvhub.db import connect
 from qpvhub.errors import QpvhubError
 from qpvhub.indicators import SCOPE_SUFFIX, load_families, theme_view_name
 from qpvhub.publish import fiche, pdf
+from qpvhub.publish import series as history
 from qpvhub.publish.portal import choropleth_svg, key_maps, map_indicator, portal_html, qpv_maps_svg
 from qpvhub.publish.secrecy import METHOD, PUBLIC_FLAG, Rule, apply_secrecy, describe, disclosures, table_from_published
 from qpvhub.publish.writers import WRITERS
@@ -218,14 +219,24 @@ def publish_region(env, region: Region, *, airflow_run_id: str | None = None, ke
         qpv_maps = qpv_maps_svg(conn, gdf)
         rows = conn.execute("SELECT insee_com, nom, ST_AsBinary(geom) FROM ref.commune_contour "
                             "WHERE insee_com = ANY(%s) ORDER BY 1", (sorted(set(gdf["insee_com"])),)).fetchall()
+        series_rows, evo_rows = history.read(conn, list(gdf["code_qp"]), generation)
+        # each indicator's millésime(s) as its values carry them, for the fiches
+        millesimes = dict(conn.execute(
+            "SELECT indicator_id, string_agg(DISTINCT millesime, ' ; ' ORDER BY millesime) FROM mart.qpv_indicator i "
+            "JOIN ref.qpv q USING (code_qp, generation) WHERE q.dep = ANY(%s) AND i.generation = %s GROUP BY 1",
+            (region.departements, generation)).fetchall())
     communes = gpd.GeoDataFrame({"insee_com": [r[0] for r in rows], "nom": [r[1] for r in rows]},
                                 geometry=shapely.from_wkb([bytes(r[2]) for r in rows]), crs=2154)
+    rules = secrecy_rules(families)
+    past = history.published(series_rows, evo_rows, rules, threshold)
+    history.check(past, rules, threshold, f"{PRODUCT}_{region.code}_series")
     fiche_dir = Path(tempfile.mkdtemp(prefix="qpvhub-fiches-"))
     try:
-        fiches = _fiches(gdf, families, region, generation, threshold, runs, sources, qpv_maps, fiche_dir)
+        fiches = _fiches(gdf, fiche.docs_of(families, millesimes), region, generation, threshold, runs, sources,
+                         qpv_maps, fiche_dir, past)
         common = {"fields": fields, "runs": runs, "sources": sources, "airflow_run_id": airflow_run_id, "keep": keep,
                   "threshold": threshold, "quality_key": quality_key, "qpv_maps": qpv_maps, "generation": generation,
-                  "fiches": fiches, "communes": communes}
+                  "fiches": fiches, "communes": communes, "past": past}
         result = _publish_product(env, region, product_base, gdf,
                                   f"Profil des QPV de la région {region.name} ({region.code}), {liste}", **common)
         for dep in region.departements:
@@ -268,11 +279,11 @@ def _stamp(runs: list[dict]) -> str:
     return f"{day or '2000-01-01'}T00:00:00Z"
 
 
-def _fiches(gdf: gpd.GeoDataFrame, families, region: Region, generation: int, threshold: int, runs: list[dict],
-            sources: dict, qpv_maps: dict[str, str], out: Path) -> list[dict]:
+def _fiches(gdf: gpd.GeoDataFrame, docs: dict[str, fiche.Doc], region: Region, generation: int, threshold: int,
+            runs: list[dict], sources: dict, qpv_maps: dict[str, str], out: Path,
+            past: pd.DataFrame | None = None) -> list[dict]:
     """Render every QPV's fiche (HTML, and its PDF when Chromium is there) once for the region; each product
     ships those of its QPV. Returns one entry per file: code_qp, name (`qpv/<code>.<ext>`), path, title."""
-    docs = fiche.docs_of(families)
     columns = set(gdf.columns)
     stamp = _stamp(runs)
     rows = gdf.drop(columns="geometry").to_dict("records")
@@ -284,7 +295,8 @@ def _fiches(gdf: gpd.GeoDataFrame, families, region: Region, generation: int, th
                 if r["insee_com"] == row["insee_com"] and r["code_qp"] != code]
         page = fiche.render(row, docs, columns, region=region, generation=generation, threshold=threshold, runs=runs,
                             sources=sources, stamp=stamp, map_svg=qpv_maps.get(code), same_commune=same,
-                            note=INDICATIVE_NOTE)
+                            note=INDICATIVE_NOTE,
+                            past=past[past["code_qp"] == code] if past is not None and not past.empty else None)
         path = out / f"{code}.html"
         path.write_text(page, encoding="utf-8")
         pages[code] = path
@@ -316,7 +328,8 @@ def _write_portal(env, region: Region, catalog_doc: dict, quality_key: str, maps
 def _publish_product(env, region: Region, product: str, gdf: gpd.GeoDataFrame, title: str, *, fields, runs,
                      sources, airflow_run_id, keep: int, threshold: int, quality_key: str,
                      qpv_maps: dict[str, str] | None = None, generation: int = 2015,
-                     fiches: list[dict] | None = None, communes: gpd.GeoDataFrame | None = None) -> PublishResult:
+                     fiches: list[dict] | None = None, communes: gpd.GeoDataFrame | None = None,
+                     past: pd.DataFrame | None = None) -> PublishResult:
     """Write one product's files, verify them, flip `latest/`; skip when the content is unchanged."""
     stamp = _stamp(runs)
     layer = f"{product}_{region.code}" if "_dep" not in product else product
@@ -349,6 +362,14 @@ def _publish_product(env, region: Region, product: str, gdf: gpd.GeoDataFrame, t
             files.append({"name": path.name, "format": "svg", "mediatype": "image/svg+xml",
                           "bytes": path.stat().st_size, "sha256": sha256_file(path), "path": path})
         codes = set(gdf["code_qp"])
+        mine = past[past["code_qp"].isin(codes)] if past is not None else None
+        if mine is not None and not mine.empty:  # the history: every release, evolutions, secrecy per year
+            for fmt, ext in (("csv", "csv"), ("csv_fr", "fr.csv")):
+                path = work / f"{layer}_series.{ext}"
+                history.write(mine, path, french=fmt == "csv_fr")
+                files.append({"name": path.name, "format": fmt, "mediatype": "text/csv", "path": path,
+                              "bytes": path.stat().st_size, "sha256": sha256_file(path), "schema": history.FIELDS,
+                              "title": "Historique des indicateurs par édition, avec évolutions"})
         for f in fiches or []:  # rendered once for the region: the product's QPV only
             if f["code_qp"] in codes:
                 files.append({"name": f["name"], "format": f["format"], "mediatype": f["mediatype"],
@@ -419,7 +440,7 @@ def _publish_product(env, region: Region, product: str, gdf: gpd.GeoDataFrame, t
                 env.store.delete(key)
                 log.info("%s/%s: %s is not in version %s, removed from latest/", region.code, product, key, version)
         env.store.put_file(f"{base}/latest/SHA256SUMS", upload[-1][1], media["SHA256SUMS"])
-        public_files = [{k: v for k, v in f.items() if k not in ("path", "columns", "title")} for f in files]
+        public_files = [{k: v for k, v in f.items() if k not in ("path", "columns", "title", "schema")} for f in files]
         _record(env, region, product, version, "published", public_files, f"{vprefix}/datapackage.json",
                 airflow_run_id)
         withdrawn = _withdraw(env, region, product, base, threshold, airflow_run_id)
@@ -471,8 +492,11 @@ def _datapackage(region, product, title, version, files, fields, runs, sources, 
             crs = "EPSG:2154 (Lambert-93)" if f["format"] == "gpkg" else "EPSG:4326"
             extra = [{"name": "geometry", "type": "geojson" if f["format"] == "geojson" else "any",
                       "description": f"Périmètre du QPV, {crs}"}]
-        schema = [fd for fd in fields if "columns" not in f or fd["name"] in f["columns"] or not fd.get("theme")]
-        schema += extra
+        if f.get("schema"):  # a table of its own (the history)
+            schema = list(f["schema"])
+        else:
+            schema = [fd for fd in fields if "columns" not in f or fd["name"] in f["columns"] or not fd.get("theme")]
+            schema += extra
         if f["format"] == "csv_fr":  # Table Schema says the decimal comma per number field
             schema = [{**fd, "decimalChar": ","} if fd["type"] == "number" else fd for fd in schema]
         resources.append({

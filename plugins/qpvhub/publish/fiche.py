@@ -14,10 +14,13 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import pandas as pd
+
 from qpvhub import __version__
 from qpvhub.publish.secrecy import PUBLIC_FLAG
 
-THEMES = ["socio-démographie", "emploi", "mobilité", "services", "climat", "géographie"]
+# print order: the short themes fill the first page, since a theme table is never cut across pages
+THEMES = ["socio-démographie", "emploi", "mobilité", "climat", "géographie", "services"]
 SCOPES = [("", "Quartier"), ("__commune", "Commune"), ("__hors_qpv", "Commune hors QPV")]
 WHOLE_UNITS = {"€", "m", "départs par jour"}  # shown without decimals, like counts
 
@@ -37,12 +40,15 @@ class Doc:
     is_count: bool
 
 
-def docs_of(families) -> dict[str, Doc]:
-    """Every registry indicator, in registry order."""
+def docs_of(families, millesimes: Mapping[str, str] | None = None) -> dict[str, Doc]:
+    """Every registry indicator, in registry order; `millesimes` (the values' own, from the mart) replace the
+    registry's generic wording where known."""
     out = {}
+    millesimes = millesimes or {}
     for fam in families:
         for ind in fam.header.indicators:
-            out[ind.id] = Doc(ind.id, ind.label_fr, ind.unit, ind.theme, first_sentence(ind.method), ind.millesime,
+            out[ind.id] = Doc(ind.id, ind.label_fr, ind.unit, ind.theme, first_sentence(ind.method),
+                              millesimes.get(ind.id, ind.millesime),
                               tuple(fam.header.sources), fam.header.absent_fr, bool(ind.secrecy == "count"
                                                                                     or ind.is_count))
     return out
@@ -94,7 +100,7 @@ def _cell(row: Mapping, col: str, doc: Doc, columns: set[str]) -> tuple[str, str
 
 def render(row: Mapping, docs: dict[str, Doc], columns: set[str], *, region, generation: int, threshold: int,
            runs: list[dict], sources: dict, stamp: str, map_svg: str | None, same_commune: list[tuple[str, str]],
-           note: str) -> str:
+           note: str, past: pd.DataFrame | None = None) -> str:
     """The fiche of one QPV (`row`: its published values and flags; `columns`: the table's columns)."""
     e = html.escape
     code, name, com = str(row["code_qp"]), str(row["lib_qp"]), str(row["lib_com"])
@@ -146,18 +152,18 @@ non calculé à cette échelle.</p></section>
                         why = f'<span class="why"> Non disponible : {e(reason)}.</span>'
             src = ", ".join(dict.fromkeys(publisher_short(sources.get(s)) or s for s in d.sources))
             out.append(f'<tr><th scope="row">{e(d.label)} <span class="unit">({e(d.unit)})</span>'
-                       f'<span class="def">{e(d.definition)} Source : {e(src)} ; millésime : {e(d.millesime)}.'
+                       f'<span class="def{" ref" if d.definition.startswith("Comme ") else ""}">'
+                       f'{e(d.definition)} Source : {e(src)} ; millésime : {e(d.millesime)}.'
                        f"{why}</span></th>{cells}</tr>")
         out.append("</tbody></table></section>")
+    out.append(_evolution(past, docs))
     out.append('<div class="pair">')  # printed side by side: the map, and what goes with it
     if map_svg:
         svg = map_svg.replace("<svg ", f'<svg role="img" aria-labelledby="map-{e(code)}" ', 1)
         svg = re.sub(r"<title>", f'<title id="map-{e(code)}">', svg, count=1)
         out.append(f'<section class="map" aria-labelledby="t-carte"><h2 id="t-carte">Carte</h2><figure>{svg}'
                    f"<figcaption>{e(_map_caption(map_svg))}</figcaption></figure></section>")
-    out.append('<div><section class="evolution" aria-labelledby="t-evolution"><h2 id="t-evolution">Évolution</h2>'
-               "<p>Une seule édition de chaque source est chargée : l'évolution entre millésimes n'est pas encore "
-               "calculée pour ce quartier.</p></section>")
+    out.append("<div>")
     if same_commune:
         links = ", ".join(f'<a href="{e(c)}.html">{e(n)} ({e(c)})</a>' for c, n in same_commune)
         out.append(f'<section aria-labelledby="t-voisins"><h2 id="t-voisins">Autres quartiers de {e(com)}</h2>'
@@ -180,6 +186,76 @@ non calculé à cette échelle.</p></section>
     out.append("</ul>")
     out.append("</section></main></body></html>\n")
     return "\n".join(out)
+
+
+def _spark(values: list[float | None], label: str) -> str:
+    """A small line of the values over the releases (drawn here, no library); the table beside it is its
+    text alternative."""
+    pts = [(k, v) for k, v in enumerate(values) if v is not None]
+    if len(pts) < 2:
+        return ""
+    lo, hi = min(v for _, v in pts), max(v for _, v in pts)
+    w, h, n = 84, 18, max(len(values) - 1, 1)
+
+    def xy(k: int, v: float) -> str:
+        y = h / 2 if hi == lo else h - 2 - (v - lo) / (hi - lo) * (h - 4)
+        return f"{2 + k * (w - 4) / n:.1f},{y:.1f}"
+
+    line = " ".join(xy(k, v) for k, v in pts)
+    dots = "".join(f'<circle cx="{xy(k, v).split(",")[0]}" cy="{xy(k, v).split(",")[1]}" r="1.6"/>' for k, v in pts)
+    return (f'<svg class="spark" width="{w}" height="{h}" viewBox="0 0 {w} {h}" role="img" aria-label="'
+            f'{html.escape(label)}"><polyline points="{line}" fill="none" stroke="#0b4f9c" stroke-width="1.4"/>'
+            f'<g fill="#0b4f9c">{dots}</g></svg>')
+
+
+def _evolution(past: pd.DataFrame | None, docs: dict[str, Doc]) -> str:
+    """The QPV's indicators over the loaded releases (published values: secrecy applied per year), the last
+    evolution or why there is none, and a small chart per indicator."""
+    head = '<section class="evolution" aria-labelledby="t-evolution"><h2 id="t-evolution">Évolution</h2>'
+    rows = past[past["scope"] == "qpv"] if past is not None and not past.empty else None
+    if rows is None or rows.empty:
+        return head + ("<p>Une seule édition des sources est chargée pour ce quartier : pas encore d'évolution.</p>"
+                       "</section>")
+    years = sorted({int(y) for rs in rows["releases"] for y in str(rs).split()})
+    out = [head, "<p>Valeurs du quartier dans chaque édition chargée des fichiers SIG Ville (« = » : l'édition "
+           "reprend les chiffres de la précédente, ce n'est pas une absence d'évolution).</p>",
+           '<table class="evo"><colgroup><col class="e-ind">' + '<col>' * len(years)
+           + '<col class="e-evo"><col class="e-sp"></colgroup><thead><tr><th scope="col">Indicateur</th>'
+           + "".join(f'<th scope="col">{y}</th>' for y in years)
+           + '<th scope="col">Dernière évolution</th><th scope="col">Tendance</th></tr></thead><tbody>']
+    for ind in [i for i in docs if i in set(rows["indicator_id"])]:
+        d = docs[ind]
+        g = rows[rows["indicator_id"] == ind].sort_values("release")
+        cells: dict[int, str] = {}
+        values: dict[int, float | None] = {}
+        for r in g.itertuples():
+            first, *rest = [int(y) for y in str(r.releases).split()]
+            secret = isinstance(r.value__secret, str) and r.value__secret
+            text = (f'<span class="secret">{PUBLIC_FLAG}</span>' if secret else
+                    fmt(float(r.value), d.unit, d.is_count) if _present(r.value) else '<span class="absent">non '
+                    "publié</span>")
+            cells[first] = text
+            values[first] = None if secret or not _present(r.value) else float(r.value)
+            for y in rest:
+                cells[y] = f'<span class="same">= {first}</span>'
+                values[y] = values[first]
+        last = g.iloc[-1]
+        if _present(last["evolution"]):
+            sign = "+" if float(last["evolution"]) > 0 else ""
+            unit = "points" if last["evolution_unit"] == "points" else "%"
+            evo = f"{sign}{fmt(float(last['evolution']), '%')}\u00a0{unit} depuis {int(last['release_previous'])}"
+        elif isinstance(last["evolution_note"], str) and last["evolution_note"]:
+            evo = f'<span class="why">non calculée : {html.escape(last["evolution_note"])}</span>'
+        else:
+            evo = "—"
+        series = [values.get(y) for y in years]
+        label = f"{d.label} : " + ", ".join(f"{y} {'—' if v is None else fmt(v, d.unit, d.is_count)}"
+                                           for y, v in zip(years, series, strict=True))
+        out.append(f'<tr><th scope="row">{html.escape(d.label)} <span class="unit">({html.escape(d.unit)})</span>'
+                   "</th>" + "".join(f'<td class="v">{cells.get(y, "—")}</td>' for y in years)
+                   + f"<td>{evo}</td><td>{_spark(series, label)}</td></tr>")
+    out.append("</tbody></table></section>")
+    return "".join(out)
 
 
 def _map_caption(svg: str) -> str:
@@ -212,7 +288,10 @@ td.v{text-align:right;white-space:nowrap}
 figure{margin:0}figure svg{max-width:100%;height:auto}
 figcaption{font-size:.85em;color:#3a3a3a}
 .cite{font-size:.9em}
-@page{size:A4;margin:9mm 10mm}
+.same{color:#3a3a3a;font-size:.85em}
+table.evo td.v{text-align:right}
+col.e-ind{width:27%}col.e-evo{width:20%}col.e-sp{width:12%}
+@page{size:A4;margin:7mm 9mm}
 @media print{
  body{font-size:7pt;max-width:none;padding:0;line-height:1.1}
  .nav{display:none}
@@ -221,8 +300,9 @@ figcaption{font-size:.85em;color:#3a3a3a}
  th,td{padding:0 .3em}
  .def{font-size:6pt}.why{font-size:6pt}td.m{font-size:6pt}
  table,section.theme,figure,tr{break-inside:avoid}
- section.map figure svg{max-height:48mm;width:auto}
+ section.map figure svg{max-height:44mm;width:auto}
  .pub{display:none}
+ .def.ref{display:none}
  ul.runs{columns:2;column-gap:6mm;font-size:6pt;padding-left:1em;margin:.2em 0}
  a{color:#1a1a1a;text-decoration:none}
  .pair{display:grid;grid-template-columns:48% 50%;column-gap:2%;break-inside:avoid}

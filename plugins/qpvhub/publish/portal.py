@@ -263,31 +263,55 @@ def _points(conn, table: str, where: str) -> list[tuple[str, float, float, str]]
 
 
 def qpv_maps_svg(conn, gdf: gpd.GeoDataFrame, width: int = 480) -> dict[str, str]:
-    """One SVG per QPV: its perimeter, the transit stops (blue dots) and BPE facilities (orange squares)
-    within 500 m, a 200 m scale bar. Indicative: not a regulatory map."""
+    """One SVG per QPV: its perimeter, the neighbouring QPV (grey) and commune limits (dashed) in the frame,
+    the transit stops (blue dots) and BPE facilities (orange squares) within 500 m, a 200 m scale bar.
+    Indicative: not a regulatory map."""
     stops = _points(conn, "src.gtfs_stops", "coalesce(p.location_type, 0) = 0")
     facilities = _points(conn, "src.bpe", "true")
+    communes = [(c, n, shapely.from_wkb(bytes(w))) for c, n, w in conn.execute(
+        "SELECT insee_com, nom, ST_AsBinary(ST_Boundary(geom)) FROM ref.commune_contour WHERE insee_com = ANY(%s) "
+        "ORDER BY 1", (sorted(set(gdf["insee_com"])),)).fetchall()]
     g = gdf.to_crs(2154)
     maps = {}
     for _, row in g.sort_values("code_qp").iterrows():
         code = row["code_qp"]
-        minx, miny, maxx, maxy = row.geometry.buffer(520).bounds
+        frame = row.geometry.buffer(520)
+        minx, miny, maxx, maxy = frame.bounds
         scale = width / max(maxx - minx, maxy - miny)
         h = int((maxy - miny) * scale)
 
         def xy(x: float, y: float, minx=minx, maxy=maxy, scale=scale) -> str:
             return f"{(x - minx) * scale:.1f} {(maxy - y) * scale:.1f}"
 
-        rings = []
-        for poly in getattr(row.geometry, "geoms", [row.geometry]):
-            for ring in [poly.exterior, *poly.interiors]:
-                rings.append("M" + " L".join(xy(x, y) for x, y in shapely.get_coordinates(ring)) + " Z")
+        def d(geom, closed: bool = True) -> str:
+            parts = []
+            for part in getattr(geom, "geoms", [geom]):
+                rings = [part.exterior, *part.interiors] if hasattr(part, "exterior") else [part]
+                for ring in rings:
+                    parts.append("M" + " L".join(xy(x, y) for x, y in shapely.get_coordinates(ring))
+                                 + (" Z" if closed else ""))
+            return " ".join(parts)
+
+        box = shapely.box(minx, miny, maxx, maxy)
+        # context: the commune limits crossing the frame, and the neighbouring QPV
+        context = []
+        for _com, n, line in communes:
+            cut = line.intersection(box)
+            if not cut.is_empty:
+                context.append(f'<path d="{d(cut, closed=False)}" fill="none" stroke="#595959" stroke-width="1" '
+                               f'stroke-dasharray="5 3"><title>limite de la commune {html.escape(n)}</title></path>')
+        others = [(r["code_qp"], r.get("lib_qp", ""), r.geometry.intersection(box)) for _, r in g.iterrows()
+                  if r["code_qp"] != code and r.geometry.intersects(box)]
+        for c, n, geom in sorted(others, key=lambda t: t[0]):
+            context.append(f'<path d="{d(geom)}" fill="#e0e0e0" fill-rule="evenodd" stroke="#737373" '
+                           f'stroke-width="0.8" data-neighbour="{html.escape(c)}"><title>{html.escape(c)} '
+                           f"{html.escape(str(n))} (quartier voisin)</title></path>")
         title = f"{code} {row.get('lib_qp', '')} — arrêts et équipements à moins de 500 m (indicatif)"
-        out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{h + 60}" '
-               f'viewBox="0 0 {width} {h + 60}" font-family="sans-serif" font-size="11">',
+        out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{h + 76}" '
+               f'viewBox="0 0 {width} {h + 76}" font-family="sans-serif" font-size="11">',
                f"<title>{html.escape(title)}</title>",
-               f'<rect width="{width}" height="{h}" fill="#ffffff" stroke="#999999"/>',
-               f'<path d="{" ".join(rings)}" fill="#fde0c5" fill-rule="evenodd" stroke="#b35806" stroke-width="1.2"/>']
+               f'<rect width="{width}" height="{h}" fill="#ffffff" stroke="#999999"/>', *context,
+               f'<path d="{d(row.geometry)}" fill="#fde0c5" fill-rule="evenodd" stroke="#b35806" stroke-width="1.2"/>']
         n_f = n_s = 0
         for c, x, y, label in facilities:
             if c == code:
@@ -308,6 +332,10 @@ def qpv_maps_svg(conn, gdf: gpd.GeoDataFrame, width: int = 480) -> dict[str, str
         out.append(f'<circle cx="14" cy="{h + 32}" r="3" fill="#2166ac"/><text x="24" y="{h + 36}">'
                    f"{n_s} arrêt(s) de transport en commun</text>")
         out.append(f'<rect x="11" y="{h + 42}" width="6" height="6" fill="#e08214"/><text x="24" y="{h + 50}">'
-                   f"{n_f} équipement(s) BPE</text></svg>")
+                   f"{n_f} équipement(s) BPE</text>")
+        out.append(f'<rect x="10" y="{h + 56}" width="8" height="8" fill="#e0e0e0" stroke="#737373"/>'
+                   f'<text x="24" y="{h + 64}">{len(others)} quartier(s) voisin(s)</text>'
+                   f'<line x1="160" y1="{h + 60}" x2="176" y2="{h + 60}" stroke="#595959" stroke-dasharray="5 3"/>'
+                   f'<text x="182" y="{h + 64}">limite communale</text></svg>')
         maps[code] = "\n".join(out) + "\n"
     return maps
