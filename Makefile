@@ -80,6 +80,7 @@ airflow-stop:
 bench: setup
 	$(PY) bench/bench_ingest.py
 	$(PY) bench/bench_indicators.py
+	$(PY) bench/bench_series.py
 
 # Not part of `make test` (it takes minutes): mutmut on the core, bench/mutation.json with the survivors.
 mutation: setup

@@ -311,34 +311,40 @@ def fold_repeats(long: pd.DataFrame) -> pd.DataFrame:
     return kept.join(named, on=["indicator_id", "scope", "generation", "code_qp", "release"]).reset_index(drop=True)
 
 
+EVOLUTION_COLUMNS = ["code_qp", "generation", "indicator_id", "scope", "release_from", "release_to", "value_from",
+                     "value_to", "evolution", "unit", "reason"]
+
+
 def evolutions(series: pd.DataFrame, defs: dict[str, IndicatorDef]) -> pd.DataFrame:
     """Between consecutive distinct figures of each cell: points for rates, % otherwise; no value (and the
-    reason) across a change of definition, where a value is missing, or from zero."""
-    out = []
+    reason) across a change of definition, where a value is missing, or from zero. Vectorised: a national
+    history is hundreds of thousands of cells."""
     if series.empty:
-        return pd.DataFrame(columns=["code_qp", "generation", "indicator_id", "scope", "release_from", "release_to",
-                                     "value_from", "value_to", "evolution", "unit", "reason"])
-    for (ind, scope, gen, code), g in series.sort_values("release").groupby(
-            ["indicator_id", "scope", "generation", "code_qp"], sort=True):
-        d = defs.get(ind)
-        unit = "points" if d is not None and d.unit == "%" else "%"
-        rows = g.to_dict("records")
-        for a, b in itertools.pairwise(rows):
-            ra, rb, va, vb = int(a["release"]), int(b["release"]), a["value"], b["value"]
-            reason, evo = None, None
-            cf = d.comparable_from if d is not None else None
-            if cf is not None and ra < cf <= rb:
-                reason = f"définition changée à l'édition {cf}" + (f" : {d.comparability_note}"
-                                                                  if d.comparability_note else "")
-            elif va is None or vb is None or va != va or vb != vb:
-                reason = f"valeur non publiée en {ra if va is None or va != va else rb} (secret ou absente du fichier)"
-            elif unit == "%" and va == 0:
-                reason = "valeur de départ nulle : évolution en % non définie"
-            else:
-                evo = round(vb - va, 6) if unit == "points" else round(100 * (vb - va) / va, 6)
-            out.append((code, gen, ind, scope, ra, rb, va, vb, evo, unit, reason))
-    return pd.DataFrame(out, columns=["code_qp", "generation", "indicator_id", "scope", "release_from", "release_to",
-                                      "value_from", "value_to", "evolution", "unit", "reason"])
+        return pd.DataFrame(columns=EVOLUTION_COLUMNS)
+    key = ["indicator_id", "scope", "generation", "code_qp"]
+    s = series.sort_values([*key, "release"]).reset_index(drop=True)
+    prev = s.groupby(key, sort=False)[["release", "value"]].shift(1)
+    has = prev["release"].notna()
+    a, p = s[has].reset_index(drop=True), prev[has].reset_index(drop=True)
+    ind = a["indicator_id"]
+    unit = ind.map(lambda i: "points" if i in defs and defs[i].unit == "%" else "%")
+    cf = ind.map(lambda i: defs[i].comparable_from if i in defs and defs[i].comparable_from else float("nan"))
+    note = ind.map(lambda i: defs[i].comparability_note if i in defs else "")
+    rf, rt = p["release"].astype(int), a["release"].astype(int)
+    vf, vt = p["value"].astype(float), a["value"].astype(float)
+    crossing = cf.notna() & (rf < cf) & (cf <= rt)
+    cross_text = ("définition changée à l'édition " + cf.fillna(0).astype(int).astype(str)
+                  + note.map(lambda n: f" : {n}" if n else ""))
+    reason = pd.Series(None, index=a.index, dtype=object)
+    reason = reason.mask(unit.eq("%") & vf.eq(0), "valeur de départ nulle : évolution en % non définie")
+    reason = reason.mask(vt.isna(), "valeur non publiée en " + rt.astype(str) + " (secret ou absente du fichier)")
+    reason = reason.mask(vf.isna(), "valeur non publiée en " + rf.astype(str) + " (secret ou absente du fichier)")
+    reason = reason.mask(crossing, cross_text)
+    evo = (vt - vf).where(unit.eq("points"), 100 * (vt - vf) / vf.where(vf != 0)).round(6)
+    evo = evo.where(reason.isna())
+    return pd.DataFrame({"code_qp": a["code_qp"], "generation": a["generation"], "indicator_id": ind,
+                         "scope": a["scope"], "release_from": rf, "release_to": rt, "value_from": vf, "value_to": vt,
+                         "evolution": evo, "unit": unit, "reason": reason})[EVOLUTION_COLUMNS]
 
 
 def _write_series(conn: psycopg.Connection, series: pd.DataFrame, evo: pd.DataFrame, ids: list[str]) -> None:
