@@ -491,6 +491,17 @@ def _wide_view(conn: psycopg.Connection, name: str, columns: list[tuple[str, str
                 view, sql.Identifier(ind + SCOPE_SUFFIX[scope]), sql.Literal(label[0] + scope_fr[scope])))
 
 
+SERIES_VIEW_COLUMNS = {
+    "indicator_id": "Indicator id (mart.indicator_catalog)", "label_fr": "Label in French", "unit": "Unit of value",
+    "scope": "qpv, commune or commune_hors_qpv", "release": "First release (edition) carrying this figure",
+    "releases": "Every release carrying the same figure (a repeat of the previous release is not « no change »)",
+    "millesime": "Millésime of the value", "value": "Value (unsuppressed: analysts only)",
+    "release_previous": "Release of the previous distinct figure", "value_previous": "Previous distinct figure",
+    "evolution": "Change since the previous figure: points for rates, % otherwise; NULL when not comparable",
+    "evolution_unit": "points or %", "evolution_note": "Why there is no evolution (definition changed, value missing…)",
+}
+
+
 def _series_view(conn: psycopg.Connection, name: str, theme: str) -> None:
     """`mart.theme_<theme>_series`: the theme's history, long (one row per QPV, indicator, scope and distinct
     figure), with the evolution from the previous figure or why there is none."""
@@ -505,6 +516,8 @@ def _series_view(conn: psycopg.Connection, name: str, theme: str) -> None:
         "LEFT JOIN mart.qpv_indicator_evolution e ON e.code_qp = s.code_qp AND e.generation = s.generation "
         "AND e.indicator_id = s.indicator_id AND e.scope = s.scope AND e.release_to = s.release "
         "WHERE c.theme = {}").format(view, sql.Literal(theme)))
+    for col, text in SERIES_VIEW_COLUMNS.items():
+        conn.execute(sql.SQL("COMMENT ON COLUMN {}.{} IS {}").format(view, sql.Identifier(col), sql.Literal(text)))
     conn.execute(sql.SQL("COMMENT ON VIEW {} IS {}").format(view, sql.Literal(
         f"Theme « {theme} », every loaded release: one row per QPV, indicator, scope and distinct figure "
         "(releases: every edition carrying it); evolution from the previous figure in points (rates) or % "

@@ -70,3 +70,19 @@ CREATE TABLE mart.qpv_indicator_evolution (
 COMMENT ON TABLE mart.qpv_indicator_evolution IS 'Evolution of each series indicator between consecutive distinct figures: difference in points for rates, % for counts and amounts; no value where not comparable, with the reason';
 COMMENT ON COLUMN mart.qpv_indicator_evolution.evolution IS 'value_to − value_from (points) for rates, 100 × (value_to − value_from) / value_from (%) otherwise; NULL when not comparable';
 COMMENT ON COLUMN mart.qpv_indicator_evolution.reason IS 'Why no evolution is given (definition changed between the releases, a value missing…); NULL when given';
+
+COMMENT ON COLUMN mart.qpv_indicator_series.indicator_id IS 'Indicator id, documented in mart.indicator_catalog';
+COMMENT ON COLUMN mart.qpv_indicator_series.scope IS 'qpv (the QPV), commune (its main commune), commune_hors_qpv (the commune outside its QPV)';
+COMMENT ON COLUMN mart.qpv_indicator_series.value IS 'Indicator value in the unit of mart.indicator_catalog, in these releases';
+COMMENT ON COLUMN mart.qpv_indicator_series.numerator IS 'Numerator of a ratio, when the family gives it';
+COMMENT ON COLUMN mart.qpv_indicator_series.denominator IS 'Denominator of a ratio, when the family gives it';
+COMMENT ON COLUMN mart.qpv_indicator_series.source_run_ids IS 'meta.source_runs.run_id of the inputs (of the first release carrying the figure)';
+COMMENT ON COLUMN mart.qpv_indicator_series.computed_at IS 'When the indicators runner wrote the row';
+COMMENT ON COLUMN mart.qpv_indicator_evolution.indicator_id IS 'Indicator id, documented in mart.indicator_catalog';
+COMMENT ON COLUMN mart.qpv_indicator_evolution.scope IS 'qpv, commune or commune_hors_qpv';
+COMMENT ON COLUMN mart.qpv_indicator_evolution.release_from IS 'Release of the previous distinct figure';
+COMMENT ON COLUMN mart.qpv_indicator_evolution.release_to IS 'Release of the figure (first release carrying it)';
+COMMENT ON COLUMN mart.qpv_indicator_evolution.value_from IS 'Value in release_from';
+COMMENT ON COLUMN mart.qpv_indicator_evolution.value_to IS 'Value in release_to';
+COMMENT ON COLUMN mart.qpv_indicator_evolution.unit IS 'points (difference of two rates) or % (relative change of a count or an amount)';
+COMMENT ON COLUMN mart.qpv_indicator_evolution.computed_at IS 'When the indicators runner wrote the row';

@@ -45,9 +45,10 @@ def mart(pg_admin_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         env = Env.from_settings()
         catalog = load_catalog(ROOT / "include" / "sources")
         for source in load_order(catalog):
-            res = ingest(env, source, sample=True)
-            # the 2024 sample is PACA's: nothing for regions 52 and 53 (tests/integration/test_qpv_2024.py)
-            assert res.status == ("skipped" if source.id == "qpv_2024" else "success"), (source.id, res.reason)
+            for release in sorted(source.series.samples) if source.series else [None]:  # every bundled release
+                res = ingest(env, source, sample=True, release=release)
+                # the 2024 sample is PACA's: nothing for regions 52 and 53 (tests/integration/test_qpv_2024.py)
+                assert res.status == ("skipped" if source.id == "qpv_2024" else "success"), (source.id, res.reason)
         run_indicators(uri, ROOT / "sql")
         yield uri
     with psycopg.connect(pg_admin_uri, autocommit=True) as conn:

@@ -270,7 +270,7 @@ def qpv_maps_svg(conn, gdf: gpd.GeoDataFrame, width: int = 480) -> dict[str, str
     facilities = _points(conn, "src.bpe", "true")
     communes = [(c, n, shapely.from_wkb(bytes(w))) for c, n, w in conn.execute(
         "SELECT insee_com, nom, ST_AsBinary(ST_Boundary(geom)) FROM ref.commune_contour WHERE insee_com = ANY(%s) "
-        "ORDER BY 1", (sorted(set(gdf["insee_com"])),)).fetchall()]
+        "ORDER BY 1", (sorted(set(gdf["insee_com"])) if "insee_com" in gdf.columns else [],)).fetchall()]
     g = gdf.to_crs(2154)
     maps = {}
     for _, row in g.sort_values("code_qp").iterrows():
