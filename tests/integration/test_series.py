@@ -185,3 +185,48 @@ def test_history_is_published_with_secrecy_in_every_year(env, catalog, regions) 
     assert "QP035002;2015;Villejean;35238;Rennes;35;taux_emploi;qpv;2022;2022;2022;35,8;" in fr  # decimal comma
     fiche = (latest / "qpv" / "QP035002.html").read_text(encoding="utf-8")
     assert "Dernière évolution" in fiche and "= 2017" in fiche  # 2018 repeats 2017, said as such
+
+
+def test_a_table_loaded_before_releases_were_kept_becomes_a_release(empty_db: str, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Migration 010 on a deployment that loaded SIG Ville once (plain table, primary key on code_qp): the
+    rows become the partition of the release they were loaded as, and the next release loads beside them."""
+    import dataclasses
+    import shutil
+
+    from qpvhub import load
+    from qpvhub.catalog import load_catalog
+    from qpvhub.config import load_settings
+    from qpvhub.db import migrate
+    from qpvhub.pipeline import Env
+
+    monkeypatch.setenv("AIRFLOW_CONN_QPVHUB_POSTGIS", empty_db)
+    monkeypatch.setenv("QPVHUB_HOME", str(tmp_path / "home"))
+    before = tmp_path / "project"
+    shutil.copytree(ROOT / "sql", before / "sql", ignore=shutil.ignore_patterns("010_*"))
+    migrate(empty_db, dataclasses.replace(load_settings(), project=before))
+    catalog = load_catalog(ROOT / "include" / "sources")
+    spec = catalog["sigville_ipro"].for_release(2022)
+    cols = ", ".join(f'"{n}" {load._pg_type(spec, n)}' for n in spec.columns if n != "release")
+    with psycopg.connect(empty_db) as conn:
+        conn.execute("SET ROLE qpvhub_loader")  # as the loader created it
+        conn.execute(f"CREATE TABLE src.sigville_ipro ({cols}, source_run_id text, PRIMARY KEY (code_qp))")
+        conn.execute("INSERT INTO src.sigville_ipro (code_qp, lib_qp, taux_emploi, source_run_id) VALUES "
+                     "('QP035002', 'Villejean', 35.8, 'old'), ('QP035003', 'Les Clôteaux', 44.1, 'old')")
+        conn.execute("INSERT INTO meta.source_runs (run_id, source_id, status, millesime, finished_at) "
+                     "VALUES ('old', 'sigville_ipro', 'success', '2022', now())")
+        conn.commit()
+    assert "010" in migrate(empty_db)
+    with psycopg.connect(empty_db) as conn:
+        kind = conn.execute("SELECT relkind FROM pg_class WHERE oid = 'src.sigville_ipro'::regclass").fetchone()[0]
+        rows = conn.execute("SELECT release, code_qp, taux_emploi FROM src.sigville_ipro ORDER BY 2").fetchall()
+        recorded = conn.execute("SELECT release FROM meta.source_runs WHERE run_id = 'old'").fetchone()[0]
+    assert kind == "p" and recorded == 2022
+    assert rows == [(2022, "QP035002", 35.8), (2022, "QP035003", 44.1)]
+    env = Env.from_settings()
+    for sid in ("cog_communes", "qpv_2015"):
+        ingest(env, catalog[sid], sample=True)
+    assert ingest(env, catalog["sigville_ipro"], sample=True, release=2021).status == "success"
+    with psycopg.connect(empty_db) as conn:
+        per_release = conn.execute("SELECT release, count(*) FROM src.sigville_ipro GROUP BY 1 ORDER BY 1").fetchall()
+    assert per_release == [(2021, 78), (2022, 2)]  # the next release beside the converted one
