@@ -211,6 +211,8 @@ class DataGouv(Strict):
 
 
 RELEASE = "{release}"  # placeholder filled with the release of a run (constants, partition value)
+FEED = "{feed}"  # placeholder filled with the feed of a run, for a collection of feeds
+FEED_TITLE = "{feed_title}"  # … and with that feed's title (a network's name)
 
 
 class Layout(Strict):
@@ -239,6 +241,51 @@ class Series(Strict):
 
     def layout(self, release: int) -> Layout | None:
         return next((lay for lay in self.layouts if lay.covers(release)), None)
+
+
+class Feed(Strict):
+    """One feed of a collection (a GTFS network): its partition id, where it is, what it is."""
+
+    id: str = Field(description="partition id: lower-case letters, digits, _ (e.g. star, sailcoop)")
+    title: str
+    publisher: str = ""
+    url: str | None = None
+    sample: str | None = Field(default=None, description="bundled file, relative to include/")
+    licence: str = ""
+    dataset: str | None = Field(default=None, description="its transport.data.gouv.fr dataset slug, if any: "
+                                                          "discovery then keeps this id and title")
+
+    @field_validator("id")
+    @classmethod
+    def _fid(cls, v: str) -> str:
+        if not re.fullmatch(r"[a-z][a-z0-9_]{0,30}", v):
+            raise ValueError(f"feed id {v!r}: lower-case letters, digits and _, at most 31 characters")
+        return v
+
+
+class Discovery(Strict):
+    """Feeds found in transport.data.gouv.fr's catalogue (`/api/datasets`): public-transit datasets'
+    available GTFS resources. Which ones serve the regions is known from their stops once read."""
+
+    api: str = "https://transport.data.gouv.fr/api/datasets"
+    types: list[str] = Field(default_factory=lambda: ["public-transit"])
+    exclude: list[str] = Field(default_factory=list, description="dataset slugs or ids to leave out")
+
+
+class Collection(Strict):
+    """Several files of one layout, each kept as a partition of the target (`target.partition:
+    {feed_id: "{feed}"}`): every GTFS network of the regions in one table, loaded feed by feed."""
+
+    column: str = "feed_id"
+    feeds: list[Feed] = Field(default_factory=list, description="feeds listed by hand")
+    discover: Discovery | None = None
+
+    @model_validator(mode="after")
+    def _unique(self) -> Collection:
+        ids = [f.id for f in self.feeds]
+        if len(ids) != len(set(ids)):
+            raise ValueError(f"feed ids must be unique: {sorted(ids)}")
+        return self
 
 
 def release_of(label: Any, source_id: str) -> int:
@@ -281,7 +328,9 @@ class Source(Strict):
     quality: Quality = Field(default_factory=Quality)
     tags: list[str] = Field(default_factory=list)
     series: Series | None = Field(default=None, description="yearly releases, each kept (see Series)")
+    collection: Collection | None = Field(default=None, description="several feeds, each kept (see Collection)")
     release: int | None = Field(default=None, description="set by for_release(): the release this run loads")
+    part: str | None = Field(default=None, description="set for one run: the partition it loads (release, feed)")
 
     @field_validator("id")
     @classmethod
@@ -326,22 +375,34 @@ class Source(Strict):
 
     @model_validator(mode="after")
     def _somewhere(self) -> Source:
+        if self.collection:  # each feed says where it is; discovery finds the others
+            return self
         if not self.url and not self.datagouv and not self.sample:
             raise ValueError("give 'url' or 'datagouv' (production) and 'sample' (bundled file)")
         if self.url and self.datagouv:
             raise ValueError("give 'url' or 'datagouv', not both")
         return self
 
+    def _partition_column(self, kind: str, column: str, placeholder: str) -> None:
+        col = self.columns.get(column)
+        if col is None or col.constant != placeholder:
+            raise ValueError(f"a {kind} needs the column {column!r} with constant: \"{placeholder}\"")
+        if self.target.partition != {column: placeholder}:
+            raise ValueError(f"a {kind} is kept per partition: target.partition: {{{column}: \"{placeholder}\"}}")
+
+    @model_validator(mode="after")
+    def _collection(self) -> Source:
+        if self.collection:
+            if self.series:
+                raise ValueError("an entry is a series or a collection, not both")
+            self._partition_column("collection", self.collection.column, FEED)
+        return self
+
     @model_validator(mode="after")
     def _series(self) -> Source:
         if not self.series:
             return self
-        col = self.columns.get(self.series.column)
-        if col is None or col.constant != RELEASE:
-            raise ValueError(f"a series needs the column {self.series.column!r} with constant: \"{RELEASE}\"")
-        if self.target.partition != {self.series.column: RELEASE}:
-            raise ValueError(f"a series is kept per release: target.partition: {{{self.series.column}: "
-                             f"\"{RELEASE}\"}}")
+        self._partition_column("series", self.series.column, RELEASE)
         for lay in self.series.layouts:
             unknown = sorted(set(lay.columns) - set(self.columns))
             if unknown:
@@ -366,17 +427,37 @@ class Source(Strict):
                               f"add one in include/sources/{self.id}.yml")
         columns = {}
         for name, col in self.columns.items():
-            if name == self.series.column:
-                col = col.model_copy(update={"constant": release})
-            elif name in layout.columns:
+            if name in layout.columns:
                 src = layout.columns[name]
                 col = col.model_copy(update={"source": src, "absent": src is None,
                                              "required": col.required and src is not None})
             columns[name] = col
-        return self.model_copy(update={
-            "columns": columns, "release": release, "millesime": str(release),
-            "target": self.target.model_copy(update={"partition": {self.series.column: release}}),
-            "sample": self.series.samples.get(release, self.sample if release == self.series.current else None)})
+        return self.model_copy(update={"columns": columns})._as_part(
+            self.series.column, release, release=release, millesime=str(release),
+            sample=self.series.samples.get(release, self.sample if release == self.series.current else None))
+
+    def _as_part(self, column: str, value: Any, **updates: Any) -> Source:
+        """This entry for one partition (a release, a feed): the partition column's constant and the target
+        partition set to `value` — the one mechanism behind series and collections."""
+        columns = {n: (c.model_copy(update={"constant": value}) if n == column else c) for n, c in self.columns.items()}
+        return self.model_copy(update={"columns": columns, "part": str(value),
+                                       "target": self.target.model_copy(update={"partition": {column: value}}),
+                                       **updates})
+
+    def feeds(self) -> list[Feed]:
+        """The feeds listed by hand (discovered ones come from qpvhub.transport at run time)."""
+        return list(self.collection.feeds) if self.collection else []
+
+    def for_feed(self, feed: Feed) -> Source:
+        """This entry for one feed of its collection: its partition, location, sample and title."""
+        if not self.collection:
+            raise ConfigError(f"source {self.id} is not a collection of feeds")
+        one = self._as_part(self.collection.column, feed.id, url=feed.url, datagouv=None, sample=feed.sample,
+                            title=f"{self.title} — {feed.title}",
+                            publisher=feed.publisher or self.publisher, licence=feed.licence or self.licence)
+        columns = {n: (c.model_copy(update={"constant": feed.title}) if c.constant == FEED_TITLE else c)
+                   for n, c in one.columns.items()}
+        return one.model_copy(update={"columns": columns})
 
     @property
     def production(self) -> str | None:
@@ -385,6 +466,10 @@ class Source(Strict):
             return self.url
         if self.datagouv:
             return f"datagouv:{self.datagouv.dataset}/{self.datagouv.resource}"
+        if self.collection and self.collection.discover:
+            return f"{self.collection.discover.api} ({', '.join(self.collection.discover.types)})"
+        if self.collection and any(f.url for f in self.collection.feeds):
+            return ", ".join(f.url for f in self.collection.feeds if f.url)
         return None
 
     @property

@@ -44,8 +44,12 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             raise QpvhubError("name a source id or spec file, or use --all")
         sources = [resolve_source(args.source, env.settings.sources_dir)]
     release = getattr(args, "release", None)
+    failed = 0
     runs = []
     for source in sources:
+        if source.collection:  # every feed, each its own run; one failing does not stop the others
+            failed += _ingest_feeds(env, source, args)
+            continue
         if source.series and args.sample and release is None:
             runs += [(source, r) for r in sorted(source.series.samples)]  # every bundled release, oldest first
         else:
@@ -65,7 +69,27 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                   f"{res.rows_repaired} geometries repaired, "
                   f"{res.validation['evaluated'] - res.validation['failed']}/{res.validation['evaluated']} "
                   f"expectations passed (run {res.run_id}, {took:.1f}s)")
+    if failed:
+        raise QpvhubError(f"{failed} feed(s) failed (see above); the others were loaded")
     return 0
+
+
+def _ingest_feeds(env, source, args: argparse.Namespace) -> int:
+    """Load a collection's feeds; print one line per feed; return how many failed."""
+    from qpvhub.pipeline import ingest_collection
+
+    t0 = time.monotonic()
+    print(f"→ {source.id}: ingesting every feed into {source.target.qualified} …", flush=True)
+    results = ingest_collection(env, source, sample=args.sample, force=args.force, only=getattr(args, "feed", None))
+    for feed, res in results:
+        if isinstance(res, BaseException):
+            print(f"  {source.id}/{feed.id}: FAILED: {str(res).splitlines()[0]}")
+        elif res.status == "skipped":
+            print(f"  {source.id}/{feed.id}: skipped (run {res.run_id}): {res.reason or 'unchanged'}")
+        else:
+            print(f"  {source.id}/{feed.id}: {res.rows_loaded} stops loaded (run {res.run_id})")
+    print(f"  {source.id}: {len(results)} feed(s) in {time.monotonic() - t0:.1f}s")
+    return sum(isinstance(r, BaseException) for _, r in results)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -283,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--force", action="store_true", help="load even if the source is unchanged")
     s.add_argument("--release", help="for a series (SIG Ville files): the release (year) to load; with --sample and "
                                      "no release, every bundled release")
+    s.add_argument("--feed", help="for a collection (GTFS): load only this feed")
     s.set_defaults(func=cmd_ingest)
 
     s = sub.add_parser("validate", help="check a source's file against its suite, without loading it")

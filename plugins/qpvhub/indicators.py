@@ -547,3 +547,27 @@ def rebuild_profile(conn: psycopg.Connection) -> None:
         existing.discard(name + "_series")
     for stale in existing:
         conn.execute(sql.SQL("DROP VIEW {}").format(sql.Identifier("mart", stale)))
+    _networks_view(conn)
+
+
+def _networks_view(conn: psycopg.Connection) -> None:
+    """`mart.qpv_networks`: which transport networks (GTFS feeds) serve each QPV, with their stops within
+    300 m — the names behind the `reseaux_300m` count. Absent while no feed is loaded."""
+    view = sql.Identifier("mart", "qpv_networks")
+    has = conn.execute("SELECT count(*) = 2 FROM information_schema.columns WHERE table_schema = 'src' AND "
+                       "table_name = 'gtfs_stops' AND column_name IN ('feed_id', 'network')").fetchone()[0]
+    conn.execute(sql.SQL("DROP VIEW IF EXISTS {}").format(view))
+    if not has:
+        return
+    conn.execute(sql.SQL(
+        "CREATE VIEW {} AS SELECT q.generation, q.code_qp, q.lib_qp, st.feed_id, st.network, "
+        "count(DISTINCT st.stop_id) AS stops_300m FROM ref.qpv_subdivided s "
+        "JOIN ref.qpv q USING (generation, code_qp) "
+        "JOIN src.gtfs_stops st ON ST_DWithin(st.geom, s.geom, 300) AND coalesce(st.location_type, 0) = 0 "
+        "GROUP BY 1, 2, 3, 4, 5").format(view))
+    conn.execute(sql.SQL("COMMENT ON VIEW {} IS {}").format(view, sql.Literal(
+        "Transport networks (GTFS feeds, one partition of src.gtfs_stops each) with a stop in the QPV or "
+        "within 300 m: one row per QPV and network")))
+    for col, text in {"feed_id": "Feed (partition of src.gtfs_stops)", "network": "Network (the feed's title)",
+                      "stops_300m": "Stops of that network in the QPV or within 300 m"}.items():
+        conn.execute(sql.SQL("COMMENT ON COLUMN {}.{} IS {}").format(view, sql.Identifier(col), sql.Literal(text)))

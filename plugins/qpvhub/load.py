@@ -182,7 +182,10 @@ def convert_batch(df: pd.DataFrame, source: Source, filename: str, run_id: str,
             else:
                 out[name] = num
         elif col.type == "date":
-            parsed = pd.to_datetime(raw, errors="coerce", dayfirst=True)
+            text = raw.astype("string").str.strip()
+            iso = text.dropna().str.fullmatch(r"\d{4}-\d{2}-\d{2}").all()  # ISO dates are not day-first
+            parsed = (pd.to_datetime(text, errors="coerce", format="%Y-%m-%d") if iso else
+                      pd.to_datetime(raw, errors="coerce", dayfirst=True))
             bad = raw.notna() & parsed.isna()
             _raise_first(bad, df, raw, source, filename, col.source, where_kind, "not a date")
             out[name] = parsed.dt.date

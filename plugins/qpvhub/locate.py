@@ -84,3 +84,68 @@ def resolve_datagouv(source_id: str, dataset: str, resource: str, fmt: str | Non
             "checksum": checksum.get("value") if isinstance(checksum, dict) else checksum,
             "url": chosen.get("url")}
     return Located(url=str(target), meta=meta)
+
+
+def transport_api(configured: str) -> str:
+    """transport.data.gouv.fr's dataset list (`QPVHUB_TRANSPORT_API`: tests play the API on loopback)."""
+    return os.environ.get("QPVHUB_TRANSPORT_API", configured)
+
+
+def feed_id_of(slug: str, resource_id: str) -> str:
+    """A stable partition id for a discovered feed: the dataset slug, shortened, and 6 hex digits of
+    (slug, resource) so that two GTFS resources of one dataset stay apart."""
+    import hashlib
+
+    stem = re.sub(r"[^a-z0-9]+", "_", slug.lower()).strip("_")[:22] or "feed"
+    if not stem[0].isalpha():
+        stem = "f" + stem[:21]
+    return f"{stem}_{hashlib.sha1(f'{slug}/{resource_id}'.encode()).hexdigest()[:6]}"
+
+
+def discover_feeds(source_id: str, api: str, types: list[str], exclude: list[str], listed: list, *,
+                   timeout: float = 60.0) -> list[tuple[object, dict]]:
+    """Every available GTFS resource of the catalogue's datasets of `types`, as (Feed, located meta);
+    a listed feed naming the same dataset keeps its id and title. Fields used are those public code
+    confirms (SOURCES.md §9): dataset id, slug, title, type, publisher.name, resources[format, url,
+    original_url, is_available, updated, id, title]."""
+    from qpvhub.catalog import Feed
+
+    url = transport_api(api)
+    where = f"source {source_id}: transport.data.gouv.fr"
+    try:
+        resp = requests.get(url, timeout=(min(timeout, 15.0), timeout), headers={"Accept": "application/json"})
+    except requests.RequestException as exc:
+        raise FetchError(f"{where}: the API did not answer ({type(exc).__name__}: {exc})") from None
+    if resp.status_code >= 400:
+        raise FetchError(f"{where}: HTTP {resp.status_code} {resp.reason} at {url}")
+    try:
+        datasets = list(resp.json())
+    except (ValueError, TypeError):
+        raise FetchError(f"{where}: the answer at {url} is not a list of datasets") from None
+    by_dataset = {f.dataset: f for f in listed if getattr(f, "dataset", None)}
+    out: list[tuple[object, dict]] = []
+    for d in datasets:
+        if not isinstance(d, dict) or d.get("type") not in types:
+            continue
+        slug, did = str(d.get("slug") or d.get("id") or ""), str(d.get("id") or "")
+        if slug in exclude or did in exclude:
+            continue
+        gtfs = [r for r in d.get("resources") or [] if isinstance(r, dict)
+                and str(r.get("format") or "").upper() == "GTFS" and r.get("is_available", True) is not False
+                and (r.get("url") or r.get("original_url"))]
+        for r in gtfs:
+            mine = by_dataset.get(slug) if len(gtfs) == 1 else None
+            publisher = (d.get("publisher") or {}).get("name") if isinstance(d.get("publisher"), dict) else None
+            feed = Feed(id=mine.id if mine else feed_id_of(slug, str(r.get("id"))),
+                        title=mine.title if mine else str(d.get("title") or slug)[:120],
+                        publisher=(mine.publisher if mine else "") or publisher or "",
+                        url=str(r.get("url") or r.get("original_url")), dataset=slug,
+                        licence=mine.licence if mine else str(d.get("licence") or ""))
+            meta = {"kind": "transport", "dataset": slug, "resource_id": r.get("id"), "title": r.get("title"),
+                    "last_modified": r.get("updated"), "filesize": None, "checksum": None, "url": feed.url}
+            out.append((feed, meta))
+    ids = [f.id for f, _ in out]
+    dup = sorted({i for i in ids if ids.count(i) > 1})
+    if dup:
+        raise FetchError(f"{where}: two resources map to the same feed id {dup}: list them by hand")
+    return out

@@ -92,20 +92,32 @@ def freshness(uri: str, sources: dict[str, Source], now: dt.datetime | None = No
     from qpvhub.db import connect
 
     now = now or dt.datetime.now(dt.UTC)
+    # a collection's feeds are told apart (`gtfs/star`): each has its own runs, validity and expiry
+    feeds = [sid for sid, src in sources.items() if src.collection]
+    key = sql_key = "CASE WHEN source_id = ANY(%(feeds)s) AND part IS NOT NULL THEN source_id || '/' || part " \
+                    "ELSE source_id END"
     with connect(uri) as conn:
         last = {r[0]: r[1:] for r in conn.execute(
-            "SELECT DISTINCT ON (source_id) source_id, status, error FROM meta.source_runs "
-            "ORDER BY source_id, started_at DESC").fetchall()}
+            f"SELECT DISTINCT ON (k) k, status, error FROM (SELECT {key} AS k, * FROM meta.source_runs) r "
+            "ORDER BY k, started_at DESC", {"feeds": feeds}).fetchall()}
         confirmed = {r[0]: r[1:] for r in conn.execute(
-            "SELECT DISTINCT ON (source_id) source_id, coalesce(finished_at, started_at), rows_loaded "
-            "FROM meta.source_runs WHERE status IN ('success', 'skipped') "
-            "ORDER BY source_id, coalesce(finished_at, started_at) DESC").fetchall()}
+            f"SELECT DISTINCT ON (k) k, coalesce(finished_at, started_at), rows_loaded "
+            f"FROM (SELECT {sql_key} AS k, * FROM meta.source_runs) r WHERE status IN ('success', 'skipped') "
+            "ORDER BY k, coalesce(finished_at, started_at) DESC", {"feeds": feeds}).fetchall()}
         loaded = dict(conn.execute("SELECT source_id, rows_loaded FROM meta.current_source").fetchall())
         success = {r[0]: r[1:] for r in conn.execute(
-            "SELECT DISTINCT ON (source_id) source_id, data_until, millesime, finished_at FROM meta.source_runs "
-            "WHERE status = 'success' ORDER BY source_id, finished_at DESC").fetchall()}
-    out = []
+            f"SELECT DISTINCT ON (k) k, data_until, millesime, finished_at FROM (SELECT {key} AS k, * "
+            "FROM meta.source_runs) r WHERE status = 'success' ORDER BY k, finished_at DESC",
+            {"feeds": feeds}).fetchall()}
+    keys: dict[str, Source] = {}
     for sid, src in sources.items():
+        parts = sorted(k for k in {*last, *confirmed} if k.startswith(sid + "/")) if src.collection else []
+        for k in parts or [sid]:
+            keys[k] = src
+        if src.collection:
+            loaded.update({k: confirmed[k][1] for k in parts if k in confirmed})
+    out = []
+    for sid, src in keys.items():
         when = confirmed.get(sid, (None, None))[0]
         status, error = last.get(sid, (None, None))
         # an entry without a production location is not scheduled: no tolerance, and the table says why

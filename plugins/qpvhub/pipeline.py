@@ -20,6 +20,7 @@ from pathlib import Path
 from types import EllipsisType
 from typing import Any
 
+import numpy as np
 import psycopg
 from psycopg.types.json import Jsonb
 
@@ -130,21 +131,21 @@ def start_run(env: Env, source: Source, *, airflow_run_id: str | None = None, ru
                 "progress; this run does not start (retry later, or mark that run failed if its worker died)")
         conn.execute(
             "INSERT INTO meta.source_runs (run_id, source_id, airflow_run_id, status, target, code_version, millesime, "
-            "release) VALUES (%s, %s, %s, 'running', %s, %s, %s, %s)",
+            "part) VALUES (%s, %s, %s, 'running', %s, %s, %s, %s)",
             (run_id, source.id, airflow_run_id, source.target.qualified, __version__, source.millesime,
-             source.release))
+             source.part))
         conn.commit()
     return run_id
 
 
-def last_success(env: Env, source_id: str, release: int | EllipsisType | None = ...) -> dict | None:
-    """The source's last successful run: of one release when given (None: a source without releases),
-    of any release by default."""
+def last_success(env: Env, source_id: str, part: str | EllipsisType | None = ...) -> dict | None:
+    """The source's last successful run: of one partition when given (a release, a feed; None: an entry
+    without partitions), of any by default."""
     with connect(env.uri) as conn:
         row = conn.execute(
             "SELECT run_id, sha256, etag, last_modified, rows_loaded, raw_key, located, urls FROM meta.source_runs "
-            "WHERE source_id = %s AND status = 'success' AND (%s OR release IS NOT DISTINCT FROM %s) "
-            "ORDER BY finished_at DESC LIMIT 1", (source_id, release is ..., None if release is ... else release)
+            "WHERE source_id = %s AND status = 'success' AND (%s OR part IS NOT DISTINCT FROM %s) "
+            "ORDER BY finished_at DESC LIMIT 1", (source_id, part is ..., None if part is ... else part)
         ).fetchone()
     if not row:
         return None
@@ -181,7 +182,7 @@ def fetch_step(env: Env, source: Source, run_id: str, url: str, *, force: bool =
     the last success's is not downloaded again."""
     t0 = time.monotonic()
     quality.check_expectations(source, env.settings.sources_dir / f"{source.id}.yml")
-    prev = None if force else last_success(env, source.id, source.release)
+    prev = None if force else last_success(env, source.id, source.part)
     shown = redact_url(url)  # what is recorded, logged and published: no credentials, no local path
     if located and prev and Located(url, located).same_resource(prev.get("located")):
         _update(env, run_id, status="skipped", urls=[shown], finished_at=dt.datetime.now(dt.UTC),
@@ -243,8 +244,21 @@ def stage_file(env: Env, source: Source, run_id: str, path: Path) -> load.StageR
             in_file[0] += len(df)
             yield df
 
+    # a collection's feed (a national catalogue's) keeps the stops inside the regions' boxes
+    boxes = region_bboxes(env) if source.collection and source.geometry and source.geometry.from_columns else []
+
+    def in_regions(dfs):
+        for df in dfs:
+            if boxes:
+                keep = np.zeros(len(df), dtype=bool)
+                x, y = df["__x"].astype("float64").to_numpy(), df["__y"].astype("float64").to_numpy()
+                for x0, y0, x1, y1 in boxes:
+                    keep |= (x >= x0) & (x <= x1) & (y >= y0) & (y <= y1)
+                df = df[keep]
+            yield df
+
     with connect(env.uri) as conn:
-        batches = (load.convert_batch(b, source, path.name, run_id, deps) for b in counted(reader.batches()))
+        batches = in_regions(load.convert_batch(b, source, path.name, run_id, deps) for b in counted(reader.batches()))
         if load.is_direct(source):
             # attribute tables and x/y points: straight into the final staging table
             names = load.create_final_staging(conn, source, final_table)
@@ -266,11 +280,12 @@ def stage_file(env: Env, source: Source, run_id: str, path: Path) -> load.StageR
             load.copy_batches(conn, raw_table, names, batches)
             result = load.build_final(conn, source, raw_table, final_table, srid, run_id)
         result.period = reader.period
-        if deps is not None and in_file[0] and not result.rows_read:
+        if (deps is not None or boxes) and in_file[0] and not result.rows_read:
             conn.rollback()
+            where = f"départements {', '.join(sorted(deps))}" if deps is not None else "their bounding boxes"
             raise NothingForRegions(
                 f"source {source.id}: none of the {in_file[0]} rows of {path.name} is in the deployment's regions "
-                f"(départements {', '.join(sorted(deps))}); nothing loaded, the previous load stays")
+                f"({where}); nothing loaded, the previous load stays")
         if source.transform:
             sql_path = env.settings.sql_dir / "transforms" / source.transform
             load.run_transform(conn, sql_path.read_text(encoding="utf-8"), final_table)
@@ -317,7 +332,7 @@ def validate_only(env: Env, source: Source, *, path: Path | None = None, url: st
                         s3_client=getattr(env.store, "client", None))
             path = got.path
         staged = stage_file(env, source, run_id, path)
-        prev = last_success(env, source.id, source.release)
+        prev = last_success(env, source.id, source.part)
         exps = quality.build_expectations(source, prev["rows_loaded"] if prev else None,
                                           in_region=bool(region_bboxes(env)))
         report = quality.validate_table(env.uri, "staging", load.check_view_name(staged.table), source.id, exps,
@@ -356,7 +371,7 @@ def _analyze_staging(env: Env, final_table: str) -> float:
 def validate_step(env: Env, source: Source, run_id: str) -> quality.ValidationReport:
     """Run the source's suite on the staging table; block → quarantine and raise; warn → log."""
     t0 = time.monotonic()
-    prev = last_success(env, source.id, source.release)
+    prev = last_success(env, source.id, source.part)
     _, final_table = load.staging_names(source, run_id)
     view = load.check_view_name(final_table)
     exps = quality.build_expectations(source, prev["rows_loaded"] if prev else None,
@@ -452,6 +467,46 @@ def fail_run(env: Env, source: Source, run_id: str, error: BaseException | str) 
         log.error("could not record failure of run %s: %s", run_id, exc)
 
 
+def collection_feeds(env: Env, source: Source, *, sample: bool = False) -> list[tuple[Any, Located | None]]:
+    """The feeds a collection run loads: offline, every listed feed with a bundled file; otherwise the
+    listed feeds with a URL and every feed the catalogue's discovery finds (a listed feed naming its
+    dataset keeps its id)."""
+    assert source.collection is not None
+    listed = source.feeds()
+    if sample:
+        return [(f, None) for f in listed if f.sample]
+    out: list[tuple[Any, Located | None]] = [(f, Located(f.url)) for f in listed if f.url]
+    d = source.collection.discover
+    if d is not None:
+        from qpvhub.locate import discover_feeds
+
+        seen = {f.id for f, _ in out}
+        for f, meta in discover_feeds(source.id, d.api, d.types, d.exclude, listed,
+                                      timeout=http_settings()["timeout"]):
+            if f.id not in seen:
+                out.append((f, Located(f.url, meta)))
+    if not out:
+        raise QpvhubError(f"source {source.id}: no feed to load (no listed feed has a url and discovery found none)")
+    return out
+
+
+def ingest_collection(env: Env, source: Source, *, sample: bool = False, force: bool = False,
+                      airflow_run_id: str | None = None, only: str | None = None
+                      ) -> list[tuple[Any, IngestResult | BaseException]]:
+    """Every feed of a collection, each its own run: a failing feed is reported and the others still load."""
+    results: list[tuple[Any, IngestResult | BaseException]] = []
+    for feed, where in collection_feeds(env, source, sample=sample):
+        if only and feed.id != only:
+            continue
+        try:
+            results.append((feed, ingest(env, source, sample=sample, force=force, airflow_run_id=airflow_run_id,
+                                         feed=feed, located=where)))
+        except QpvhubError as exc:
+            log.error("source %s, feed %s: %s", source.id, feed.id, exc)
+            results.append((feed, exc))
+    return results
+
+
 @dataclass
 class IngestResult:
     run_id: str
@@ -463,9 +518,23 @@ class IngestResult:
     reason: str | None = None  # why a run was skipped, when it is not "unchanged"
 
 
-def for_run(source: Source, release: Any = None, *, sample: bool = False) -> Source:
+def for_run(source: Source, release: Any = None, *, sample: bool = False, feed: Any = None) -> Source:
     """The entry a run loads: for a series, one release (given, else the current one, else — offline — the
-    newest bundled sample); other entries as they are (a release given to them is an error)."""
+    newest bundled sample); for a collection, one feed (a Feed, or the id of a listed one); other entries
+    as they are (a release or feed given to them is an error)."""
+    if source.collection is not None:
+        if feed is None:
+            raise QpvhubError(f"source {source.id} is a collection of feeds: `qpvhub ingest {source.id}` loads "
+                              "every feed, --feed ID one of them")
+        if isinstance(feed, str):
+            listed = {f.id: f for f in source.feeds()}
+            if feed not in listed:
+                raise QpvhubError(f"source {source.id}: no listed feed {feed!r} (listed: {sorted(listed)}); "
+                                  "discovered feeds load with the whole collection")
+            feed = listed[feed]
+        return source.for_feed(feed)
+    if feed is not None:
+        raise QpvhubError(f"source {source.id} is not a collection: it takes no --feed")
     if source.series is None:
         if release is not None:
             raise QpvhubError(f"source {source.id} is not a series: it takes no --release")
@@ -480,10 +549,11 @@ def for_run(source: Source, release: Any = None, *, sample: bool = False) -> Sou
 
 
 def ingest(env: Env, source: Source, *, url: str | None = None, sample: bool = False, force: bool = False,
-           airflow_run_id: str | None = None, release: Any = None) -> IngestResult:
-    """The whole chain for one source (one release of a series), as the CLI runs it."""
-    source = for_run(source, release, sample=sample)
-    where = locate(env, source, sample=sample, url=url)
+           airflow_run_id: str | None = None, release: Any = None, feed: Any = None,
+           located: Located | None = None) -> IngestResult:
+    """The whole chain for one source (one release of a series, one feed of a collection), as the CLI runs it."""
+    source = for_run(source, release, sample=sample, feed=feed)
+    where = located or locate(env, source, sample=sample, url=url)
     run_id = start_run(env, source, airflow_run_id=airflow_run_id)
     try:
         fetched = fetch_step(env, source, run_id, where.url, force=force, located=where.meta or None)

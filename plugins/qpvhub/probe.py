@@ -161,11 +161,35 @@ def compare_layout(source: Source, *, head: bytes, whole: bytes | None,
     return f"{source.format} (not checked from its first bytes)", []
 
 
+def _probe_collection(source: Source, p: Probe, timeout: float) -> Probe:
+    """A collection's catalogue: it answers, and how many feeds it lists (each feed is checked when loaded)."""
+    from qpvhub.errors import QpvhubError
+    from qpvhub.locate import discover_feeds, transport_api
+
+    d = source.collection.discover if source.collection else None
+    listed = [f for f in source.feeds() if f.url]
+    if d is None:
+        p.reachable, p.status = bool(listed), f"{len(listed)} feed(s) listed with a url"
+        return p
+    p.location = transport_api(d.api)
+    try:
+        found = discover_feeds(source.id, d.api, d.types, d.exclude, source.feeds(), timeout=timeout)
+    except QpvhubError as exc:
+        p.status = str(exc)
+        return p
+    p.reachable = True
+    p.status = f"{len(found)} GTFS feed(s) in the catalogue, {len(listed)} listed by hand"
+    p.layout = "per feed, when loaded"
+    return p
+
+
 def probe_source(source: Source, *, timeout: float = 20.0, previous: dict | None = None) -> Probe:
     """Probe one entry's production location; never raises."""
     from qpvhub.locate import Located, resolve_datagouv
 
     p = Probe(source.id)
+    if source.collection:
+        return _probe_collection(source, p, timeout)
     try:
         if source.datagouv:
             d = source.datagouv

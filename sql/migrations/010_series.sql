@@ -1,9 +1,9 @@
--- Time series across releases: statistics sources keep every release as a partition, the mart keeps
+-- Partitioned entries: statistics sources keep every release as a partition (GTFS collections every feed), the mart keeps
 -- every release's values (mart.qpv_indicator stays "latest") and the evolutions between them.
 SET LOCAL ROLE qpvhub_loader;
 
-ALTER TABLE meta.source_runs ADD COLUMN release smallint;
-COMMENT ON COLUMN meta.source_runs.release IS 'Release (publisher''s yearly edition) loaded by the run, for a series source; NULL otherwise';
+ALTER TABLE meta.source_runs ADD COLUMN part text;
+COMMENT ON COLUMN meta.source_runs.part IS 'Partition the run loaded, for a partitioned entry: the release of a series (SIG Ville files, ''2019''), the feed of a collection (GTFS, ''star''); NULL otherwise';
 
 -- SIG Ville tables loaded before releases were kept become the partition of the release they were
 -- loaded as (the catalogue's millésime of their last run, 2022 for the bundled samples).
@@ -25,9 +25,26 @@ BEGIN
             EXECUTE format('CREATE TABLE src.%I (LIKE src.%I) PARTITION BY LIST (release)', t, t || '_' || rel);
             EXECUTE format('ALTER TABLE src.%I ATTACH PARTITION src.%I FOR VALUES IN (%s)', t, t || '_' || rel, rel);
             EXECUTE format('GRANT SELECT ON src.%I TO qpvhub_analyst', t);
-            UPDATE meta.source_runs SET release = rel WHERE source_id = t AND status = 'success';
+            UPDATE meta.source_runs SET part = rel::text WHERE source_id = t AND status = 'success';
         END IF;
     END LOOP;
+END $$;
+
+-- The STAR feed loaded by the former entry `gtfs_star` becomes feed `star` of the collection `gtfs`.
+DO $$
+BEGIN
+    IF to_regclass('src.gtfs_stops') IS NOT NULL
+       AND (SELECT relkind FROM pg_class WHERE oid = to_regclass('src.gtfs_stops')) = 'r' THEN
+        ALTER TABLE src.gtfs_stops ADD COLUMN feed_id text NOT NULL DEFAULT 'star';
+        ALTER TABLE src.gtfs_stops ADD COLUMN network text NOT NULL DEFAULT 'STAR (Rennes Métropole)';
+        ALTER TABLE src.gtfs_stops ALTER COLUMN feed_id DROP DEFAULT, ALTER COLUMN network DROP DEFAULT;
+        ALTER TABLE src.gtfs_stops DROP CONSTRAINT IF EXISTS gtfs_stops_pkey;
+        ALTER TABLE src.gtfs_stops RENAME TO gtfs_stops_star;
+        CREATE TABLE src.gtfs_stops (LIKE src.gtfs_stops_star) PARTITION BY LIST (feed_id);
+        ALTER TABLE src.gtfs_stops ATTACH PARTITION src.gtfs_stops_star FOR VALUES IN ('star');
+        GRANT SELECT ON src.gtfs_stops TO qpvhub_analyst;
+    END IF;
+    UPDATE meta.source_runs SET source_id = 'gtfs', part = 'star' WHERE source_id = 'gtfs_star';
 END $$;
 
 CREATE TABLE mart.qpv_indicator_series (

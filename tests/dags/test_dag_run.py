@@ -65,7 +65,7 @@ def test_failed_ingest_marks_run_failed_and_keeps_previous(dagbag, db_uri, qpvhu
 
 
 @pytest.mark.parametrize("source_id, table, rows", [
-    ("gtfs_star", "src.gtfs_stops", 1493),        # GTFS reader, points from lon/lat
+    ("gtfs", "src.gtfs_stops", 1496),             # GTFS reader, two feeds (partitions), points from lon/lat
     ("bpe", "src.bpe", 120),                      # French CSV, points from Lambert-93 x/y
     ("flood_zones", "src.flood_zones", 3),        # zipped Shapefile, polygons
 ])

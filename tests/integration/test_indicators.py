@@ -31,7 +31,7 @@ def mart(pg_admin_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     from qpvhub.catalog import load_catalog, load_order
     from qpvhub.db import migrate
     from qpvhub.indicators import run_indicators
-    from qpvhub.pipeline import Env, ingest
+    from qpvhub.pipeline import Env, ingest, ingest_collection
 
     name = "qpvhub_ind_" + uuid.uuid4().hex[:8]
     with psycopg.connect(pg_admin_uri, autocommit=True) as conn:
@@ -45,6 +45,9 @@ def mart(pg_admin_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         env = Env.from_settings()
         catalog = load_catalog(ROOT / "include" / "sources")
         for source in load_order(catalog):
+            if source.collection:  # every bundled feed (STAR, Sailcoop), each its partition
+                assert all(r.status == "success" for _, r in ingest_collection(env, source, sample=True))
+                continue
             for release in sorted(source.series.samples) if source.series else [None]:  # every bundled release
                 res = ingest(env, source, sample=True, release=release)
                 # the 2024 sample is PACA's: nothing for regions 52 and 53 (tests/integration/test_qpv_2024.py)
@@ -118,6 +121,31 @@ def test_stops_within_300m_and_covered_share_match_shapely(mart: str, qpv: gpd.G
         expected = 0 if inside[code] else round(pts.distance(geom).min())
         assert dist[code] == pytest.approx(expected, abs=1), code
         assert n300[code] > 0
+
+
+def test_networks_serving_each_qpv_match_the_feeds(mart: str, qpv: gpd.GeoDataFrame) -> None:
+    """Every loaded feed counts: the networks with a stop within 300 m, from each GTFS zip read with pandas."""
+    feeds = {"star": ("STAR (Rennes Métropole)", "gtfs_star_rennes_20160419.zip"),
+             "sailcoop": ("Sailcoop (Concarneau ⇄ Les Glénan)", "gtfs_sailcoop_glenan_2025.zip")}
+    near: dict[str, set[str]] = {}
+    for feed, (_, name) in feeds.items():
+        with zipfile.ZipFile(SAMPLES / name) as z:
+            stops = pd.read_csv(z.open("stops.txt"), dtype=str)
+        if "location_type" in stops:
+            stops = stops[stops["location_type"].fillna("0").isin(["0", ""])]
+        pts = gpd.GeoSeries(gpd.points_from_xy(stops.stop_lon.astype(float), stops.stop_lat.astype(float)),
+                            crs=4326).to_crs(2154)
+        for code in qpv.index:
+            if (pts.distance(qpv.geometry[code]) <= 300).any():
+                near.setdefault(code, set()).add(feed)
+    got = _values(mart, "reseaux_300m")
+    assert got == {code: float(len(fs)) for code, fs in near.items()}  # Saint-Malo: no network, absent
+    with psycopg.connect(as_role(mart, "qpvhub_analyst")) as conn:
+        named = conn.execute("SELECT code_qp, feed_id, network FROM mart.qpv_networks ORDER BY 1, 2").fetchall()
+        per_feed = dict(conn.execute("SELECT feed_id, count(*) FROM src.gtfs_stops GROUP BY 1").fetchall())
+    assert named == [(code, f, feeds[f][0]) for code in sorted(near) for f in sorted(near[code])]
+    assert {c for c, *_ in named} == {"QP035002", "QP035003", "QP035004", "QP035005", "QP035006"}
+    assert per_feed == {"star": 1493, "sailcoop": 3}  # both feeds loaded, as partitions of one table
 
 
 def test_job_offers_within_5km_and_in_the_isochrone_match(mart: str, qpv: gpd.GeoDataFrame) -> None:
@@ -321,6 +349,7 @@ INDEPENDENT_CHECKS = {
     "superficie_ha": "test_area_matches_geopandas",
     "nb_communes": "test_communes_spanned_match_the_outlines",
     "arrets_300m": "test_stops_within_300m_and_covered_share_match_shapely",
+    "reseaux_300m": "test_networks_serving_each_qpv_match_the_feeds",
     "arrets_dans_qpv": "test_stops_within_300m_and_covered_share_match_shapely",
     "part_surface_300m_arret": "test_stops_within_300m_and_covered_share_match_shapely",
     "distance_arret_m": "test_stops_within_300m_and_covered_share_match_shapely",

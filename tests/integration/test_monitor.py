@@ -157,17 +157,17 @@ def test_status_says_the_bundled_star_feed_is_expired(env, catalog, capsys) -> N
     """Data age, not only load age: the 2016 STAR feed loads today, and its calendar ended in 2016."""
     from qpvhub.cli import main
 
-    res = ingest(env, catalog["gtfs_star"], sample=True)
+    res = ingest(env, catalog["gtfs"], sample=True, feed="star")
     assert res.status == "success"
     with psycopg.connect(env.uri) as conn:
         start, until = conn.execute("SELECT data_from, data_until FROM meta.source_runs WHERE run_id = %s",
                                     (res.run_id,)).fetchone()
     assert start.year == 2016 and until.year == 2016 and start < until
-    f = {x.source_id: x for x in freshness(env.uri, {"gtfs_star": catalog["gtfs_star"]})}["gtfs_star"]
+    f = {x.source_id: x for x in freshness(env.uri, {"gtfs": catalog["gtfs"]})}["gtfs/star"]  # per feed
     assert f.state == "expired" and f.data_note.startswith(f"expired since {until.isoformat()}")
     assert main(["status"]) == 0
     out = capsys.readouterr().out
-    assert "gtfs_star" in out and "EXPIRED" in out and f"expired since {until.isoformat()}" in out
+    assert "gtfs/star" in out and "EXPIRED" in out and f"expired since {until.isoformat()}" in out
     assert main(["health", "--ignore-never"]) == 1
 
 

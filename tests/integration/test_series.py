@@ -220,8 +220,8 @@ def test_a_table_loaded_before_releases_were_kept_becomes_a_release(empty_db: st
     with psycopg.connect(empty_db) as conn:
         kind = conn.execute("SELECT relkind FROM pg_class WHERE oid = 'src.sigville_ipro'::regclass").fetchone()[0]
         rows = conn.execute("SELECT release, code_qp, taux_emploi FROM src.sigville_ipro ORDER BY 2").fetchall()
-        recorded = conn.execute("SELECT release FROM meta.source_runs WHERE run_id = 'old'").fetchone()[0]
-    assert kind == "p" and recorded == 2022
+        recorded = conn.execute("SELECT part FROM meta.source_runs WHERE run_id = 'old'").fetchone()[0]
+    assert kind == "p" and recorded == "2022"
     assert rows == [(2022, "QP035002", 35.8), (2022, "QP035003", 44.1)]
     env = Env.from_settings()
     for sid in ("cog_communes", "qpv_2015"):

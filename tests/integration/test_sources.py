@@ -5,7 +5,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from qpvhub.catalog import load_catalog, load_order
-from qpvhub.pipeline import ingest
+from qpvhub.pipeline import for_run, ingest, ingest_collection
 
 pytestmark = pytest.mark.postgis
 
@@ -14,7 +14,7 @@ ORDER = [s.id for s in load_order(load_catalog(ROOT / "include" / "sources"))]
 # rows expected from each bundled sample (after filters and rejects), checked against the files
 EXPECTED_ROWS = {
     "bpe": 120, "cog_communes": 2430, "commune_contours": 332, "filosofi_iris": 1021, "flood_zones": 3,
-    "gtfs_star": 1493, "iris_ref": 3680, "isochrones": 16, "qpv_2015": 6, "rennes_bus_stops": 2021,
+    "gtfs": {"star": 1493, "sailcoop": 3}, "iris_ref": 3680, "isochrones": 16, "qpv_2015": 6, "rennes_bus_stops": 2021,
     "rennes_job_offers": 3918, "sigville_demo": 78, "sigville_ipro": 78, "sigville_revn": 78,
 }
 
@@ -33,12 +33,22 @@ def test_source_loads_from_its_sample(env, catalog, source_id: str) -> None:
     for dep in catalog[source_id].depends_on:
         assert ingest(env, catalog[dep], sample=True).status == "success"
     src = catalog[source_id]
+    if src.collection:  # every feed, each its partition
+        for feed, res in ingest_collection(env, src, sample=True):
+            assert res.status == "success" and res.rows_loaded == EXPECTED_ROWS[source_id][feed.id], feed.id
+        _check_table(env, src.for_feed(src.feeds()[0]), EXPECTED_ROWS[source_id][src.feeds()[0].id])
+        return
     res = ingest(env, src, sample=True)
     if source_id in OUTSIDE_REGIONS:
         assert res.status == "skipped" and f"none of the {OUTSIDE_REGIONS[source_id]} rows" in res.reason
         return
     assert res.status == "success" and res.validation["success"]
     assert res.rows_loaded == EXPECTED_ROWS[source_id]
+    _check_table(env, for_run(src, sample=True), EXPECTED_ROWS[source_id])
+
+
+def _check_table(env, src, expected: int) -> None:
+    """The loaded table (partition): Lambert-93, documented, readable by analysts, with statistics."""
     t = src.target
     with psycopg.connect(env.uri) as conn:
         n = conn.execute(f"SELECT count(*) FROM {t.schema_}.{t.physical_table}").fetchone()[0]
@@ -60,7 +70,7 @@ def test_source_loads_from_its_sample(env, catalog, source_id: str) -> None:
                                     "WHERE n.nspname = 'staging'").fetchone()[0]
     assert stats > 0  # analysed on staging, statistics kept through the swap
     assert staging_left == 0  # tables, views and indexes of the run are gone
-    assert n == EXPECTED_ROWS[source_id]
+    assert n == expected
     assert comments[0] == comments[1]  # every column documented
     assert analyst
 
@@ -81,7 +91,7 @@ def test_region_filter_keeps_only_the_deployment_regions(env, catalog, http_sour
     data = (ROOT / "tests" / "data" / "sigville_qpv2015_DEMO_2022_mixed_regions.csv").read_bytes()
     src = catalog["sigville_demo"]
     src = src.model_copy(update={"quality": src.quality.model_copy(update={"min_rows": 1})})
-    res = ingest(env, src, url=http_source.put("DEMO.csv", data))
+    res = ingest(env, src, url=http_source.put("DEMO.csv", data), release=2022)
     with psycopg.connect(env.uri) as conn:
         codes = [r[0] for r in conn.execute("SELECT code_qp FROM src.sigville_demo")]
     assert codes == ["QP035002"] and res.rows_loaded == 1
@@ -118,7 +128,9 @@ def test_rate_over_100_blocks_and_keeps_previous(env, catalog, http_source) -> N
     with psycopg.connect(env.uri) as conn:
         before = conn.execute("SELECT part_0_24 FROM src.sigville_demo WHERE code_qp = 'QP035002'").fetchone()[0]
     with pytest.raises(ValidationFailed, match=r"expect_column_values_to_be_between on 'part_0_24'.*140"):
-        ingest(env, catalog["sigville_demo"], url=http_source.put("DEMO.csv", _demo_with_rate("140,0")))
+        # a corrected file for the same release is a human's choice (--force), and it is still checked
+        ingest(env, catalog["sigville_demo"], url=http_source.put("DEMO.csv", _demo_with_rate("140,0")), release=2022,
+               force=True)
     with psycopg.connect(env.uri) as conn:
         after = conn.execute("SELECT part_0_24 FROM src.sigville_demo WHERE code_qp = 'QP035002'").fetchone()[0]
         failed = conn.execute("SELECT column_name, sample FROM meta.validation_results WHERE NOT success").fetchall()
@@ -130,7 +142,7 @@ def test_rate_over_100_blocks_and_keeps_previous(env, catalog, http_source) -> N
 def test_warn_policy_promotes_and_flags(env, catalog, http_source) -> None:
     src = catalog["sigville_demo"]
     warn = src.model_copy(update={"quality": src.quality.model_copy(update={"policy": "warn"})})
-    res = ingest(env, warn, url=http_source.put("DEMO.csv", _demo_with_rate("140,0")))
+    res = ingest(env, warn, url=http_source.put("DEMO.csv", _demo_with_rate("140,0")), release=2022)
     assert res.status == "success" and res.validation["success"] is False and res.validation["policy"] == "warn"
     with psycopg.connect(env.uri) as conn:
         value = conn.execute("SELECT part_0_24 FROM src.sigville_demo WHERE code_qp = 'QP035002'").fetchone()[0]

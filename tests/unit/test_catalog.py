@@ -25,7 +25,9 @@ def test_shipped_catalogue_loads_with_samples_present() -> None:
     cat = load_catalog(SOURCES)
     assert {"qpv_2015", "cog_communes"} <= set(cat)
     for s in cat.values():
-        assert s.sample and (ROOT / "include" / s.sample).is_file(), s.id
+        samples = [f.sample for f in s.feeds()] if s.collection else [s.sample]
+        samples += list(s.series.samples.values()) if s.series else []
+        assert samples and all(x and (ROOT / "include" / x).is_file() for x in samples), s.id
         assert s.columns and s.licence and s.publisher
 
 

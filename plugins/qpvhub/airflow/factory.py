@@ -80,8 +80,48 @@ NO_PRODUCTION = ("(none yet: not scheduled; `qpvhub sources check` lists it. Tri
                  "`{\"sample\": true}`)")
 
 
+def build_collection_dag(source: Source) -> DAG:
+    """Every feed of a collection (GTFS networks), each its own run with its own partition: one task loops
+    over them so that a failing feed is reported (the task fails at the end) while the others load."""
+    doc = (f"### Ingest `{source.id}` (a collection of feeds)\n{source.title}\n\n{source.description}\n\n"
+           f"- target: `{source.target.qualified}`, one partition per feed\n- production: "
+           f"{redact_url(source.production) if source.production else NO_PRODUCTION}\n\nConf `{{\"feed\": \"star\"}}` "
+           "loads one feed, `{\"sample\": true}` the bundled ones, `{\"force\": true}` even unchanged.")
+    with DAG(
+        dag_id=f"qpvhub_ingest_{source.id}",
+        schedule=source.schedule if source.production else None,
+        start_date=START,
+        catchup=False,
+        max_active_runs=1,
+        tags=["qpvhub", "ingest", *source.tags],
+        default_args=default_args(on_failure_callback=functools.partial(_notify_task_failure, f"ingest {source.id}")),
+        doc_md=doc,
+        params={"sample": False, "force": False, "feed": None},
+    ) as dag:
+
+        @task(pool=POOL, outlets=[Asset(source.asset_uri)])
+        def ingest_feeds(**context: Any) -> dict:
+            from qpvhub.errors import QpvhubError
+            from qpvhub.pipeline import ingest_collection
+
+            conf = {**context["params"], **((context["dag_run"].conf or {}) if context.get("dag_run") else {})}
+            results = ingest_collection(_env(), source, sample=bool(conf.get("sample")), force=bool(conf.get("force")),
+                                        airflow_run_id=context["run_id"], only=conf.get("feed"))
+            summary = {f.id: (f"failed: {str(r).splitlines()[0]}" if isinstance(r, BaseException) else r.status)
+                       for f, r in results}
+            failed = {k: v for k, v in summary.items() if v.startswith("failed")}
+            if failed:
+                raise QpvhubError(f"{len(failed)} of {len(summary)} feeds failed (the others loaded): {failed}")
+            return summary
+
+        ingest_feeds()
+    return dag
+
+
 def build_ingest_dag(source: Source) -> DAG:
     """fetch → stage → validate → promote for one catalogue entry; the promote task emits its asset."""
+    if source.collection:
+        return build_collection_dag(source)
     doc = (f"### Ingest `{source.id}`\n{source.title}\n\n{source.description}\n\n"
            f"- publisher: {source.publisher}\n- licence: {source.licence}\n- target: `{source.target.qualified}`\n"
            f"- production: {redact_url(source.production) if source.production else NO_PRODUCTION}\n"
@@ -288,6 +328,16 @@ def build_reload_all_dag(sources: dict[str, Source]) -> DAG:
                 from qpvhub.pipeline import ingest
 
                 conf = {**context["params"], **((context["dag_run"].conf or {}) if context.get("dag_run") else {})}
+                if src.collection:  # every feed; the task fails at the end if one did
+                    from qpvhub.errors import QpvhubError
+                    from qpvhub.pipeline import ingest_collection
+
+                    results = ingest_collection(_env(), src, sample=bool(conf.get("sample")),
+                                                force=bool(conf.get("force")), airflow_run_id=context["run_id"])
+                    failed = [f.id for f, r in results if isinstance(r, BaseException)]
+                    if failed:
+                        raise QpvhubError(f"{src.id}: feeds {failed} failed (the others loaded)")
+                    return {"status": "success", "feeds": len(results)}
                 res = ingest(_env(), src, sample=bool(conf.get("sample")), force=bool(conf.get("force")),
                              airflow_run_id=context["run_id"])
                 return {"status": res.status, "rows_loaded": res.rows_loaded}

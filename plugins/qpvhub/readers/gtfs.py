@@ -24,6 +24,11 @@ DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sun
 OUT_COLUMNS = [f"departures_{d[:3]}" for d in DAYS] + ["departures_weekday_avg", "reference_week"]
 
 
+# optional fields of stops.txt (GTFS reference): absent from a file means empty for every stop
+OPTIONAL_STOP_FIELDS = ("stop_code", "stop_desc", "zone_id", "stop_url", "location_type", "parent_station",
+                        "stop_timezone", "wheelchair_boarding", "level_id", "platform_code")
+
+
 class GtfsReader(Reader):
     format = "gtfs"
     expected = "a GTFS feed (zip)"
@@ -54,7 +59,9 @@ class GtfsReader(Reader):
         for col in ("stop_id", "stop_lat", "stop_lon"):
             if col not in header:
                 raise self.error(f"stops.txt has no {col} column", column=col)
-        return ReaderOutput(columns=header + OUT_COLUMNS, crs="EPSG:4326")
+        # GTFS: an optional field may be left out of the file; it then reads as empty, as the spec says
+        self.optional = [c for c in OPTIONAL_STOP_FIELDS if c not in header]
+        return ReaderOutput(columns=header + self.optional + OUT_COLUMNS, crs="EPSG:4326")
 
     def _active_services(self) -> tuple[dt.date, list[set[str]]]:
         """The reference week's Monday and, for each day, the set of active service_ids."""
@@ -136,6 +143,8 @@ class GtfsReader(Reader):
         except (pd.errors.ParserError, ValueError) as exc:
             raise self.error(f"stop_times.txt: {exc}", line=line) from None
         stops = self._read("stops.txt")
+        for c in getattr(self, "optional", []):
+            stops[c] = None
         day_cols = [f"departures_{d[:3]}" for d in DAYS]
         if counts is None:
             counts = pd.DataFrame(columns=day_cols)
