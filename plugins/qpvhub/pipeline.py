@@ -495,7 +495,10 @@ def ingest_collection(env: Env, source: Source, *, sample: bool = False, force: 
                       ) -> list[tuple[Any, IngestResult | BaseException]]:
     """Every feed of a collection, each its own run: a failing feed is reported and the others still load."""
     results: list[tuple[Any, IngestResult | BaseException]] = []
-    for feed, where in collection_feeds(env, source, sample=sample):
+    feeds = collection_feeds(env, source, sample=sample)
+    if not sample and not only:
+        _flag_vanished(env, source, {f.id for f, _ in feeds}, airflow_run_id)
+    for feed, where in feeds:
         if only and feed.id != only:
             continue
         try:
@@ -505,6 +508,24 @@ def ingest_collection(env: Env, source: Source, *, sample: bool = False, force: 
             log.error("source %s, feed %s: %s", source.id, feed.id, exc)
             results.append((feed, exc))
     return results
+
+
+def _flag_vanished(env: Env, source: Source, current: set[str], airflow_run_id: str | None) -> None:
+    """A loaded feed the catalogue no longer lists is kept (its stops stay in the table) but flagged: a
+    skipped run with the reason, which `qpvhub status` shows on the feed's line."""
+    from qpvhub.catalog import Feed
+
+    with connect(env.uri) as conn:
+        loaded = [r[0] for r in conn.execute(
+            "SELECT DISTINCT part FROM meta.source_runs WHERE source_id = %s AND status = 'success' "
+            "AND part IS NOT NULL ORDER BY 1", (source.id,)).fetchall()]
+    for part in loaded:
+        if part in current:
+            continue
+        one = source.for_feed(Feed(id=part, title=part))
+        run_id = start_run(env, one, airflow_run_id=airflow_run_id)
+        skip_run(env, one, run_id, f"source {source.id}: feed {part} is no longer in the catalogue nor listed: its "
+                                   "stops stay as last loaded (remove its partition by hand if the network is gone)")
 
 
 @dataclass

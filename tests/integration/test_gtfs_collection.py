@@ -101,6 +101,13 @@ def test_discovered_feeds_load_as_partitions_and_a_broken_one_fails_alone(env, c
     assert again["star_rennes"].status == again["sailcoop_glenan"].status == "skipped"
     fetched = [name for _, name, _ in http_source.requests[before:]]
     assert "star.zip" not in fetched and "sailcoop.zip" not in fetched
+    # Sailcoop leaves the catalogue: its stops stay, and the feed is flagged
+    _catalogue(http_source, {"star-rennes": ("STAR", "star.zip")})
+    ingest_collection(env, catalog["gtfs"])
+    with psycopg.connect(env.uri) as conn:
+        kept = conn.execute("SELECT count(*) FROM src.gtfs_stops WHERE network = 'Sailcoop'").fetchone()[0]
+    f = {x.source_id.split("/")[-1].rsplit("_", 1)[0]: x for x in freshness(env.uri, {"gtfs": catalog["gtfs"]})}
+    assert kept == 3 and "is no longer in the catalogue" in f["sailcoop_glenan"].last_error
 
 
 def test_reloading_one_feed_leaves_the_other_untouched(env, catalog) -> None:
