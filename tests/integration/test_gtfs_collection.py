@@ -23,14 +23,18 @@ STAR = (SAMPLES / "gtfs_star_rennes_20160419.zip").read_bytes()
 SAILCOOP = (SAMPLES / "gtfs_sailcoop_glenan_2025.zip").read_bytes()
 
 
-def _rezip(data: bytes, *, drop: str | None = None, move_to: tuple[float, float] | None = None) -> bytes:
-    """The feed with one file left out, or (FIXTURE) its stops moved elsewhere in France."""
+def _rezip(data: bytes, *, drop: str | None = None, move_to: tuple[float, float] | None = None,
+           edit: tuple[str, str, str] | None = None) -> bytes:
+    """The feed with one file left out, (FIXTURE) its stops moved elsewhere in France, or one text replaced
+    in one file (`edit`: file, old, new)."""
     out = io.BytesIO()
     with zipfile.ZipFile(io.BytesIO(data)) as zin, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zout:
         for info in zin.infolist():
             if info.filename == drop:
                 continue
             body = zin.read(info)
+            if edit and info.filename == edit[0]:
+                body = body.decode("utf-8-sig").replace(edit[1], edit[2], 1).encode()
             if move_to and info.filename.endswith("stops.txt"):
                 lines = body.decode("utf-8-sig").splitlines()
                 head = lines[0].split(",")
@@ -154,3 +158,37 @@ def test_feed_ids_are_stable_and_a_listed_feed_keeps_its_id(http_source, monkeyp
     assert (feed.id, feed.title, meta["resource_id"], meta["last_modified"]) == (
         "star", "STAR (Rennes Métropole)", "r-star-rennes", "2025-03-01T10:00:00Z")
     assert discover_feeds("gtfs", "unused", ["public-transit"], ["star-rennes"], []) == []
+
+
+@pytest.mark.parametrize("edit, message", [
+    (("stop_times.txt", "S25_JA_CCN_STN_0000,10:30:00,10:30:00", "S25_JA_CCN_STN_0000,10:30:00,10h30"),
+     r"file gtfs_sailcoop_glenan_2025.zip, line 3, column 'departure_time': stop_times.txt: departure_time "
+     r"'10h30' is not a GTFS time"),
+    (("calendar.txt", "S25_AMJ,1,0,0,0,1,1,0,20250401,20250630\n", ""), None),
+])
+def test_gtfs_quality_is_checked_per_feed(env, catalog, tmp_path, edit, message) -> None:
+    """A feed with a time that is no GTFS time, or whose calendar runs nothing, fails naming feed, file, line."""
+    from pathlib import Path
+
+    from qpvhub.catalog import Feed
+
+    for sid in ("cog_communes", "qpv_2015"):
+        ingest(env, catalog[sid], sample=True)
+    bad = SAILCOOP
+    if edit[0] == "calendar.txt":  # every service line gone: the calendar runs nothing
+        with zipfile.ZipFile(io.BytesIO(SAILCOOP)) as z:
+            head = z.read("calendar.txt").decode("utf-8-sig").splitlines()[0]
+        bad = _rezip(SAILCOOP, drop="calendar.txt")
+        out = io.BytesIO(bad)
+        with zipfile.ZipFile(out, "a") as z:
+            z.writestr("calendar.txt", head + "\n")
+        bad = out.getvalue()
+        message = "calendar.txt and calendar_dates.txt define no service"
+    else:
+        bad = _rezip(SAILCOOP, edit=edit)
+    path = Path(tmp_path) / "gtfs_sailcoop_glenan_2025.zip"
+    path.write_bytes(bad)
+    feed = Feed(id="sailcoop", title="Sailcoop", url=path.as_uri())
+    with pytest.raises(QpvhubError, match=message) as exc:
+        ingest(env, catalog["gtfs"], feed=feed)
+    assert "source gtfs" in str(exc.value)

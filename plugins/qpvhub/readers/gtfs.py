@@ -83,6 +83,8 @@ class GtfsReader(Reader):
             on -= set(ex.loc[ex["exception_type"] == "2", "service_id"])
             return on
 
+        if cal.empty and dates.empty:
+            raise self.error("calendar.txt and calendar_dates.txt define no service: the feed runs no trip")
         bounds_all = [parse(x) for x in [*cal["start_date"], *cal["end_date"], *dates["date"]] if x]
         if bounds_all:
             end = max(bounds_all)
@@ -127,11 +129,19 @@ class GtfsReader(Reader):
         trip_mask = pd.Series(mask, index=trips["trip_id"].to_numpy())
         counts: pd.DataFrame | None = None
         header = pd.read_csv(self.dir / "stop_times.txt", nrows=0, encoding="utf-8-sig").columns
-        usecols = ["trip_id", "stop_id"] + (["pickup_type"] if "pickup_type" in header else [])
+        usecols = ["trip_id", "stop_id"] + [c for c in ("departure_time", "pickup_type") if c in header]
         line = 1
         try:
             for chunk in pd.read_csv(self.dir / "stop_times.txt", dtype=str, usecols=usecols, encoding="utf-8-sig",
                                      keep_default_na=False, chunksize=max(self.batch_size, 200_000)):
+                if "departure_time" in chunk:  # HH:MM:SS, hours past 24 for trips after midnight
+                    t = chunk["departure_time"].str.strip()
+                    bad = (t != "") & ~t.str.fullmatch(r"\d{1,3}:[0-5]\d:[0-5]\d")
+                    if bad.any():
+                        k = int(np.argmax(bad.to_numpy()))
+                        raise self.error(f"stop_times.txt: departure_time {chunk['departure_time'].iloc[k]!r} is "
+                                         "not a GTFS time (HH:MM:SS, hours may pass 24)", line=line + 1 + k,
+                                         column="departure_time")
                 line += len(chunk)
                 if "pickup_type" in chunk:
                     chunk = chunk[chunk["pickup_type"] != "1"]
