@@ -81,6 +81,7 @@ bench: setup
 	$(PY) bench/bench_ingest.py
 	$(PY) bench/bench_indicators.py
 	$(PY) bench/bench_series.py
+	$(PY) bench/bench_gtfs.py
 
 # Not part of `make test` (it takes minutes): mutmut on the core, bench/mutation.json with the survivors.
 mutation: setup
