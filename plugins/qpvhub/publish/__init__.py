@@ -220,6 +220,11 @@ def publish_region(env, region: Region, *, airflow_run_id: str | None = None, ke
         rows = conn.execute("SELECT insee_com, nom, ST_AsBinary(geom) FROM ref.commune_contour "
                             "WHERE insee_com = ANY(%s) ORDER BY 1", (sorted(set(gdf["insee_com"])),)).fetchall()
         series_rows, evo_rows = history.read(conn, list(gdf["code_qp"]), generation)
+        networks: dict[str, list[str]] = {}
+        if conn.execute("SELECT to_regclass('mart.qpv_networks') IS NOT NULL").fetchone()[0]:
+            for code, name in conn.execute("SELECT code_qp, network FROM mart.qpv_networks WHERE code_qp = ANY(%s) "
+                                           "AND generation = %s ORDER BY 1, 2", (list(gdf["code_qp"]), generation)):
+                networks.setdefault(code, []).append(name)
         # each indicator's millésime(s) as its values carry them, for the fiches
         millesimes = dict(conn.execute(
             "SELECT indicator_id, string_agg(DISTINCT millesime, ' ; ' ORDER BY millesime) FROM mart.qpv_indicator i "
@@ -233,7 +238,7 @@ def publish_region(env, region: Region, *, airflow_run_id: str | None = None, ke
     fiche_dir = Path(tempfile.mkdtemp(prefix="qpvhub-fiches-"))
     try:
         fiches = _fiches(gdf, fiche.docs_of(families, millesimes), region, generation, threshold, runs, sources,
-                         qpv_maps, fiche_dir, past)
+                         qpv_maps, fiche_dir, past, networks)
         common = {"fields": fields, "runs": runs, "sources": sources, "airflow_run_id": airflow_run_id, "keep": keep,
                   "threshold": threshold, "quality_key": quality_key, "qpv_maps": qpv_maps, "generation": generation,
                   "fiches": fiches, "communes": communes, "past": past}
@@ -281,7 +286,7 @@ def _stamp(runs: list[dict]) -> str:
 
 def _fiches(gdf: gpd.GeoDataFrame, docs: dict[str, fiche.Doc], region: Region, generation: int, threshold: int,
             runs: list[dict], sources: dict, qpv_maps: dict[str, str], out: Path,
-            past: pd.DataFrame | None = None) -> list[dict]:
+            past: pd.DataFrame | None = None, networks: dict[str, list[str]] | None = None) -> list[dict]:
     """Render every QPV's fiche (HTML, and its PDF when Chromium is there) once for the region; each product
     ships those of its QPV. Returns one entry per file: code_qp, name (`qpv/<code>.<ext>`), path, title."""
     columns = set(gdf.columns)
@@ -296,7 +301,8 @@ def _fiches(gdf: gpd.GeoDataFrame, docs: dict[str, fiche.Doc], region: Region, g
         page = fiche.render(row, docs, columns, region=region, generation=generation, threshold=threshold, runs=runs,
                             sources=sources, stamp=stamp, map_svg=qpv_maps.get(code), same_commune=same,
                             note=INDICATIVE_NOTE,
-                            past=past[past["code_qp"] == code] if past is not None and not past.empty else None)
+                            past=past[past["code_qp"] == code] if past is not None and not past.empty else None,
+                            networks=(networks or {}).get(code, []))
         path = out / f"{code}.html"
         path.write_text(page, encoding="utf-8")
         pages[code] = path

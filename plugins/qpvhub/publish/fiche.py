@@ -100,7 +100,7 @@ def _cell(row: Mapping, col: str, doc: Doc, columns: set[str]) -> tuple[str, str
 
 def render(row: Mapping, docs: dict[str, Doc], columns: set[str], *, region, generation: int, threshold: int,
            runs: list[dict], sources: dict, stamp: str, map_svg: str | None, same_commune: list[tuple[str, str]],
-           note: str, past: pd.DataFrame | None = None) -> str:
+           note: str, past: pd.DataFrame | None = None, networks: list[str] | None = None) -> str:
     """The fiche of one QPV (`row`: its published values and flags; `columns`: the table's columns)."""
     e = html.escape
     code, name, com = str(row["code_qp"]), str(row["lib_qp"]), str(row["lib_com"])
@@ -155,7 +155,11 @@ non calculé à cette échelle.</p></section>
                        f'<span class="def{" ref" if d.definition.startswith("Comme ") else ""}">'
                        f'{e(d.definition)} Source : {e(src)} ; millésime : {e(d.millesime)}.'
                        f"{why}</span></th>{cells}</tr>")
-        out.append("</tbody></table></section>")
+        out.append("</tbody></table>")
+        if theme == "mobilité" and networks:
+            out.append(f'<p class="net">Réseaux desservant le quartier (un arrêt à moins de 300 m) : '
+                       f"{e(', '.join(networks))}.</p>")
+        out.append("</section>")
     out.append(_evolution(past, docs))
     out.append('<div class="pair">')  # printed side by side: the map, and what goes with it
     if map_svg:
@@ -289,6 +293,7 @@ figure{margin:0}figure svg{max-width:100%;height:auto}
 figcaption{font-size:.85em;color:#3a3a3a}
 .cite{font-size:.9em}
 .same{color:#3a3a3a;font-size:.85em}
+.net{margin:.2em 0;font-size:.9em}
 table.evo td.v{text-align:right}
 col.e-ind{width:27%}col.e-evo{width:20%}col.e-sp{width:12%}
 @page{size:A4;margin:7mm 9mm}
