@@ -46,15 +46,15 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     release = getattr(args, "release", None)
     failed = 0
     runs = []
-    for source in sources:
-        if source.collection:  # every feed, each its own run; one failing does not stop the others
-            failed += _ingest_feeds(env, source, args)
-            continue
+    for source in sources:  # in dependency order
         if source.series and args.sample and release is None:
             runs += [(source, r) for r in sorted(source.series.samples)]  # every bundled release, oldest first
         else:
             runs.append((source, release))
     for source, rel in runs:
+        if source.collection:  # every feed, each its own run; one failing does not stop the others
+            failed += _ingest_feeds(env, source, args)
+            continue
         t0 = time.monotonic()
         what = f"{source.id} release {rel}" if rel is not None else source.id
         print(f"→ {what}: ingesting into {source.target.qualified} …", flush=True)

@@ -528,6 +528,20 @@ def _flag_vanished(env: Env, source: Source, current: set[str], airflow_run_id: 
                                    "stops stay as last loaded (remove its partition by hand if the network is gone)")
 
 
+def ingest_samples(env: Env, source: Source, *, force: bool = False) -> list[IngestResult]:
+    """Everything bundled for an entry: every release of a series (oldest first), every feed of a collection,
+    else its one sample. Raises the first failure (offline samples are expected to load)."""
+    if source.collection:
+        out = []
+        for _feed, res in ingest_collection(env, source, sample=True, force=force):
+            if isinstance(res, BaseException):
+                raise res
+            out.append(res)
+        return out
+    releases = sorted(source.series.samples) if source.series else [None]
+    return [ingest(env, source, sample=True, force=force, release=r) for r in releases]
+
+
 @dataclass
 class IngestResult:
     run_id: str

@@ -32,7 +32,7 @@ def published(pg_admin_uri: str, tmp_path_factory: pytest.TempPathFactory) -> It
     from qpvhub.catalog import load_catalog, load_order, load_regions
     from qpvhub.db import migrate
     from qpvhub.indicators import run_indicators
-    from qpvhub.pipeline import Env, ingest
+    from qpvhub.pipeline import Env, ingest_samples
     from qpvhub.publish import publish_region
 
     name = "qpvhub_fiche_" + uuid.uuid4().hex[:8]
@@ -50,7 +50,7 @@ def published(pg_admin_uri: str, tmp_path_factory: pytest.TempPathFactory) -> It
             env = Env.from_settings()
             if k == 1:
                 for source in load_order(load_catalog(ROOT / "include" / "sources")):
-                    assert ingest(env, source, sample=True).status in ("success", "skipped"), source.id
+                    assert all(r.status in ("success", "skipped") for r in ingest_samples(env, source)), source.id
                 run_indicators(uri, ROOT / "sql")
             publish_region(env, load_regions(ROOT / "include" / "regions")["53"])
             stores.append(env.settings.store.path / "published" / "53")

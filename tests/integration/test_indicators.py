@@ -31,7 +31,7 @@ def mart(pg_admin_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     from qpvhub.catalog import load_catalog, load_order
     from qpvhub.db import migrate
     from qpvhub.indicators import run_indicators
-    from qpvhub.pipeline import Env, ingest, ingest_collection
+    from qpvhub.pipeline import Env, ingest_samples
 
     name = "qpvhub_ind_" + uuid.uuid4().hex[:8]
     with psycopg.connect(pg_admin_uri, autocommit=True) as conn:
@@ -45,11 +45,8 @@ def mart(pg_admin_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         env = Env.from_settings()
         catalog = load_catalog(ROOT / "include" / "sources")
         for source in load_order(catalog):
-            if source.collection:  # every bundled feed (STAR, Sailcoop), each its partition
-                assert all(r.status == "success" for _, r in ingest_collection(env, source, sample=True))
-                continue
-            for release in sorted(source.series.samples) if source.series else [None]:  # every bundled release
-                res = ingest(env, source, sample=True, release=release)
+            # every bundled release of a series, every feed of a collection (STAR, Sailcoop)
+            for res in ingest_samples(env, source):
                 # the 2024 sample is PACA's: nothing for regions 52 and 53 (tests/integration/test_qpv_2024.py)
                 assert res.status == ("skipped" if source.id == "qpv_2024" else "success"), (source.id, res.reason)
         run_indicators(uri, ROOT / "sql")
