@@ -89,6 +89,8 @@ def data_age(src: Source, data_until: dt.date | None, millesime: str | None, las
 
 def freshness(uri: str, sources: dict[str, Source], now: dt.datetime | None = None) -> list[Freshness]:
     """Freshness of every catalogue source, from meta.source_runs."""
+    from psycopg import sql
+
     from qpvhub.db import connect
 
     now = now or dt.datetime.now(dt.UTC)
@@ -109,6 +111,20 @@ def freshness(uri: str, sources: dict[str, Source], now: dt.datetime | None = No
             f"SELECT DISTINCT ON (k) k, data_until, millesime, finished_at FROM (SELECT {key} AS k, * "
             "FROM meta.source_runs) r WHERE status = 'success' ORDER BY k, finished_at DESC",
             {"feeds": feeds}).fetchall()}
+        # each feed's validity window and reference week (GTFS), shown on its line
+        validity = {r[0]: r[1:] for r in conn.execute(
+            f"SELECT DISTINCT ON (k) k, data_from, data_until FROM (SELECT {key} AS k, * FROM meta.source_runs) r "
+            "WHERE status = 'success' AND data_from IS NOT NULL ORDER BY k, finished_at DESC",
+            {"feeds": feeds}).fetchall()}
+        weeks = {}
+        for sid in feeds:
+            t = sources[sid].target
+            if conn.execute("SELECT count(*) = 2 FROM information_schema.columns WHERE table_schema = %s AND "
+                            "table_name = %s AND column_name IN ('reference_week', %s)",
+                            (t.schema_, t.table, sources[sid].collection.column)).fetchone()[0]:
+                weeks.update({f"{sid}/{p}": w for p, w in conn.execute(sql.SQL(
+                    "SELECT {}, min(reference_week) FROM {} GROUP BY 1").format(
+                    sql.Identifier(sources[sid].collection.column), sql.Identifier(t.schema_, t.table))).fetchall()})
     keys: dict[str, Source] = {}
     for sid, src in sources.items():
         parts = sorted(k for k in {*last, *confirmed} if k.startswith(sid + "/")) if src.collection else []
@@ -127,6 +143,11 @@ def freshness(uri: str, sources: dict[str, Source], now: dt.datetime | None = No
                       (error or "").splitlines()[0][:200] if status in ("failed", "skipped") and error else None)
         if sid in success:
             f.data_state, f.data_note = data_age(src, *success[sid], now)
+        if sid in validity:
+            start, until = validity[sid]
+            span = f"valid {start.isoformat()} → {until.isoformat()}" + (
+                f", reference week of {weeks[sid].isoformat()}" if weeks.get(sid) else "")
+            f.data_note = "; ".join(x for x in (f.data_note, span) if x)
         if not src.production:
             f.data_note = "; ".join(x for x in (f.data_note, "no production location (not scheduled)") if x)
         out.append(f)

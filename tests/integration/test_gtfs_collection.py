@@ -143,6 +143,12 @@ def test_status_shows_each_feed_and_its_expiry(env, catalog) -> None:
     assert f["gtfs/sailcoop"].state == "expired" and f["gtfs/sailcoop"].data_note.startswith("expired since 2025-09-30")
     assert f["gtfs/star"].state == "expired" and f["gtfs/star"].data_note.startswith("expired since 2016-06-12")
     assert f["gtfs/sailcoop"].rows == 3
+    # each feed's own validity and reference week; ISO dates are not read day-first (2016-05-09 stays in May)
+    assert "valid 2016-05-09 → 2016-06-12, reference week of 2016-05-09" in f["gtfs/star"].data_note
+    assert "valid 2025-04-01 → 2025-09-30, reference week of 2025-06-30" in f["gtfs/sailcoop"].data_note
+    with psycopg.connect(env.uri) as conn:
+        weeks = dict(conn.execute("SELECT feed_id, min(reference_week)::text FROM src.gtfs_stops GROUP BY 1"))
+    assert weeks == {"star": "2016-05-09", "sailcoop": "2025-06-30"}
 
 
 def test_feed_ids_are_stable_and_a_listed_feed_keeps_its_id(http_source, monkeypatch) -> None:
