@@ -11,17 +11,18 @@ TEST_APT := $(DEMO_APT) docker-compose poppler-utils
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: help setup setup-demo system-deps demo-deps npm-deps demo test test-fast lint bench mutation constraints clean airflow airflow-stop
+.PHONY: help setup setup-demo system-deps demo-deps npm-deps api api-deps demo test test-fast lint bench mutation constraints clean airflow airflow-stop
 
 help:
 	@echo "make demo   - install what is needed, run the whole chain on the bundled real data"
 	@echo "make test   - install what is needed, run every test (unit, PostGIS, S3, Airflow)"
 	@echo "make bench  - ingestion benchmark vs ogr2ogr, indicator refresh at national size (bench/results.json)"
 	@echo "make mutation - mutation testing of secrecy, promote, quality, registry (bench/mutation.json)"
+	@echo "make api [PORT=8081] - OGC API (Features, vector Tiles) over the published layers, for QGIS"
 	@echo "make lint   - ruff"
 	@echo "make airflow / airflow-stop - Airflow 3 on this machine (api-server, scheduler, dag-processor)"
 
-setup: system-deps $(TEST_STAMP)
+setup: system-deps $(TEST_STAMP) $(API_STAMP)
 setup-demo: demo-deps $(STAMP)
 
 define apt_install
@@ -50,6 +51,22 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e .
 	touch $(STAMP)
 
+# The OGC API server (tipg) has its own virtualenv: its FastAPI is newer than Airflow's, which stays as it is.
+API_VENV := .venv-api
+API_STAMP := $(API_VENV)/.installed
+$(API_STAMP): constraints-api.txt
+	test -d $(API_VENV) || $(PYTHON) -m venv $(API_VENV)
+	$(API_VENV)/bin/python -m pip install -q --upgrade pip
+	$(API_VENV)/bin/python -m pip install -q -r constraints-api.txt
+	touch $(API_STAMP)
+
+api-deps: $(API_STAMP)
+
+# OGC API – Features and Tiles over the published layers, in the foreground: make api [PORT=8081]
+PORT ?= 0
+api: setup-demo $(API_STAMP)
+	$(VENV)/bin/qpvhub api --port $(PORT)
+
 # axe-core (npm registry) checks the portal and the fiches for accessibility in a real browser
 AXE_VERSION := 4.14.1
 $(TEST_STAMP): $(STAMP)
@@ -77,11 +94,12 @@ airflow: setup
 airflow-stop:
 	$(PY) -m qpvhub.airflow.native stop
 
-bench: setup
+bench: setup $(API_STAMP)
 	$(PY) bench/bench_ingest.py
 	$(PY) bench/bench_indicators.py
 	$(PY) bench/bench_series.py
 	$(PY) bench/bench_gtfs.py
+	$(PY) bench/bench_api.py
 
 # Not part of `make test` (it takes minutes): mutmut on the core, bench/mutation.json with the survivors.
 mutation: setup

@@ -44,7 +44,8 @@ def pg_admin_uri() -> Iterator[str]:
     root.chmod(0o755)  # the server runs as postgres when we are root
     cluster = EmbeddedCluster(root)
     cluster.start()
-    _ROLE_PASSWORDS["qpvhub_analyst"] = cluster.password("qpvhub_analyst")
+    for role in ("qpvhub_analyst", "qpvhub_api"):
+        _ROLE_PASSWORDS[role] = cluster.password(role)
     try:
         yield cluster.uri("postgres")
     finally:

@@ -12,6 +12,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from qpvhub.errors import QpvhubError
 
@@ -94,7 +95,6 @@ def _ingest_feeds(env, source, args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """Check a source's file against its suite without loading it; exit 1 when it fails."""
-    from pathlib import Path
 
     from qpvhub.catalog import resolve_source
     from qpvhub.pipeline import validate_only
@@ -275,6 +275,37 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_api(args: argparse.Namespace) -> int:
+    """The OGC API (Features and vector Tiles) over the published-grade schema `pub`, in the foreground.
+
+    Served by tipg from its own virtualenv (`.venv-api`, made by `make api`: its FastAPI is newer than
+    Airflow's, which must not be changed for it), connecting as `qpvhub_api`, which reads `pub` only."""
+    import os
+    import socket
+    import subprocess
+    import tempfile
+
+    from qpvhub.api import api_environment
+
+    env = _env()  # the database is up and migrated
+    python = os.environ.get("QPVHUB_API_PYTHON") or str(env.settings.project / ".venv-api" / "bin" / "python")
+    if not Path(python).exists():
+        raise QpvhubError(f"no API server environment at {python}: run `make api` (it creates .venv-api with tipg)")
+    port = args.port
+    if not port:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+    host = args.host
+    print(f"OGC API on http://{host}:{port}/ (collections: /collections, health: /healthz); Ctrl-C stops it",
+          flush=True)
+    with tempfile.TemporaryDirectory(prefix="qpvhub-api-") as cwd:  # tipg reads a .env in its directory
+        app_dir = env.settings.project / "include" / "api"
+        proc = subprocess.run([python, "-m", "uvicorn", "qpvhub_api_app:app", "--app-dir", str(app_dir), "--host",
+                               host, "--port", str(port), "--log-level", "warning"], env=api_environment(env), cwd=cwd)
+    return proc.returncode
+
+
 def _safe(uri: str) -> str:
     import re
 
@@ -358,6 +389,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("status", help="freshness of each source: state, last run, age, rows, last error")
     s.set_defaults(func=cmd_status)
+
+    s = sub.add_parser("api", help="serve the OGC API (Features, vector Tiles) over the published layers")
+    s.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    s.set_defaults(func=cmd_api)
 
     s = sub.add_parser("demo", help="the whole chain on the bundled real data")
     s.set_defaults(func=cmd_demo)

@@ -34,7 +34,7 @@ def system_dir() -> Path:
     """Where clusters of root-only project directories live (`QPVHUB_SYSTEM_DIR`, default /var/lib/qpvhub)."""
     return Path(os.environ.get("QPVHUB_SYSTEM_DIR", "/var/lib/qpvhub"))
 
-ROLES = ("postgres", "qpvhub_analyst")
+ROLES = ("postgres", "qpvhub_analyst", "qpvhub_api")
 
 
 def find_bindir() -> Path:
@@ -222,11 +222,13 @@ class EmbeddedCluster:
         with psycopg.connect(uri, autocommit=True) as conn:
             if legacy:
                 conn.execute(sql.SQL("ALTER ROLE postgres PASSWORD {}").format(sql.Literal(admin)))
-            analyst = self.password("qpvhub_analyst")
-            if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = 'qpvhub_analyst'").fetchone():
-                # as migration 001 creates it; created here first so that it can be given its password
-                conn.execute("CREATE ROLE qpvhub_analyst LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION")
-            conn.execute(sql.SQL("ALTER ROLE qpvhub_analyst PASSWORD {}").format(sql.Literal(analyst)))
+            for role in ROLES[1:]:  # the analyst, the API server
+                if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
+                    # as the migrations create them; created here first so that they can be given a password
+                    conn.execute(sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION"
+                                         ).format(sql.Identifier(role)))
+                conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role),
+                                                                         sql.Literal(self.password(role))))
         if legacy:
             secured = re.sub(r"\btrust\s*$", "scram-sha-256", text, flags=re.MULTILINE)
             tmp = self.location / ".pg_hba.conf.new"
@@ -262,12 +264,15 @@ class EmbeddedCluster:
 def main(argv: list[str] | None = None) -> int:
     """`python -m qpvhub.embedded stop|destroy|analyst-uri <root>` (make clean, the README)."""
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 2 or args[0] not in ("stop", "destroy", "analyst-uri"):
-        print("usage: python -m qpvhub.embedded stop|destroy|analyst-uri <cluster root>", file=sys.stderr)
+    if len(args) != 2 or args[0] not in ("stop", "destroy", "analyst-uri", "api-uri"):
+        print("usage: python -m qpvhub.embedded stop|destroy|analyst-uri|api-uri <cluster root>", file=sys.stderr)
         return 2
     cluster = EmbeddedCluster(Path(args[1]))
     if args[0] == "analyst-uri":
         print(cluster.uri("qpvhub", "qpvhub_analyst"))
+        return 0
+    if args[0] == "api-uri":
+        print(cluster.uri("qpvhub", "qpvhub_api"))
     elif args[0] == "destroy":
         cluster.destroy()
     else:

@@ -73,3 +73,15 @@ def test_celery_profile_adds_redis_and_scalable_workers(compose: dict) -> None:
     assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"  # CeleryExecutor with AIRFLOW_EXECUTOR=…
     assert env["AIRFLOW__CELERY__BROKER_URL"] == "redis://redis:6379/0"
     assert env["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("db+postgresql://")
+
+
+def test_the_api_service_has_its_own_image_and_reads_as_qpvhub_api(compose: dict) -> None:
+    """The OGC API: its own image (not Airflow's), connecting as the role that reads `pub` only."""
+    api = compose["services"]["api"]
+    assert api["build"]["dockerfile"] == "Dockerfile.api" and api["image"] != compose["services"][
+        "airflow-apiserver"]["image"]
+    assert api["environment"]["DATABASE_URL"].startswith("postgresql://qpvhub_api:")
+    assert api["environment"]["TIPG_DB_SCHEMAS"] == '["pub"]' and "healthcheck" in api
+    assert api["depends_on"]["airflow-init"]["condition"] == "service_completed_successfully"  # role's password
+    dockerfile = (ROOT / "Dockerfile.api").read_text()
+    assert "constraints-api.txt" in dockerfile and "qpvhub_api_app:app" in dockerfile

@@ -254,6 +254,13 @@ def publish_region(env, region: Region, *, airflow_run_id: str | None = None, ke
                                                  **common))
     finally:
         shutil.rmtree(fiche_dir, ignore_errors=True)
+    if generation == loaded[-1]:  # the OGC API serves the current list's published rows
+        from qpvhub.publish.layers import write_layers
+
+        with connect(env.uri) as conn:
+            write_layers(conn, region, gdf, fields, f"Profil des QPV de la région {region.name} ({region.code}), "
+                                                     f"{liste}")
+            conn.commit()
     catalog_doc = _write_catalog(env, region)
     _write_portal(env, region, catalog_doc, quality_key, _map_tables(gdf, fields, result.product))
     return result
@@ -326,7 +333,8 @@ def _write_portal(env, region: Region, catalog_doc: dict, quality_key: str, maps
         f"published/{region.code}/{p['product']}/latest/datapackage.json")) for p in catalog_doc["products"]
         if env.store.exists(f"published/{region.code}/{p['product']}/latest/datapackage.json")}
     key = f"published/{region.code}/index.html"
-    page = portal_html(region, catalog_doc, packages, f"../../{quality_key}", maps or [])
+    page = portal_html(region, catalog_doc, packages, f"../../{quality_key}", maps or [],
+                       api_url=os.environ.get("QPVHUB_API_URL"))  # the OGC API's public address, if served
     env.store.put_bytes(key, page.encode(), "text/html; charset=utf-8")
     return key
 

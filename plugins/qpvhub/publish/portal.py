@@ -186,8 +186,27 @@ def _fiches_section(catalog: dict, packages: dict[str, dict]) -> list[str]:
     return out
 
 
+def _api_section(region, api_url: str | None) -> list[str]:
+    """How GIS users reach the same layers over the OGC API (QGIS, web maps), when it is served."""
+    e = html.escape
+    layer = f"pub.qpv_profil_{region.code}"
+    if not api_url:
+        return ['<section aria-labelledby="api"><h2 id="api">Accès pour les SIG (OGC API)</h2><p>Ces couches '
+                "(secret statistique appliqué) peuvent aussi être servies en OGC API – Features et – Tiles pour QGIS "
+                "et les cartes web : l'adresse est à demander au pôle de données régional.</p></section>"]
+    base = api_url.rstrip("/")
+    return [f'<section aria-labelledby="api"><h2 id="api">Accès pour les SIG (OGC API)</h2>'
+            f'<p>Les mêmes couches, secret statistique appliqué, en OGC API – Features et – Tiles : '
+            f'<a href="{e(base)}/">{e(base)}/</a> (<a href="{e(base)}/collections">collections</a>).</p>'
+            "<p>Dans QGIS : menu Couche › Ajouter une couche › Ajouter une couche WFS / OGC API – Features, "
+            f"nouvelle connexion avec l'adresse ci-dessus, puis la couche <code>{e(layer)}</code> (profil des QPV), "
+            "<code>pub.arrets_transport</code> ou <code>pub.equipements</code>. Tuiles vectorielles : Couche › "
+            "Ajouter une couche › Tuiles vectorielles, adresse "
+            f"<code>{e(base)}/collections/{e(layer)}/tiles/WebMercatorQuad/{{z}}/{{x}}/{{y}}</code>.</p></section>"]
+
+
 def portal_html(region, catalog: dict, packages: dict[str, dict], quality_href: str | None,
-                maps: list[dict] | None = None) -> str:
+                maps: list[dict] | None = None, api_url: str | None = None) -> str:
     """The region's portal page from its catalog.json and each product's latest datapackage.json: the map of
     the region by key indicator, the fiches quartier, then every product and its files."""
     e = html.escape
@@ -208,6 +227,7 @@ figure img{{max-width:100%;height:auto}}.sr{{position:absolute;left:-9999px}}</s
              + "</p></header><main>"]
     parts += _maps_section([{**m, "region": region.code} for m in maps or []])
     parts += _fiches_section(catalog, packages)
+    parts += _api_section(region, api_url)
     parts.append('<h2 id="produits">Fichiers à télécharger</h2>')
     for prod in catalog["products"]:
         name = prod["product"]

@@ -1,0 +1,156 @@
+"""The OGC API (tipg, own virtualenv) on the demo's published layers, read with real clients: GDAL's OAPIF
+driver, OWSLib's Features client, a decoded vector tile — and what the API's role can and cannot reach."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+
+import geopandas as gpd
+import psycopg
+import pytest
+from qpvhub.indicators import run_indicators
+from qpvhub.pipeline import ingest_samples
+from qpvhub.publish import publish_region
+
+from tests.conftest import ROOT, as_role
+
+pytestmark = [pytest.mark.postgis, pytest.mark.slow]
+
+API_PYTHON = ROOT / ".venv-api" / "bin" / "python"
+
+
+def _get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=30) as r:
+        return r.read()
+
+
+@pytest.fixture
+def api(env, catalog, regions, monkeypatch) -> Iterator[str]:
+    """The demo published at threshold 1,500 (so that some cells are secret), and `qpvhub api` serving it."""
+    assert API_PYTHON.exists(), "the API server's virtualenv is made by `make setup` (make api-deps)"
+    for sid in ("cog_communes", "qpv_2015", "commune_contours", "sigville_demo", "sigville_revn", "gtfs"):
+        ingest_samples(env, catalog[sid])
+    run_indicators(env.uri, env.settings.sql_dir)
+    publish_region(env, regions["53"], threshold=1500)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    child_env = {**os.environ, "QPVHUB_API_DATABASE_URL": as_role(env.uri, "qpvhub_api")}
+    proc = subprocess.Popen([str(ROOT / ".venv" / "bin" / "qpvhub"), "api", "--port", str(port)], env=child_env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                if json.loads(_get(base + "/healthz")) == {"ping": "pong!"}:
+                    break
+            except OSError:
+                time.sleep(0.25)
+        else:
+            proc.terminate()
+            raise AssertionError(f"the API did not start: {proc.communicate(timeout=10)[0][-3000:]}")
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def test_gdal_reads_the_collections_and_the_profile(api: str, env) -> None:
+    assert shutil.which("ogrinfo"), "GDAL's ogrinfo is installed by make setup (gdal-bin)"
+    listing = subprocess.run(["ogrinfo", "-ro", "-q", f"OAPIF:{api}/"], capture_output=True, text=True,
+                             check=True).stdout
+    for name in ("pub.qpv_profil_53", "pub.arrets_transport"):  # (no BPE loaded here: no facilities layer)
+        assert name in listing
+    info = subprocess.run(["ogrinfo", "-ro", "-so", f"OAPIF:{api}/", "pub.qpv_profil_53"], capture_output=True,
+                          text=True, check=True).stdout
+    assert "Feature Count: 6" in info
+    # the perimeters as served (CRS84), measured in Lambert-93: the published superficie_ha
+    gj = json.loads(_get(f"{api}/collections/pub.qpv_profil_53/items?limit=100"))
+    gdf = gpd.GeoDataFrame.from_features(gj["features"], crs=4326).to_crs(2154)
+    assert len(gdf) == 6
+    for area, ha in zip(gdf.geometry.area / 10_000, gdf["superficie_ha"], strict=True):
+        assert area == pytest.approx(ha, rel=2e-3)
+    desc = json.loads(_get(f"{api}/collections/pub.qpv_profil_53"))["description"]  # the table's comment
+    assert desc.startswith("Profil des QPV de la région Bretagne (53)") and "secret statistique" in desc
+
+
+def test_owslib_pages_through_a_layer(api: str, env) -> None:
+    from owslib.ogcapi.features import Features
+
+    client = Features(api + "/")
+    seen: list = []
+    offset = 0
+    while True:
+        page = client.collection_items("pub.arrets_transport", limit=250, offset=offset)
+        seen += [f["properties"]["stop_id"] + "@" + f["properties"]["feed_id"] for f in page["features"]]
+        if page["numberReturned"] < 250:
+            break
+        offset += 250
+    with psycopg.connect(env.uri) as conn:
+        n = conn.execute("SELECT count(*) FROM src.gtfs_stops WHERE coalesce(location_type, 0) = 0").fetchone()[0]
+    assert len(seen) == len(set(seen)) == n == page["numberMatched"]  # every stop once, across pages
+
+
+def _tile(lon: float, lat: float, z: int) -> tuple[int, int]:
+    n = 2 ** z
+    x = int((lon + 180) / 360 * n)
+    y = int((1 - math.asinh(math.tan(math.radians(lat))) / math.pi) / 2 * n)
+    return x, y
+
+
+def test_a_vector_tile_at_rennes_holds_the_qpv_of_the_tile(api: str) -> None:
+    import mapbox_vector_tile
+
+    x, y = _tile(-1.7085, 48.1200, 13)  # Villejean, Rennes
+    data = _get(f"{api}/collections/pub.qpv_profil_53/tiles/WebMercatorQuad/13/{x}/{y}")
+    layers = mapbox_vector_tile.decode(data)
+    codes = {f["properties"]["code_qp"] for layer in layers.values() for f in layer["features"]}
+    assert "QP035002" in codes and "QP035001" not in codes  # Saint-Malo is far from this tile
+
+
+def test_a_secret_cell_of_the_extracts_is_secret_in_the_api(api: str, env) -> None:
+    gj = json.loads(_get(f"{api}/collections/pub.qpv_profil_53/items/QP035006"))
+    props = gj["properties"]
+    assert props["population"] is None and props["population__secret"] == "secret statistique"
+    csv = env.settings.store.path / "published" / "53" / "qpv_profil" / "latest" / "qpv_profil_53.csv"
+    import pandas as pd
+
+    row = pd.read_csv(csv, dtype=str).set_index("code_qp").loc["QP035006"]
+    assert row.isna()["population"] and row["population__secret"] == "secret statistique"
+    # no hidden count is reachable by filtering either
+    hits = json.loads(_get(f"{api}/collections/pub.qpv_profil_53/items?population__secret=secret%20statistique"))
+    assert all(f["properties"]["population"] is None for f in hits["features"])
+
+
+def test_the_api_role_reads_pub_only_and_writes_nothing(env) -> None:
+    uri = as_role(env.uri, "qpvhub_api")
+    with psycopg.connect(env.uri) as conn:  # a published layer to try to write to
+        conn.execute("SET ROLE qpvhub_loader")
+        conn.execute("CREATE TABLE IF NOT EXISTS pub.probe (id int PRIMARY KEY)")
+        conn.commit()
+    with psycopg.connect(uri, autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM pub.probe").fetchone()[0] == 0
+        for stmt in ("SELECT * FROM meta.source_runs", "SELECT * FROM src.sigville_demo",
+                     "SELECT * FROM mart.qpv_indicator", "SELECT * FROM ref.qpv", "CREATE TABLE staging.x (a int)",
+                     "INSERT INTO pub.probe VALUES (1)", "CREATE TABLE pub.mine (a int)", "DROP TABLE pub.probe"):
+            with pytest.raises((psycopg.errors.InsufficientPrivilege, psycopg.errors.UndefinedTable)):
+                conn.execute(stmt)
+
+
+def test_region_page_says_how_to_add_the_api_in_qgis(env, catalog, regions, monkeypatch) -> None:
+    monkeypatch.setenv("QPVHUB_API_URL", "https://api.pole-qpv.example/")
+    for sid in ("cog_communes", "qpv_2015"):
+        ingest_samples(env, catalog[sid])
+    run_indicators(env.uri, env.settings.sql_dir)
+    publish_region(env, regions["53"])
+    page = (env.settings.store.path / "published" / "53" / "index.html").read_text(encoding="utf-8")
+    assert '<a href="https://api.pole-qpv.example/">' in page and "Ajouter une couche WFS / OGC API" in page
+    assert "https://api.pole-qpv.example/collections/pub.qpv_profil_53/tiles/WebMercatorQuad/{z}/{x}/{y}" in page
