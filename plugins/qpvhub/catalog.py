@@ -309,7 +309,8 @@ class Source(Strict):
     datagouv: DataGouv | None = Field(default=None, description="or: a data.gouv.fr dataset resolved at fetch time")
     sample: str | None = Field(default=None, description="offline sample, relative to include/")
     sample_provenance: str | None = None
-    format: Literal["geojson", "csv", "shapefile", "gpkg", "parquet", "gtfs", "vector"]
+    sample_millesime: str | None = Field(default=None, description="the sample's millésime, when not the entry's")
+    format: Literal["geojson", "csv", "shapefile", "gpkg", "parquet", "gtfs", "vector", "xlsx"]
     reader: dict[str, Any] = Field(default_factory=dict)
     columns: dict[str, Column]
     row_filter: dict[str, list[str]] = Field(

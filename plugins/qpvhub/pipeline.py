@@ -588,6 +588,8 @@ def ingest(env: Env, source: Source, *, url: str | None = None, sample: bool = F
            located: Located | None = None) -> IngestResult:
     """The whole chain for one source (one release of a series, one feed of a collection), as the CLI runs it."""
     source = for_run(source, release, sample=sample, feed=feed)
+    if sample and source.sample_millesime and not url:  # the bundled file is another millésime than production
+        source = source.model_copy(update={"millesime": source.sample_millesime})
     where = located or locate(env, source, sample=sample, url=url)
     run_id = start_run(env, source, airflow_run_id=airflow_run_id)
     try:

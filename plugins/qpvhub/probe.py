@@ -16,6 +16,7 @@ import re
 import struct
 import zipfile
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import requests
 
@@ -129,7 +130,7 @@ def compare_layout(source: Source, *, head: bytes, whole: bytes | None,
                 n.rsplit("/", 1)[-1] == f for n in members)]
             return f"GTFS members ({len(members)})", [f"missing member {m}" for m in missing]
         exts = {"csv": (".csv", ".txt"), "shapefile": (".shp",), "geojson": (".geojson", ".json"),
-                "vector": (".shp", ".geojson", ".json")}.get(source.format, ())
+                "vector": (".shp", ".geojson", ".json"), "xlsx": (".xlsx",)}.get(source.format, ())
         base = member.rsplit("/", 1)[-1]
         candidates = [n for n in members if (member and (n == member or n.rsplit("/", 1)[-1] == base))
                       or (not member and n.lower().endswith(exts))]
@@ -146,6 +147,21 @@ def compare_layout(source: Source, *, head: bytes, whole: bytes | None,
             # dBase truncates names to 10 characters
             missing = [w for w in wanted if w[:10] not in got]
             return f"fields of {dbf[0]}", [f"missing {missing}"] if missing else []
+        if name.lower().endswith(".xlsx"):  # the header row of the declared sheet, read by the reader itself
+            import tempfile
+
+            from qpvhub.errors import InputError
+            from qpvhub.readers import get_reader
+
+            with tempfile.TemporaryDirectory() as tmp:
+                book = Path(tmp) / "book.xlsx"
+                book.write_bytes(zf.read(name))
+                try:
+                    got = get_reader("xlsx")(book, source.id, dict(source.reader)).open().columns
+                except InputError as exc:
+                    return f"workbook {name}", [str(exc)]
+            missing = [w for w in wanted if w not in got]
+            return f"header of {name}", [f"missing {missing}"] if missing else []
         what, drift = compare_layout(source, head=zf.open(name).read(HEAD_BYTES), whole=None, members=None)
         return f"{what} in {name}", drift
     if source.format == "csv":

@@ -80,3 +80,24 @@ def test_cli_exits_1_with_one_line_per_source(env) -> None:
     lines = [line for line in res.stdout.splitlines() if line.startswith(("bpe", "sigville_demo"))]
     assert len(lines) == 2 and all("UNREACHABLE" in line for line in lines), res.stdout
     assert "0/2 sources reachable" in res.stdout
+
+
+def test_a_zipped_workbook_is_checked_on_its_header_row(catalog, http_source) -> None:
+    """INSEE's IRIS reference (ZIP, one .xlsx, header on row 6 of Emboitements_IRIS): the declared columns are
+    looked for in that row; a renamed column is a drift."""
+    sample = SAMPLES / "reference_IRIS_geo2021_reg52_53_DERIVED.zip"
+    iris = catalog["iris_ref"].model_copy(update={"url": http_source.put("ref_iris.zip", sample.read_bytes())})
+    p = probe_source(iris)
+    assert p.ok and p.layout == "header of reference_IRIS_geo2021.xlsx", p.line()
+    import openpyxl
+
+    with zipfile.ZipFile(sample) as z:
+        book = openpyxl.load_workbook(io.BytesIO(z.read("reference_IRIS_geo2021.xlsx")))
+    book["Emboitements_IRIS"]["E6"] = "CODE_COMMUNE"  # DEPCOM renamed
+    out, buf = io.BytesIO(), io.BytesIO()
+    book.save(out)
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("reference_IRIS_geo2024.xlsx", out.getvalue())
+    http_source.put("ref_iris.zip", buf.getvalue())
+    p = probe_source(iris)
+    assert not p.ok and p.drift == ["missing ['DEPCOM']"]

@@ -10,7 +10,7 @@ import pytest
 from qpvhub.errors import InputError
 from qpvhub.readers import get_reader
 
-from tests.conftest import QPV_SAMPLE, SAMPLES
+from tests.conftest import QPV_SAMPLE, ROOT, SAMPLES
 
 
 def _read(fmt: str, path: Path, options: dict | None = None, batch_size: int = 50_000):
@@ -114,3 +114,57 @@ def test_sigville_trailing_empty_columns_and_trailing_space_header() -> None:
     assert info.extra == {"encoding": "utf-8-sig", "sep": ";"}
     row = df[df["CODGEO"] == "QP035002"].iloc[0]
     assert row["ABC"] == "1\u202f110" and row["TX_TOT_EMPL"] == "35,8"
+
+
+# ---------------------------------------------------------------- xlsx (INSEE references)
+def _book(tmp_path, rows: list[list], sheet: str = "Emboitements_IRIS", titles: int = 5):
+    import openpyxl
+
+    book = openpyxl.Workbook()
+    ws = book.active
+    ws.title = sheet
+    for _ in range(titles):
+        ws.append(["titre"])
+    for r in rows:
+        ws.append(r)
+    path = tmp_path / "ref.xlsx"
+    book.save(path)
+    return path
+
+
+def test_xlsx_reads_the_sample_in_insee_layout() -> None:
+    """The DERIVED sample (INSEE's layout: ZIP, sheet Emboitements_IRIS, header on row 6) gives the very rows
+    of the CSV it was built from, codes as text."""
+    import csv as _csv
+
+    from qpvhub.readers import get_reader
+
+    sample = ROOT / "include" / "sample_data" / "reference_IRIS_geo2021_reg52_53_DERIVED.zip"
+    reader = get_reader("xlsx")(sample, "iris_ref", {"sheet": "Emboitements_IRIS", "header_row": 6})
+    assert reader.open().columns == ["CODE_IRIS", "LIB_IRIS", "TYP_IRIS", "GRD_QUART", "DEPCOM", "LIBCOM", "UU2020",
+                                     "REG", "DEP"]
+    got = pd.concat(list(reader.batches()))
+    text = (ROOT / "include" / "sample_data" / "insee_iris_ref_2021_reg52_53.csv").read_text(encoding="utf-8")
+    expected = list(_csv.DictReader(text.splitlines(), delimiter=";"))
+    assert len(got) == len(expected) == 3680
+    assert got.iloc[0]["CODE_IRIS"] == expected[0]["CODE_IRIS"] == "220010000"
+    assert got.iloc[0]["__feature"] == 7  # row in the sheet: 5 titles, the header, then the data
+    assert list(got["DEPCOM"]) == [r["DEPCOM"] for r in expected]
+
+
+def test_xlsx_errors_name_sheet_and_row(tmp_path) -> None:
+    from qpvhub.errors import InputError
+    from qpvhub.readers import get_reader
+
+    path = _book(tmp_path, [["CODE_IRIS", "DEPCOM"], ["013010101", "01301"]])
+    reader = get_reader("xlsx")(path, "iris_ref", {"sheet": "Emboitements_IRIS", "header_row": 6})
+    reader.open()
+    (df,) = list(reader.batches())
+    assert df.iloc[0].to_dict() == {"CODE_IRIS": "013010101", "DEPCOM": "01301", "__feature": 7}  # zeros kept
+    with pytest.raises(InputError, match=r"no sheet 'IRIS' in the workbook \(sheets: \['Emboitements_IRIS'\]\)"):
+        get_reader("xlsx")(path, "iris_ref", {"sheet": "IRIS"}).open()
+    with pytest.raises(InputError, match=r"row 20 of sheet 'Emboitements_IRIS' is empty: wrong header_row\?"):
+        get_reader("xlsx")(path, "iris_ref", {"header_row": 20}).open()
+    (tmp_path / "not.xlsx").write_text("CODE_IRIS;DEPCOM\n")
+    with pytest.raises(InputError, match="not an .xlsx workbook nor a ZIP"):
+        get_reader("xlsx")(tmp_path / "not.xlsx", "iris_ref", {}).open()

@@ -12,6 +12,7 @@ from qpvhub.readers.csv import CsvReader
 from qpvhub.readers.gtfs import GtfsReader
 from qpvhub.readers.ogr import GeoJsonReader, GpkgReader, ShapefileReader, VectorReader
 from qpvhub.readers.parquet import ParquetReader
+from qpvhub.readers.xlsx import XlsxReader
 
 REGISTRY: dict[str, type[Reader]] = {
     "geojson": GeoJsonReader,
@@ -21,6 +22,7 @@ REGISTRY: dict[str, type[Reader]] = {
     "parquet": ParquetReader,
     "gtfs": GtfsReader,
     "vector": VectorReader,
+    "xlsx": XlsxReader,
 }
 
 
