@@ -13,18 +13,20 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import sys
 import time
-import uuid
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import geopandas as gpd
 import numpy as np
 import psycopg
 import shapely
-from psycopg import sql
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.scratch import scratch_database  # noqa: E402
+
 TYPEQU = ["A101", "A203", "A206", "B101", "B102", "B201", "B203", "C101", "C104", "C201", "C301",
           "D201", "D301", "D502", "E107", "F101", "F113", "F303", "G102"]
 EXTENT = (120_000, 6_150_000, 1_050_000, 7_050_000)  # metropolitan France, Lambert-93 (m)
@@ -78,9 +80,10 @@ def load_synthetic(uri: str, n_qpv: int, n_points: int, n_stops: int, seed: int 
         sx, sy = xs[w] + r * np.cos(a), ys[w] + r * np.sin(a)
         dep = rng.integers(0, 300, n_stops)
         conn.execute("DROP TABLE IF EXISTS src.gtfs_stops")
-        conn.execute("CREATE TABLE src.gtfs_stops (stop_id text PRIMARY KEY, stop_name text, location_type integer, "
+        conn.execute("CREATE TABLE src.gtfs_stops (feed_id text NOT NULL DEFAULT 'bench', network text NOT NULL "
+                     "DEFAULT 'réseau synthétique', stop_id text, stop_name text, location_type integer, "
                      "departures_weekday_avg double precision, source_run_id text, "
-                     "geom geometry(Point, 2154) NOT NULL)")
+                     "geom geometry(Point, 2154) NOT NULL, PRIMARY KEY (feed_id, stop_id))")
         with conn.cursor().copy("COPY src.gtfs_stops (stop_id, stop_name, departures_weekday_avg, source_run_id, geom) "
                                 "FROM STDIN") as cp:
             cp.write("".join(f"S{k}\tarrêt {k}\t{d}\tbench\tSRID=2154;POINT({x:.0f} {y:.0f})\n"
@@ -101,25 +104,15 @@ def main() -> None:
     ap.add_argument("--points", type=int, default=1_000_000)
     ap.add_argument("--stops", type=int, default=100_000)
     args = ap.parse_args()
-    from qpvhub.db import migrate, resolve_uri
     from qpvhub.indicators import run_indicators
 
-    admin = resolve_uri()
-    name = "qpvhub_bench_ind_" + uuid.uuid4().hex[:6]
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    uri = urlunsplit(urlsplit(admin)._replace(path="/" + name))
-    try:
-        migrate(uri)
+    with scratch_database("qpvhub_bench_ind_") as uri:
         t = time.perf_counter()
         load_synthetic(uri, args.qpv, args.points, args.stops)
         load_s = time.perf_counter() - t
         t = time.perf_counter()
         written = run_indicators(uri, ROOT / "sql")
         indicators_s = time.perf_counter() - t
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
     path = ROOT / "bench" / "results.json"
     res = json.loads(path.read_text()) if path.exists() else {}
     res.update({

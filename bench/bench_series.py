@@ -12,17 +12,18 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import sys
 import time
-import uuid
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 import pandas as pd
 import psycopg
-from psycopg import sql
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.scratch import scratch_database  # noqa: E402
 
 
 def synthetic(n_qpv: int, n_ind: int, n_rel: int, seed: int = 2024) -> tuple[pd.DataFrame, dict]:
@@ -34,7 +35,7 @@ def synthetic(n_qpv: int, n_ind: int, n_rel: int, seed: int = 2024) -> tuple[pd.
     releases = list(range(2013, 2013 + n_rel))
     defs = {f"ind_{i:02d}": IndicatorDef(id=f"ind_{i:02d}", label_fr=f"indicateur {i}", unit="%" if i % 2 else
                                          "personnes", theme="emploi", method="synthétique", millesime="bench",
-                                         comparable_from=releases[5] if i % 10 == 3 else None)
+                                         comparable_from=releases[min(5, n_rel - 1)] if i % 10 == 3 else None)
             for i in range(n_ind)}
     frames = []
     base = rng.uniform(5, 60, (n_ind, n_qpv))
@@ -57,17 +58,10 @@ def main() -> None:
     ap.add_argument("--indicators", type=int, default=40)
     ap.add_argument("--releases", type=int, default=10)
     args = ap.parse_args()
-    from qpvhub.db import migrate, resolve_uri
     from qpvhub.indicators import _write_series, evolutions, fold_repeats
 
     long, defs = synthetic(args.qpv, args.indicators, args.releases)
-    admin = resolve_uri()
-    name = "qpvhub_bench_series_" + uuid.uuid4().hex[:6]
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    uri = urlunsplit(urlsplit(admin)._replace(path="/" + name))
-    try:
-        migrate(uri)
+    with scratch_database("qpvhub_bench_series_") as uri:
         with psycopg.connect(uri) as conn:
             for d in defs.values():
                 conn.execute("INSERT INTO mart.indicator_catalog (indicator_id, label_fr, unit, theme, sources, "
@@ -86,9 +80,6 @@ def main() -> None:
         with psycopg.connect(uri) as conn:
             stored = conn.execute("SELECT count(*) FROM mart.qpv_indicator_series").fetchone()[0]
             n_evo = conn.execute("SELECT count(*) FROM mart.qpv_indicator_evolution").fetchone()[0]
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     path = ROOT / "bench" / "results.json"
     res = json.loads(path.read_text()) if path.exists() else {}

@@ -80,6 +80,22 @@ NO_PRODUCTION = ("(none yet: not scheduled; `qpvhub sources check` lists it. Tri
                  "`{\"sample\": true}`)")
 
 
+def _ingest_dag(source: Source, doc: str, on_failure, params: dict) -> DAG:
+    """An ingest DAG's frame. No production location: not scheduled (a scheduled run could only fail);
+    manual runs take a url or the sample."""
+    return DAG(
+        dag_id=f"qpvhub_ingest_{source.id}",
+        schedule=source.schedule if source.production else None,
+        start_date=START,
+        catchup=False,
+        max_active_runs=1,
+        tags=["qpvhub", "ingest", *source.tags],
+        default_args=default_args(on_failure_callback=on_failure),
+        doc_md=doc,
+        params=params,
+    )
+
+
 def build_collection_dag(source: Source) -> DAG:
     """Every feed of a collection (GTFS networks), each its own run with its own partition: one task loops
     over them so that a failing feed is reported (the task fails at the end) while the others load."""
@@ -87,17 +103,8 @@ def build_collection_dag(source: Source) -> DAG:
            f"- target: `{source.target.qualified}`, one partition per feed\n- production: "
            f"{redact_url(source.production) if source.production else NO_PRODUCTION}\n\nConf `{{\"feed\": \"star\"}}` "
            "loads one feed, `{\"sample\": true}` the bundled ones, `{\"force\": true}` even unchanged.")
-    with DAG(
-        dag_id=f"qpvhub_ingest_{source.id}",
-        schedule=source.schedule if source.production else None,
-        start_date=START,
-        catchup=False,
-        max_active_runs=1,
-        tags=["qpvhub", "ingest", *source.tags],
-        default_args=default_args(on_failure_callback=functools.partial(_notify_task_failure, f"ingest {source.id}")),
-        doc_md=doc,
-        params={"sample": False, "force": False, "feed": None},
-    ) as dag:
+    with _ingest_dag(source, doc, functools.partial(_notify_task_failure, f"ingest {source.id}"),
+                     {"sample": False, "force": False, "feed": None}) as dag:
 
         @task(pool=POOL, outlets=[Asset(source.asset_uri)])
         def ingest_feeds(**context: Any) -> dict:
@@ -143,18 +150,7 @@ def build_ingest_dag(source: Source) -> DAG:
         conf = conf_of(context)
         return for_run(source, conf.get("release"), sample=bool(conf.get("sample")))
 
-    with DAG(
-        dag_id=f"qpvhub_ingest_{source.id}",
-        # no production location: not scheduled (a scheduled run could only fail); manual runs take a url
-        schedule=source.schedule if source.production else None,
-        start_date=START,
-        catchup=False,
-        max_active_runs=1,
-        tags=["qpvhub", "ingest", *source.tags],
-        default_args=default_args(on_failure_callback=on_failure),
-        doc_md=doc,
-        params={"sample": False, "url": None, "force": False, "release": None},
-    ) as dag:
+    with _ingest_dag(source, doc, on_failure, {"sample": False, "url": None, "force": False, "release": None}) as dag:
 
         @task
         def start(**context: Any) -> str:

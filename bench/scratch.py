@@ -1,0 +1,29 @@
+"""A throwaway, migrated database for a benchmark run (dropped afterwards, whatever happens)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+from psycopg import sql
+
+
+@contextmanager
+def scratch_database(prefix: str) -> Iterator[str]:
+    """Create `<prefix><random>` on the configured (or embedded) server, migrate it, yield its URI, drop it."""
+    from qpvhub.db import migrate, resolve_uri
+
+    admin = resolve_uri()
+    name = prefix + uuid.uuid4().hex[:6]
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    uri = urlunsplit(urlsplit(admin)._replace(path="/" + name))
+    try:
+        migrate(uri)
+        yield uri
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
