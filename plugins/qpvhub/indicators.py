@@ -326,10 +326,13 @@ def evolutions(series: pd.DataFrame, defs: dict[str, IndicatorDef]) -> pd.DataFr
     prev = s.groupby(key, sort=False)[["release", "value"]].shift(1)
     has = prev["release"].notna()
     a, p = s[has].reset_index(drop=True), prev[has].reset_index(drop=True)
-    ind = a["indicator_id"]
-    unit = ind.map(lambda i: "points" if i in defs and defs[i].unit == "%" else "%")
-    cf = ind.map(lambda i: defs[i].comparable_from if i in defs and defs[i].comparable_from else float("nan"))
-    note = ind.map(lambda i: defs[i].comparability_note if i in defs else "")
+    ind = a["indicator_id"].astype(object)  # plain Python strings, whatever the frame's string dtype
+    # per row, from the registry: numpy-typed whatever dtype `map` would infer (all-NaN, Arrow strings…)
+    unit = pd.Series(["points" if i in defs and defs[i].unit == "%" else "%" for i in ind], index=a.index,
+                     dtype=object)
+    cf = pd.Series([float(defs[i].comparable_from) if i in defs and defs[i].comparable_from else float("nan")
+                    for i in ind], index=a.index, dtype="float64")
+    note = pd.Series([defs[i].comparability_note if i in defs else "" for i in ind], index=a.index, dtype=object)
     rf, rt = p["release"].astype(int), a["release"].astype(int)
     vf, vt = p["value"].astype(float), a["value"].astype(float)
     crossing = cf.notna() & (rf < cf) & (cf <= rt)
