@@ -104,7 +104,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     path = Path(args.file).resolve() if args.file else None
     if path is not None and not path.is_file():
         raise QpvhubError(f"no such file: {path}")
-    staged, report = validate_only(env, source, path=path, url=args.url, sample=args.sample)
+    staged, report = validate_only(env, source, path=path, url=args.url, sample=args.sample,
+                                   release=getattr(args, "release", None))
     print(f"{source.id}: {staged.rows_read} rows read, {staged.rows_loaded} would load, "
           f"{staged.rows_rejected} rejected, {staged.rows_repaired} geometries repaired")
     print(report.text())
@@ -346,6 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--file", help="a local file to check instead of fetching the source")
     s.add_argument("--url", help="fetch from this URL instead of the catalogue's")
     s.add_argument("--sample", action="store_true", help="check the bundled offline sample")
+    s.add_argument("--release", help="for a series: the release (year) the file is")
     s.set_defaults(func=cmd_validate)
 
     s = sub.add_parser("indicators", help="compute the indicators mart")

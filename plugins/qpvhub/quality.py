@@ -53,7 +53,8 @@ class CheckResult:
             detail.append(f"e.g. {self.sample[:5]}")
         if self.observed_value is not None and not self.unexpected_count:
             detail.append(f"observed {self.observed_value}")
-        return f"{self.expectation}{where} {args or ''}: {'; '.join(detail) or 'failed'}".replace(" :", ":")
+        outcome = "; ".join(detail) or ("passed" if self.success else "failed")
+        return f"{self.expectation}{where} {args or ''}: {outcome}".replace(" :", ":")
 
 
 @dataclass

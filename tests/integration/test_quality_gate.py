@@ -235,6 +235,7 @@ def test_the_same_suite_on_a_frame() -> None:
 def test_describe_without_details_and_with_long_samples() -> None:
     c = CheckResult("expect_x", None, False)
     assert c.describe() == "expect_x: failed"
+    assert CheckResult("expect_x", "c", True, unexpected_count=0).describe() == "expect_x on 'c': passed"
     c = CheckResult("expect_x", "c", False, unexpected_count=3, sample=list(range(8)), kwargs={"column": "c",
                     "batch_id": "b", "result_format": "SUMMARY", "value_set": [1]})
     assert c.describe() == "expect_x on 'c' {'value_set': [1]}: 3 unexpected (0.0 %); e.g. [0, 1, 2, 3, 4]"

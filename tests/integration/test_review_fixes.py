@@ -29,7 +29,7 @@ def test_credentials_in_a_source_url_reach_no_published_file_and_no_analyst(env,
     http_source.put("sigville_demo.csv", (SAMPLES / "sigville_qpv2015_DEMO_2022_reg52_53.csv").read_bytes())
     host = http_source.base.removeprefix("http://")
     url = f"http://analyst:{PASSWORD}@{host}/sigville_demo.csv?apikey={KEY}&millesime=2022"
-    res = ingest(env, catalog["sigville_demo"], url=url, force=True)
+    res = ingest(env, catalog["sigville_demo"], url=url, force=True, release=2022)
     assert res.status == "success"
     assert http_source.requests[-1][1] == "sigville_demo.csv"  # the real URL was fetched
     run_indicators(env.uri, env.settings.sql_dir)
