@@ -96,7 +96,7 @@ def freshness(uri: str, sources: dict[str, Source], now: dt.datetime | None = No
     now = now or dt.datetime.now(dt.UTC)
     # a collection's feeds are told apart (`gtfs/star`): each has its own runs, validity and expiry
     feeds = [sid for sid, src in sources.items() if src.collection]
-    key = sql_key = "CASE WHEN source_id = ANY(%(feeds)s) AND part IS NOT NULL THEN source_id || '/' || part " \
+    key = "CASE WHEN source_id = ANY(%(feeds)s) AND part IS NOT NULL THEN source_id || '/' || part " \
                     "ELSE source_id END"
     with connect(uri) as conn:
         last = {r[0]: r[1:] for r in conn.execute(
@@ -104,7 +104,7 @@ def freshness(uri: str, sources: dict[str, Source], now: dt.datetime | None = No
             "ORDER BY k, started_at DESC", {"feeds": feeds}).fetchall()}
         confirmed = {r[0]: r[1:] for r in conn.execute(
             f"SELECT DISTINCT ON (k) k, coalesce(finished_at, started_at), rows_loaded "
-            f"FROM (SELECT {sql_key} AS k, * FROM meta.source_runs) r WHERE status IN ('success', 'skipped') "
+            f"FROM (SELECT {key} AS k, * FROM meta.source_runs) r WHERE status IN ('success', 'skipped') "
             "ORDER BY k, coalesce(finished_at, started_at) DESC", {"feeds": feeds}).fetchall()}
         loaded = dict(conn.execute("SELECT source_id, rows_loaded FROM meta.current_source").fetchall())
         success = {r[0]: r[1:] for r in conn.execute(
