@@ -106,13 +106,85 @@ def _tile(lon: float, lat: float, z: int) -> tuple[int, int]:
     return x, y
 
 
-def test_a_vector_tile_at_rennes_holds_the_qpv_of_the_tile(api: str) -> None:
-    import mapbox_vector_tile
+def _fields(buf: bytes) -> Iterator[tuple[int, int | bytes]]:
+    """Protocol Buffers wire format: (field number, varint value or bytes) of each field of a message."""
+    i = 0
 
+    def varint() -> int:
+        nonlocal i
+        shift = value = 0
+        while True:
+            b = buf[i]
+            i += 1
+            value |= (b & 0x7F) << shift
+            if b < 0x80:
+                return value
+            shift += 7
+
+    while i < len(buf):
+        key = varint()
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            yield number, varint()
+        elif wire == 2:
+            n = varint()
+            yield number, buf[i:i + n]
+            i += n
+        elif wire in (1, 5):
+            size = 8 if wire == 1 else 4
+            yield number, buf[i:i + size]
+            i += size
+        else:
+            raise AssertionError(f"wire type {wire} is not in the MVT spec")
+
+
+def _varints(buf: bytes) -> list[int]:
+    """A packed repeated varint field's values."""
+    out, value, shift = [], 0, 0
+    for b in buf:
+        value |= (b & 0x7F) << shift
+        shift += 7
+        if b < 0x80:
+            out.append(value)
+            value, shift = 0, 0
+    return out
+
+
+def decode_mvt(data: bytes) -> dict[str, list[dict]]:
+    """Mapbox Vector Tile 2.1 (layers → features' properties), decoded here from the spec's protobuf
+    schema: Tile.layers = 3; Layer: name 1, features 2, keys 3, values 4; Feature: tags 2 (packed key/value
+    index pairs); Value: string 1, double 3, int64 4, uint64 5, bool 7."""
+    import struct
+
+    out: dict[str, list[dict]] = {}
+    for number, layer in _fields(data):
+        if number != 3:
+            continue
+        name, keys, values, features = "", [], [], []
+        for n, v in _fields(layer):
+            if n == 1:
+                name = v.decode()
+            elif n == 2:
+                features.append(v)
+            elif n == 3:
+                keys.append(v.decode())
+            elif n == 4:
+                (k, raw), = list(_fields(v))
+                values.append(raw.decode() if k == 1 else struct.unpack("<d", raw)[0] if k == 3 else
+                              struct.unpack("<f", raw)[0] if k == 2 else bool(raw) if k == 7 else raw)
+        props = []
+        for f in features:
+            tags = _varints(next((v for n, v in _fields(f) if n == 2), b""))  # packed key/value indexes
+            props.append({keys[tags[k]]: values[tags[k + 1]] for k in range(0, len(tags), 2)})
+        out[name] = props
+    return out
+
+
+def test_a_vector_tile_at_rennes_holds_the_qpv_of_the_tile(api: str) -> None:
     x, y = _tile(-1.7085, 48.1200, 13)  # Villejean, Rennes
     data = _get(f"{api}/collections/pub.qpv_profil_53/tiles/WebMercatorQuad/13/{x}/{y}")
-    layers = mapbox_vector_tile.decode(data)
-    codes = {f["properties"]["code_qp"] for layer in layers.values() for f in layer["features"]}
+    layers = decode_mvt(data)
+    codes = {p["code_qp"] for props in layers.values() for p in props}
     assert "QP035002" in codes and "QP035001" not in codes  # Saint-Malo is far from this tile
 
 
