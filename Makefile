@@ -10,6 +10,10 @@ DEMO_APT := postgresql-15-postgis-3 gdal-bin chromium
 TEST_APT := $(DEMO_APT) docker-compose poppler-utils
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
+# The OGC API server (tipg) has its own virtualenv: its FastAPI is newer than Airflow's, which stays as it is.
+# (defined before the rules: make expands prerequisites as it reads them)
+API_VENV := .venv-api
+API_STAMP := $(API_VENV)/.installed
 
 .PHONY: help setup setup-demo system-deps demo-deps npm-deps api api-deps demo test test-fast lint bench mutation constraints clean airflow airflow-stop
 
@@ -51,9 +55,6 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e .
 	touch $(STAMP)
 
-# The OGC API server (tipg) has its own virtualenv: its FastAPI is newer than Airflow's, which stays as it is.
-API_VENV := .venv-api
-API_STAMP := $(API_VENV)/.installed
 $(API_STAMP): constraints-api.txt
 	test -d $(API_VENV) || $(PYTHON) -m venv $(API_VENV)
 	$(API_VENV)/bin/python -m pip install -q --upgrade pip
