@@ -283,7 +283,8 @@ def compute_series(conn: psycopg.Connection, families: list[Family], only: list[
             frames.append(pd.DataFrame(rows, columns=cols))
     long = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)
     defs = {i.id: i for f in families for i in f.header.indicators}
-    return fold_repeats(long), evolutions(fold_repeats(long), defs)
+    folded = fold_repeats(long)
+    return folded, evolutions(folded, defs)
 
 
 def fold_repeats(long: pd.DataFrame) -> pd.DataFrame:

@@ -130,8 +130,7 @@ def _maps_section(maps: list[dict]) -> list[str]:
            '<p class="js-only"><label for="choix-carte">Indicateur représenté :</label> <select id="choix-carte">'
            + "".join(f'<option value="{e(m["id"])}">{e(m["label"])}</option>' for m in maps) + "</select></p>"]
     for m in maps:
-        src = f'{e(m["product"])}/latest/{e(m["product"])}_{e(m["region"])}_carte_indicateur_{e(m["id"])}.svg' \
-            if m.get("region") else f'{e(m["href"])}'
+        src = f'{e(m["product"])}/latest/{e(m["product"])}_{e(m["region"])}_carte_indicateur_{e(m["id"])}.svg'
         out.append(f'<figure class="carte" id="carte-{e(m["id"])}"><img src="{src}" alt="Carte des QPV : '
                    f'{e(m["label"])} ; valeurs dans le tableau qui suit."><figcaption><details><summary>Tableau des '
                    f'valeurs : {e(m["label"])} ({e(m["unit"])})</summary><table><thead><tr><th scope="col">QPV</th>'
