@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT / "plugins"))
 SCOPES = {
     "secrecy": {"patterns": ["qpvhub.publish.secrecy.*"], "target": 0.90,
                 "tests": ["tests/unit/test_secrecy.py", "tests/unit/test_secrecy_attacker.py"]},
-    "promote": {"patterns": ["qpvhub.load.x_promote__mutmut_*", "qpvhub.load.x__columns_of__mutmut_*",
+    "promote": {"patterns": ["qpvhub.load.x_promote__mutmut_*", "qpvhub.load.x_columns_of__mutmut_*",
                              "qpvhub.load.x__exists__mutmut_*"], "target": 0.80,
                 "tests": ["tests/faults/test_promote_steps.py"]},
     "quality": {"patterns": ["qpvhub.quality.*"], "target": 0.80,

@@ -1,8 +1,9 @@
-"""Safe extraction of zip archives (shapefile sets, GTFS feeds, zipped CSV).
+"""Safe extraction of zip and 7z archives (shapefile sets, GTFS feeds, zipped CSV, IGN's 7z deliveries).
 
 Refuses path traversal (`../`), absolute paths, symbolic links, and zip bombs: a limit on the total
-uncompressed size, on the number of members, and on the compression ratio of each member. Sizes
-are checked while extracting, not only from the (forgeable) central directory.
+uncompressed size, on the number of members, and on the compression ratio of each member (of the whole
+archive for 7z, whose solid blocks have no per-member compressed size). Sizes are checked while
+extracting, not only from the (forgeable) directory.
 """
 
 from __future__ import annotations
@@ -16,6 +17,13 @@ from qpvhub.errors import InputError
 MAX_TOTAL_BYTES = 8 * 1024**3
 MAX_MEMBERS = 10_000
 MAX_RATIO = 200  # uncompressed / compressed, per member above 1 MiB
+SEVENZIP_MAGIC = b"7z\xbc\xaf\x27\x1c"
+
+
+def is_7z(path: Path) -> bool:
+    """True when the file is a 7z archive (by its signature, not its name)."""
+    with path.open("rb") as f:
+        return f.read(6) == SEVENZIP_MAGIC
 
 
 def _check_name(name: str, source: str, archive: str) -> PurePosixPath:
@@ -30,7 +38,10 @@ def _check_name(name: str, source: str, archive: str) -> PurePosixPath:
 
 def safe_extract(path: Path, dest: Path, *, source: str, max_total: int = MAX_TOTAL_BYTES,
                  max_members: int = MAX_MEMBERS, max_ratio: float = MAX_RATIO) -> list[Path]:
-    """Extract `path` into `dest`; return the extracted files. Raise InputError naming the member."""
+    """Extract `path` (zip or 7z) into `dest`; return the extracted files. Raise InputError naming the member."""
+    if is_7z(path):
+        return _safe_extract_7z(path, dest, source=source, max_total=max_total, max_members=max_members,
+                                max_ratio=max_ratio)
     archive = path.name
     try:
         zf = zipfile.ZipFile(path)
@@ -79,6 +90,98 @@ def safe_extract(path: Path, dest: Path, *, source: str, max_total: int = MAX_TO
     return out
 
 
+class _Capped:
+    """A 7z member written to disk, refused once it outgrows its declared size or the archive its limit."""
+
+    def __init__(self, target: Path, declared: int, budget: list[int], name: str, source: str, archive: str) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self.f, self.declared, self.budget, self.written = target.open("wb"), declared, budget, 0
+        self.name, self.source, self.archive = name, source, archive
+
+    def write(self, b: bytes | bytearray) -> int:
+        self.written += len(b)
+        self.budget[0] -= len(b)
+        if self.written > self.declared or self.budget[0] < 0:
+            raise InputError(f"archive member {self.name!r} is larger than declared or the archive exceeds its "
+                             "uncompressed limit: archive bomb refused", source=self.source, file=self.archive)
+        return self.f.write(b)
+
+    def read(self, size: int | None = None) -> bytes:
+        raise OSError("write-only")
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self.f.seek(offset, whence)
+
+    def flush(self) -> None:
+        self.f.flush()
+
+    def size(self) -> int:
+        return self.written
+
+    def close(self) -> None:
+        self.f.close()
+
+
+def _safe_extract_7z(path: Path, dest: Path, *, source: str, max_total: int, max_members: int,
+                     max_ratio: float) -> list[Path]:
+    """The 7z counterpart of the zip extraction (py7zr): names checked first, sizes while writing."""
+    import py7zr
+    from py7zr.io import WriterFactory
+
+    archive = path.name
+    root = dest.resolve()
+    try:
+        zf = py7zr.SevenZipFile(path, "r")
+    except (py7zr.Bad7zFile, EOFError, OSError, ValueError) as exc:
+        raise InputError(f"not a valid 7z archive ({exc}); truncated download?", source=source, file=archive) from None
+    with zf:
+        if zf.needs_password():
+            raise InputError("7z archive is encrypted: refused", source=source, file=archive)
+        infos = zf.list()
+        if len(infos) > max_members:
+            raise InputError(f"archive has {len(infos)} members, more than the limit of {max_members}",
+                             source=source, file=archive)
+        targets: dict[str, tuple[Path, int]] = {}
+        for info in infos:
+            rel = _check_name(info.filename, source, archive)
+            if info.is_symlink:
+                raise InputError(f"archive member {info.filename!r} is a symbolic link: refused",
+                                 source=source, file=archive)
+            if info.is_directory:
+                continue
+            target = (root / rel).resolve()
+            if root not in target.parents:
+                raise InputError(f"archive member {info.filename!r} points outside the archive: refused",
+                                 source=source, file=archive)
+            targets[info.filename] = (target, int(info.uncompressed or 0))
+        declared = sum(size for _, size in targets.values())
+        if declared > max_total:
+            raise InputError(f"archive expands to {declared} bytes, more than the limit of {max_total}",
+                             source=source, file=archive)
+        if declared > 1024**2 and declared / max(path.stat().st_size, 1) > max_ratio:
+            raise InputError(f"archive expands {declared / path.stat().st_size:.0f}× (limit {max_ratio}×): "
+                             "archive bomb refused", source=source, file=archive)
+        budget = [min(declared, max_total)]
+
+        class Factory(WriterFactory):
+            def create(self, filename: str) -> _Capped:
+                if filename not in targets:
+                    raise InputError(f"archive member {filename!r} is not in its directory: refused",
+                                     source=source, file=archive)
+                target, size = targets[filename]
+                return _Capped(target, size, budget, filename, source, archive)
+
+        dest.mkdir(parents=True, exist_ok=True)
+        try:
+            zf.extractall(factory=Factory())
+        except InputError:
+            raise
+        except Exception as exc:  # py7zr: CRC, LZMA and header errors of a corrupt or truncated file
+            raise InputError(f"7z archive is corrupt ({type(exc).__name__}: {exc}); truncated download?",
+                             source=source, file=archive) from None
+    return [t for t, _ in targets.values() if t.exists()]
+
+
 def zlib_error() -> type[Exception]:
     import zlib
 
@@ -90,7 +193,7 @@ def extract_members(path: Path, *, source: str, suffixes: tuple[str, ...], membe
     """Extract `path` safely next to it; return (the members with one of `suffixes` — only `member`, matched
     by relative path, file name or stem, when given —, every extracted file, the extraction folder).
     The readers of zipped CSV, GeoJSON and Shapefiles share it and phrase their own errors."""
-    dest = path.parent / (path.stem + "__unzipped")
+    dest = path.parent / (path.stem + "__unzipped")  # (a 7z too)
     files = safe_extract(path, dest, source=source)
     found = [p for p in sorted(files) if p.suffix.lower() in suffixes]
     if member:

@@ -185,6 +185,22 @@ class RegionFilter(Strict):
     level: Literal["departement", "commune", "qpv", "iris"]
 
 
+class CogTranslation(Strict):
+    """The commune geography (COG year) a source's codes are on, translated at load time to the deployment's
+    COG through INSEE's commune events (`ref.commune_mouvement`, qpvhub.cog)."""
+
+    columns: list[str] = Field(description="target columns holding INSEE commune codes")
+    year: int | None = Field(default=None, ge=1943, description="COG year of the file; default: its millésime")
+    sample_year: int | None = Field(default=None, ge=1943, description="COG year of the bundled sample, if other")
+    merged: Literal["attach", "aggregate"] = Field(
+        default="attach",
+        description="attach: rows keep their own key and point at the commune they merged into; aggregate: rows "
+                    "of merged communes become one (counts summed, geometries unioned, other values the chief "
+                    "town's) — for tables keyed by commune")
+    rules: dict[str, Literal["sum", "first"]] = Field(
+        default_factory=dict, description="how a column merges in aggregate mode, when its type does not say")
+
+
 class Quality(Strict):
     policy: Literal["block", "warn"] = "block"
     checks: list[Check] = Field(default_factory=list)
@@ -320,13 +336,15 @@ class Source(Strict):
     keys: list[str] = Field(default_factory=list)
     target: Target
     transform: str | None = Field(default=None, description="SQL file under sql/transforms run on staging")
-    depends_on: list[str] = Field(default_factory=list, description="sources whose tables the transform reads")
+    depends_on: list[str] = Field(default_factory=list,
+                                  description="sources whose tables the load reads (transform, COG translation)")
     schedule: str | None = "@weekly"
     millesime: str | None = None
     max_age_years: int | None = Field(default=None, ge=0, description="flag the data when its millésime is older")
     max_unchanged_days: int | None = Field(
         default=None, ge=1, description="flag the location when its file has not changed for longer than this")
     quality: Quality = Field(default_factory=Quality)
+    cog: CogTranslation | None = Field(default=None, description="older commune geography, translated (qpvhub.cog)")
     tags: list[str] = Field(default_factory=list)
     series: Series | None = Field(default=None, description="yearly releases, each kept (see Series)")
     collection: Collection | None = Field(default=None, description="several feeds, each kept (see Collection)")
@@ -382,6 +400,28 @@ class Source(Strict):
             raise ValueError("give 'url' or 'datagouv' (production) and 'sample' (bundled file)")
         if self.url and self.datagouv:
             raise ValueError("give 'url' or 'datagouv', not both")
+        return self
+
+    @model_validator(mode="after")
+    def _cog(self) -> Source:
+        if not self.cog:
+            return self
+        if "cog_mouvements" not in self.depends_on:
+            raise ValueError("cog: the codes are translated through cog_mouvements: add it to depends_on")
+        unknown = [c for c in self.cog.columns + list(self.cog.rules) if c not in self.columns]
+        if unknown:
+            raise ValueError(f"cog names columns that are not declared: {unknown}")
+        if self.cog.year is None and not (self.millesime or "").isdigit():
+            raise ValueError("cog.year is needed when the millésime is not a year")
+        if self.cog.merged == "aggregate":
+            if len(self.cog.columns) != 1 or self.cog.columns[0] not in self.keys:
+                raise ValueError("cog.merged: aggregate groups rows by their key: give one column, one of 'keys'")
+            geom = self.geometry.column if self.geometry else None
+            vague = [n for n, c in self.columns.items()
+                     if c.type in ("double", "numeric") and n not in self.cog.rules and n != geom]
+            if vague:
+                raise ValueError(f"cog.merged: aggregate cannot tell how {vague} merge (a rate cannot be summed): "
+                                 "say it in cog.rules (sum or first)")
         return self
 
     def _partition_column(self, kind: str, column: str, placeholder: str) -> None:
@@ -459,6 +499,21 @@ class Source(Strict):
         columns = {n: (c.model_copy(update={"constant": feed.title}) if c.constant == FEED_TITLE else c)
                    for n, c in one.columns.items()}
         return one.model_copy(update={"columns": columns})
+
+    def as_sample(self) -> Source:
+        """This entry reading its bundled sample: the sample's millésime and COG year where they differ."""
+        update: dict[str, Any] = {}
+        if self.sample_millesime:
+            update["millesime"] = self.sample_millesime
+        if self.cog and self.cog.sample_year:
+            update["cog"] = self.cog.model_copy(update={"year": self.cog.sample_year})
+        return self.model_copy(update=update) if update else self
+
+    def cog_year(self) -> int | None:
+        """The COG year of the file this entry reads (declared, else its millésime); None without `cog`."""
+        if not self.cog:
+            return None
+        return self.cog.year if self.cog.year is not None else int(self.millesime or 0)
 
     @property
     def production(self) -> str | None:

@@ -70,6 +70,10 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                   f"{res.rows_repaired} geometries repaired, "
                   f"{res.validation['evaluated'] - res.validation['failed']}/{res.validation['evaluated']} "
                   f"expectations passed (run {res.run_id}, {took:.1f}s)")
+            if res.translation:
+                from qpvhub.cog import summary
+
+                print(f"  {what}: {summary(res.translation)}")
     if failed:
         raise QpvhubError(f"{failed} feed(s) failed (see above); the others were loaded")
     return 0
@@ -108,6 +112,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
                                    release=getattr(args, "release", None))
     print(f"{source.id}: {staged.rows_read} rows read, {staged.rows_loaded} would load, "
           f"{staged.rows_rejected} rejected, {staged.rows_repaired} geometries repaired")
+    if staged.translation:
+        from qpvhub.cog import summary
+
+        print(f"{source.id}: {summary(staged.translation)}")
     print(report.text())
     for r in report.results:
         if r.success:

@@ -44,6 +44,7 @@ class StageResult:
     rows_rejected: int
     rows_repaired: int
     period: tuple | None = None  # (first, last) day the data is valid for, when the reader tells (GTFS)
+    translation: dict | None = None  # commune codes moved to the deployment's COG (qpvhub.cog)
 
 
 def srid_of(crs: str | None, source: str) -> int:
@@ -503,11 +504,13 @@ class PromoteError(QpvhubError):
     """The new table does not fit the live one (columns or types differ): nothing was changed."""
 
 
-def _columns_of(conn: psycopg.Connection, schema: str, table: str) -> dict[str, str]:
+def columns_of(conn: psycopg.Connection, schema: str, table: str) -> dict[str, str]:
+    """A table's columns and their SQL types, in order."""
     rows = conn.execute(
         "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
         "JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped", (schema, table)
+        "WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped "
+        "ORDER BY a.attnum", (schema, table)
     ).fetchall()
     return dict(rows)
 
@@ -531,8 +534,8 @@ def promote(conn: psycopg.Connection, source: Source, final_table: str, run_id: 
         conn.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS) PARTITION BY LIST ({})").format(
             sql.Identifier(schema, t.table), new, sql.Identifier(pcol)))
         conn.execute(sql.SQL("GRANT SELECT ON {} TO qpvhub_analyst").format(sql.Identifier(schema, t.table)))
-    parent_cols = _columns_of(conn, schema, t.table) if _exists(conn, schema, t.table) else None
-    new_cols = _columns_of(conn, "staging", final_table)
+    parent_cols = columns_of(conn, schema, t.table) if _exists(conn, schema, t.table) else None
+    new_cols = columns_of(conn, "staging", final_table)
     if parent_cols is not None and parent_cols != new_cols:
         diff = sorted(set(parent_cols.items()) ^ set(new_cols.items()))
         raise PromoteError(f"source {source.id}: staging table does not match {schema}.{t.table}: {diff}")

@@ -24,7 +24,7 @@ import numpy as np
 import psycopg
 from psycopg.types.json import Jsonb
 
-from qpvhub import __version__, load, quality
+from qpvhub import __version__, cog, load, quality
 from qpvhub.catalog import Source
 from qpvhub.config import Settings, load_settings
 from qpvhub.db import connect, migrate, resolve_uri
@@ -182,6 +182,9 @@ def fetch_step(env: Env, source: Source, run_id: str, url: str, *, force: bool =
     the last success's is not downloaded again."""
     t0 = time.monotonic()
     quality.check_expectations(source, env.settings.sources_dir / f"{source.id}.yml")
+    if source.cog:
+        with connect(env.uri) as conn:
+            cog.require_events(conn, source)  # before a download that could not be loaded
     prev = None if force else last_success(env, source.id, source.part)
     shown = redact_url(url)  # what is recorded, logged and published: no credentials, no local path
     if located and prev and Located(url, located).same_resource(prev.get("located")):
@@ -286,6 +289,7 @@ def stage_file(env: Env, source: Source, run_id: str, path: Path) -> load.StageR
             raise NothingForRegions(
                 f"source {source.id}: none of the {in_file[0]} rows of {path.name} is in the deployment's regions "
                 f"({where}); nothing loaded, the previous load stays")
+        result.translation = cog.translate(conn, source, final_table)
         if source.transform:
             sql_path = env.settings.sql_dir / "transforms" / source.transform
             load.run_transform(conn, sql_path.read_text(encoding="utf-8"), final_table)
@@ -309,7 +313,7 @@ def stage_step(env: Env, source: Source, run_id: str, raw_key: str) -> load.Stag
         _update(env, run_id, rows_read=result.rows_read, rows_loaded=result.rows_loaded,
                 rows_rejected=result.rows_rejected, rows_repaired=result.rows_repaired,
                 data_from=result.period[0] if result.period else None,
-                data_until=result.period[1] if result.period else None)
+                data_until=result.period[1] if result.period else None, cog_translation=result.translation)
         _add_timing(env, run_id, "stage", time.monotonic() - t0)
         log.info("source %s: %d rows read, %d staged, %d rejected, %d geometries repaired", source.id,
                  result.rows_read, result.rows_loaded, result.rows_rejected, result.rows_repaired)
@@ -322,7 +326,7 @@ def validate_only(env: Env, source: Source, *, path: Path | None = None, url: st
                   sample: bool = False, release: Any = None) -> tuple[load.StageResult, quality.ValidationReport]:
     """Read and check a file against the source's suite in a throwaway staging table: nothing is
     archived, promoted or recorded (its rejected rows are removed again)."""
-    source = for_run(source, release, sample=sample)
+    source = for_run(source, release, sample=sample and path is None, url=url)
     run_id = new_run_id() + "v"
     quality.check_expectations(source, env.settings.sources_dir / f"{source.id}.yml")
     work = Path(tempfile.mkdtemp(prefix=f"qpvhub-{source.id}-"))
@@ -551,12 +555,20 @@ class IngestResult:
     rows_repaired: int | None = None
     validation: dict | None = None
     reason: str | None = None  # why a run was skipped, when it is not "unchanged"
+    translation: dict | None = None  # commune codes moved to the deployment's COG (qpvhub.cog)
 
 
-def for_run(source: Source, release: Any = None, *, sample: bool = False, feed: Any = None) -> Source:
+def for_run(source: Source, release: Any = None, *, sample: bool = False, feed: Any = None,
+            url: str | None = None) -> Source:
     """The entry a run loads: for a series, one release (given, else the current one, else — offline — the
     newest bundled sample); for a collection, one feed (a Feed, or the id of a listed one); other entries
-    as they are (a release or feed given to them is an error)."""
+    as they are (a release or feed given to them is an error). Reading the bundled sample (no `url`), the
+    sample's millésime and COG year apply."""
+    one = _for_run(source, release, sample=sample, feed=feed)
+    return one.as_sample() if sample and not url else one
+
+
+def _for_run(source: Source, release: Any = None, *, sample: bool = False, feed: Any = None) -> Source:
     if source.collection is not None:
         if feed is None:
             raise QpvhubError(f"source {source.id} is a collection of feeds: `qpvhub ingest {source.id}` loads "
@@ -587,9 +599,7 @@ def ingest(env: Env, source: Source, *, url: str | None = None, sample: bool = F
            airflow_run_id: str | None = None, release: Any = None, feed: Any = None,
            located: Located | None = None) -> IngestResult:
     """The whole chain for one source (one release of a series, one feed of a collection), as the CLI runs it."""
-    source = for_run(source, release, sample=sample, feed=feed)
-    if sample and source.sample_millesime and not url:  # the bundled file is another millésime than production
-        source = source.model_copy(update={"millesime": source.sample_millesime})
+    source = for_run(source, release, sample=sample, feed=feed, url=url)
     where = located or locate(env, source, sample=sample, url=url)
     run_id = start_run(env, source, airflow_run_id=airflow_run_id)
     try:
@@ -604,7 +614,7 @@ def ingest(env: Env, source: Source, *, url: str | None = None, sample: bool = F
         report = validate_step(env, source, run_id)
         promote_step(env, source, run_id)
         return IngestResult(run_id, "success", staged.rows_loaded, staged.rows_rejected, staged.rows_repaired,
-                            report.summary())
+                            report.summary(), translation=staged.translation)
     except BaseException as exc:
         fail_run(env, source, run_id, exc)
         raise

@@ -2,8 +2,9 @@
 
 For each catalogue entry: resolve its locator (URL, or the data.gouv.fr API), probe the file (HEAD, else a
 ranged GET), read its first kilobytes — or, for a ZIP, its central directory (a ranged read of the tail),
-and of a small file the whole of it — and compare the header or fields with the columns the entry
-declares. Never a traceback: an unreachable location is a line saying why (offline, DNS, HTTP status).
+for a 7z its header (ranged reads where it points), and of a small file the whole of it — and compare the
+header or fields with the columns the entry declares. Never a traceback: an unreachable location is a line
+saying why (offline, DNS, HTTP status).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import requests
 
+from qpvhub.archive import SEVENZIP_MAGIC
 from qpvhub.catalog import Source
 from qpvhub.errors import QpvhubError
 from qpvhub.fetch import USER_AGENT
@@ -114,11 +116,89 @@ def _zip_names_from_tail(tail: bytes) -> list[str] | None:
     return names
 
 
+class RangedFile(io.RawIOBase):
+    """A remote file read by HTTP ranges, seekable: enough for py7zr to read a 7z's header (at its end)
+    without downloading the archive."""
+
+    def __init__(self, url: str, size: int, timeout: float) -> None:
+        self.url, self.length, self.timeout, self.pos, self.requests = url, size, timeout, 0, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self.pos = {0: offset, 1: self.pos + offset, 2: self.length + offset}[whence]
+        return self.pos
+
+    def read(self, size: int = -1) -> bytes:
+        end = self.length if size is None or size < 0 else min(self.length, self.pos + size)
+        if end <= self.pos:
+            return b""
+        self.requests += 1
+        if self.requests > 50:
+            raise ValueError("7z header: too many ranged reads")
+        r = requests.get(self.url, headers={"User-Agent": USER_AGENT, "Range": f"bytes={self.pos}-{end - 1}"},
+                         timeout=self.timeout)
+        r.raise_for_status()
+        data = r.content[: end - self.pos]
+        self.pos += len(data)
+        return data
+
+
+def _7z_names(data: io.RawIOBase | io.BytesIO) -> list[str]:
+    """Member names from a 7z's header (py7zr reads the start header, then the header it points at)."""
+    import py7zr
+
+    try:
+        with py7zr.SevenZipFile(data, "r") as z:
+            return [i.filename for i in z.list() if not i.is_directory]
+    except py7zr.exceptions.ArchiveError as exc:
+        raise ValueError(f"not a readable 7z header ({exc})") from None
+
+
+def _read_with_reader(source: Source, data: bytes, name: str) -> tuple[str, list[str]]:
+    """A small file read by the entry's own reader (archive extraction, sheet, layer…): its columns against
+    the declared ones."""
+    import tempfile
+
+    from qpvhub.errors import InputError
+    from qpvhub.readers import get_reader
+
+    wanted = declared_fields(source)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / name
+        path.write_bytes(data)
+        try:
+            got = get_reader(source.format)(path, source.id, dict(source.reader)).open().columns
+        except InputError as exc:
+            return f"read as {source.format}", [str(exc)]
+    missing = [w for w in wanted if w not in got]
+    layer = f" layer {source.reader['layer']}" if source.reader.get("layer") else ""
+    return f"fields of{layer} ({len(got)})", [f"missing {missing}"] if missing else []
+
+
 def compare_layout(source: Source, *, head: bytes, whole: bytes | None,
                    members: list[str] | None) -> tuple[str, list[str]]:
     """(what was checked, drift list) for the bytes that could be read."""
     wanted = declared_fields(source)
     member = str(source.reader.get("member") or "")
+    if head[:6] == SEVENZIP_MAGIC:
+        if whole is not None:
+            return _read_with_reader(source, whole, "archive.7z")
+        if members is None:
+            return "7z (header not readable without downloading)", []
+        kinds = [n for n in members if n.lower().endswith((".gpkg", ".shp", ".geojson", ".json"))
+                 and (not member or n == member or n.rsplit("/", 1)[-1] == member.rsplit("/", 1)[-1])]
+        if not kinds:
+            return "7z", [f"no GeoPackage, Shapefile or GeoJSON{' named ' + member if member else ''} among "
+                          f"{sorted(members)[:10]}"]
+        return f"7z member {kinds[0].rsplit('/', 1)[-1]} present (fields not checked without downloading)", []
     if head[:4] == b"PK\x03\x04" or members is not None:
         if whole is not None:
             zf = zipfile.ZipFile(io.BytesIO(whole))
@@ -256,6 +336,8 @@ def probe_source(source: Source, *, timeout: float = 20.0, previous: dict | None
             tail = requests.get(located.url, headers={**headers, "Range": f"bytes=-{HEAD_BYTES}"},
                                 timeout=timeout).content
             members = _zip_names_from_tail(tail)
+        if head[:6] == SEVENZIP_MAGIC and whole is None and ranged and p.size:
+            members = _7z_names(RangedFile(located.url, p.size, timeout))
         p.layout, p.drift = compare_layout(source, head=head, whole=whole, members=members)
         if previous:
             same = (previous.get("etag") and p.checksum and previous["etag"].strip('"') == p.checksum) or (
@@ -263,11 +345,13 @@ def probe_source(source: Source, *, timeout: float = 20.0, previous: dict | None
             p.since_last_load = f"{'unchanged' if same else 'changed'} since run {previous['run_id']}"
     except QpvhubError as exc:
         p.status = str(exc)
-    except (requests.RequestException, OSError, zipfile.BadZipFile, ValueError) as exc:
+    except (requests.RequestException, OSError, zipfile.BadZipFile, ValueError, EOFError) as exc:
         text = redact_text(str(exc), source.url or "")
         dns = re.search(r"Failed to resolve '([^']+)'", text)
         p.status = (f"{type(exc).__name__}: cannot resolve {dns.group(1)} (offline, or a DNS problem)" if dns
                     else f"{type(exc).__name__}: {text[:200]}")
+        if p.reachable:  # there, but its layout could not be read: that is a failure too
+            p.drift = [p.status]
     return p
 
 

@@ -36,7 +36,8 @@ def _get(url: str) -> bytes:
 def api(env, catalog, regions, monkeypatch) -> Iterator[str]:
     """The demo published at threshold 1,500 (so that some cells are secret), and `qpvhub api` serving it."""
     assert API_PYTHON.exists(), "the API server's virtualenv is made by `make setup` (make api-deps)"
-    for sid in ("cog_communes", "qpv_2015", "commune_contours", "sigville_demo", "sigville_revn", "gtfs"):
+    for sid in ("cog_communes", "cog_mouvements", "epci_names", "qpv_2015", "commune_contours", "sigville_demo",
+                "sigville_revn", "gtfs"):
         ingest_samples(env, catalog[sid])
     run_indicators(env.uri, env.settings.sql_dir)
     publish_region(env, regions["53"], threshold=1500)

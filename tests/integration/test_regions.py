@@ -51,7 +51,7 @@ def test_region_add_takes_its_box_from_the_loaded_commune_outlines(env, catalog,
     shutil.copy(ROOT / "include" / "regions" / "52.yml", regions)
     with pytest.raises(ConfigError, match=r"no commune outlines loaded .* give --bbox"):
         scaffold_region("53", regions, uri=env.uri)
-    for sid in ("cog_communes", "commune_contours"):
+    for sid in ("cog_communes", "cog_mouvements", "epci_names", "commune_contours"):
         assert ingest(env, catalog[sid], sample=True).status == "success"
     scaffold_region("53", regions, uri=env.uri)
     region = load_regions(regions)["53"]

@@ -101,3 +101,77 @@ def test_a_zipped_workbook_is_checked_on_its_header_row(catalog, http_source) ->
     http_source.put("ref_iris.zip", buf.getvalue())
     p = probe_source(iris)
     assert not p.ok and p.drift == ["missing ['DEPCOM']"]
+
+
+AE_SAMPLE = SAMPLES / "ADMIN-EXPRESS-COG_4-0__GPKG_WGS84G_FRA_2026-01-01_dep35_DERIVED.7z"
+
+
+def _admin_express_without(tmp_path, field: str) -> bytes:
+    """The ADMIN EXPRESS sample rebuilt with one field of layer `commune` renamed (IGN drifted)."""
+    import py7zr
+    import pyogrio
+
+    with py7zr.SevenZipFile(AE_SAMPLE) as z:
+        z.extractall(tmp_path / "x")
+        (name,) = [n for n in z.getnames() if n.endswith(".gpkg")]
+    gpkg = tmp_path / "x" / name
+    for layer in ("commune", "epci"):
+        df = pyogrio.read_dataframe(gpkg, layer=layer)
+        if layer == "commune":
+            df = df.rename(columns={field: field + "_2027"})
+        pyogrio.write_dataframe(df, tmp_path / "drift.gpkg", layer=layer, driver="GPKG", promote_to_multi=True)
+    out = tmp_path / "drift.7z"
+    with py7zr.SevenZipFile(out, "w") as z:
+        z.write(tmp_path / "drift.gpkg", name)
+    return out.read_bytes()
+
+
+def test_a_7z_geopackage_is_read_by_the_entry_reader(catalog, http_source, tmp_path) -> None:
+    src = catalog["commune_contours"].model_copy(update={"url": http_source.put("ae.7z", AE_SAMPLE.read_bytes())})
+    ok = probe_source(src)
+    assert ok.ok and ok.layout == "fields of layer commune (6)", ok.line()
+    src = src.model_copy(update={"url": http_source.put("ae2.7z", _admin_express_without(tmp_path, "population"))})
+    drift = probe_source(src)
+    assert drift.reachable and drift.drift == ["missing ['population']"], drift.line()
+
+
+def test_a_large_7z_is_checked_on_its_header_by_ranges(catalog) -> None:
+    """A server that answers ranges: the 7z's directory is read at its end, the GeoPackage found by name."""
+    import http.server
+    import re
+    import threading
+
+    data = AE_SAMPLE.read_bytes()
+
+    class Ranges(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+        def do_HEAD(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+
+        def do_GET(self) -> None:
+            a, b = re.fullmatch(r"bytes=(\d+)-(\d+)", self.headers["Range"]).groups()
+            chunk = data[int(a):min(int(b), len(data) - 1) + 1]
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {a}-{int(a) + len(chunk) - 1}/{len(data)}")
+            self.send_header("Content-Length", str(len(chunk)))
+            self.end_headers()
+            self.wfile.write(chunk)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Ranges)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/ADMIN-EXPRESS-COG.7z"
+        p = probe_source(catalog["commune_contours"].model_copy(update={"url": url}))
+        data = data[:-40]  # the header cut off: a line saying so, not a traceback
+        cut = probe_source(catalog["commune_contours"].model_copy(update={"url": url}))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert p.ok and p.size == AE_SAMPLE.stat().st_size
+    assert p.layout == ("7z member ADE-COG_4-0_GPKG_WGS84G_FRA-ED2026-01-01.gpkg present (fields not checked "
+                        "without downloading)")
+    assert cut.reachable and not cut.ok and "not a readable 7z header" in cut.line(), cut.line()

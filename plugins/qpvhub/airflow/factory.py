@@ -148,7 +148,7 @@ def build_ingest_dag(source: Source) -> DAG:
         from qpvhub.pipeline import for_run
 
         conf = conf_of(context)
-        return for_run(source, conf.get("release"), sample=bool(conf.get("sample")))
+        return for_run(source, conf.get("release"), sample=bool(conf.get("sample")), url=conf.get("url"))
 
     with _ingest_dag(source, doc, on_failure, {"sample": False, "url": None, "force": False, "release": None}) as dag:
 

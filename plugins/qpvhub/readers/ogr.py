@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyogrio
 from pyogrio.errors import DataLayerError, DataSourceError, FieldError, GeometryError
 
-from qpvhub.archive import extract_members
+from qpvhub.archive import SEVENZIP_MAGIC, extract_members
 from qpvhub.readers.base import Reader, ReaderOutput, sniff_not_data
 
 OGR_ERRORS = (DataSourceError, DataLayerError, FieldError, GeometryError)
@@ -33,6 +33,24 @@ class OgrReader(Reader):
 
     def check(self) -> None:
         sniff_not_data(self.path, self.source, self.expected)
+
+    def _archive_member(self, kinds: tuple[tuple[str, ...], ...], what: str) -> Path:
+        """Extract the archive (ZIP or 7z) safely and return the one member of `kinds` (`reader.member` picks
+        it by path or name; else, among several, the only one of the first kind that has exactly one)."""
+        member = self.options.get("member")
+        found, files, dest = extract_members(self.path, source=self.source,
+                                             suffixes=tuple(s for kind in kinds for s in kind), member=member)
+        for kind in kinds:
+            of_kind = [p for p in found if p.suffix.lower() in kind]
+            if len(of_kind) == 1 and len(found) > 1:
+                found = of_kind
+                break
+        if len(found) != 1:
+            listed = sorted(p.relative_to(dest).as_posix() for p in files)
+            what = f"member {member!r}" if member else what
+            raise self.error(f"archive: expected {what}, found {len(found)} among {listed[:20]}"
+                             + (" …" if len(listed) > 20 else ""))
+        return found[0]
 
     def open(self) -> ReaderOutput:
         self.check()
@@ -100,15 +118,7 @@ class GeoJsonReader(OgrReader):
 
     def _member(self) -> Path:
         """Extract the archive safely and return its GeoJSON member (`reader.member`, else the only one)."""
-        member = self.options.get("member")
-        found, files, dest = extract_members(self.path, source=self.source, suffixes=(".geojson", ".json"),
-                                             member=member)
-        if len(found) != 1:
-            listed = sorted(p.relative_to(dest).as_posix() for p in files)
-            what = f"member {member!r}" if member else "one .geojson member"
-            raise self.error(f"archive: expected {what}, found {len(found)} among {listed[:20]}"
-                             + (" …" if len(listed) > 20 else ""))
-        return found[0]
+        return self._archive_member(((".geojson", ".json"),), "one .geojson member")
 
 
 class ShapefileReader(OgrReader):
@@ -124,14 +134,15 @@ class ShapefileReader(OgrReader):
     def check(self) -> None:
         super().check()
         if self.path.suffix.lower() != ".zip":
-            self._dataset = self.path
-            return
-        member = self.options.get("member")
-        shps, files, _ = extract_members(self.path, source=self.source, suffixes=(".shp",), member=member)
-        if len(shps) != 1:
-            names = [p.name for p in sorted(files) if p.suffix.lower() == ".shp"]
-            raise self.error(f"expected one .shp in the archive{' named ' + member if member else ''}, found {names}")
-        shp = shps[0]
+            shp = self.path  # a set already extracted (from a 7z by VectorReader)
+        else:
+            member = self.options.get("member")
+            shps, files, _ = extract_members(self.path, source=self.source, suffixes=(".shp",), member=member)
+            if len(shps) != 1:
+                names = [p.name for p in sorted(files) if p.suffix.lower() == ".shp"]
+                raise self.error(f"expected one .shp in the archive{' named ' + member if member else ''}, "
+                                 f"found {names}")
+            shp = shps[0]
         siblings = {p.suffix.lower() for p in shp.parent.glob(shp.stem + ".*")}
         for needed in (".shx", ".dbf"):
             if needed not in siblings:
@@ -161,38 +172,33 @@ class GpkgReader(OgrReader):
 
 class VectorReader(OgrReader):
     """Any vector file OGR reads here, told by its first bytes, not by the catalogue: GeoJSON, a GeoPackage,
-    or a ZIP holding a Shapefile set, a GeoJSON or a GeoPackage (`reader.member` names it when there are
-    several). One catalogue entry then reads the publisher's national archive and a bundled sample cut to
-    another container, and keeps working when a publisher changes container."""
+    or a ZIP or 7z (IGN's deliveries) holding a Shapefile set, a GeoJSON or a GeoPackage (`reader.member`
+    names it when there are several). One catalogue entry then reads the publisher's national archive and a
+    bundled sample cut to another container, and keeps working when a publisher changes container."""
 
     format = "vector"
-    expected = "a vector dataset (GeoJSON, GeoPackage, or a ZIP of Shapefile, GeoJSON or GeoPackage)"
+    expected = "a vector dataset (GeoJSON, GeoPackage, or a ZIP or 7z of Shapefile, GeoJSON or GeoPackage)"
 
     def check(self) -> None:
         sniff_not_data(self.path, self.source, self.expected)
         with self.path.open("rb") as f:
             magic = f.read(16)
-        if magic.startswith(b"PK\x03\x04"):
-            import zipfile
-
-            member = self.options.get("member") or ""
-            with zipfile.ZipFile(self.path) as zf:
-                names = [n for n in zf.namelist() if not n.endswith("/")]
-            wanted = member.rsplit("/", 1)[-1].lower()
-            kinds = [n.rsplit(".", 1)[-1].lower() for n in names
-                     if not wanted or n == member or n.rsplit("/", 1)[-1].lower() == wanted]
-            inner = ShapefileReader if "shp" in kinds else GeoJsonReader if {"geojson", "json"} & set(kinds) else None
-            if inner is None and "gpkg" in kinds:
-                raise self.error("a GeoPackage inside a ZIP: extract it first, or publish it bare")
-            if inner is None:
-                raise self.error(f"archive: no Shapefile or GeoJSON{' named ' + member if member else ''} among "
-                                 f"{sorted(names)[:20]}")
+        path = self.path
+        if magic.startswith((b"PK\x03\x04", SEVENZIP_MAGIC)):  # a ZIP, or a 7z as IGN ships ADMIN EXPRESS
+            path = self._member()
+            inner = {".shp": ShapefileReader, ".gpkg": GpkgReader}.get(path.suffix.lower(), GeoJsonReader)
         elif magic.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{"):
             inner = GeoJsonReader
         elif magic == b"SQLite format 3\x00":
             inner = GpkgReader
         else:
             raise self.error(f"not {self.expected}: unknown first bytes {magic[:8]!r}")
-        delegate = inner(self.path, self.source, self.options, self.batch_size)
+        delegate = inner(path, self.source, self.options, self.batch_size)
         delegate.check()
         self._dataset = delegate.dataset
+
+    def _member(self) -> Path:
+        """Extract the archive safely; return its one Shapefile, GeoJSON or GeoPackage (`reader.member` names
+        it among several; a Shapefile set beside a metadata JSON is the Shapefile)."""
+        return self._archive_member(((".shp",), (".gpkg",), (".geojson", ".json")),
+                                    "one Shapefile, GeoJSON or GeoPackage")
