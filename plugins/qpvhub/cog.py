@@ -179,7 +179,7 @@ def translate(conn: psycopg.Connection, source: Source, table: str) -> dict | No
     report["events_until"] = until.isoformat()
     if until < dt.date(to_year, 1, 1):
         report["warning"] = (f"the events file ends on {until.isoformat()}: changes of COG {to_year} itself are "
-                             "not in it (load the events file of that year)")
+                             "not in it; load that year's file")
     staged = sql.Identifier("staging", table)
     for column in source.cog.columns:
         col = sql.Identifier(column)
