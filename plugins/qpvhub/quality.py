@@ -220,9 +220,12 @@ def validate_table(
     """
     gx, ctx = _gx_context()
     if docs_dir is not None:
+        page = {"module_name": "qpvhub.gx_views", "class_name": "CachedPageView"}  # templates compiled once
         ctx.add_data_docs_site("qpvhub", {
             "class_name": "SiteBuilder",
-            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder",
+                                   "view": {"module_name": "qpvhub.gx_views", "class_name": "CachedIndexPageView"}},
+            "site_section_builders": {name: {"view": page} for name in ("expectations", "validations", "profiling")},
             "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
         })
     ds = ctx.data_sources.add_postgres("qpvhub", connection_string=sqlalchemy_uri(uri))

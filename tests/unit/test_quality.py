@@ -59,3 +59,31 @@ def test_check_on_unknown_column_is_refused(tmp_path) -> None:
     p.write_text(text.replace("{check: qpv_2015, column: code_qp}", "{check: qpv_2015, column: code}"))
     with pytest.raises(ConfigError, match="quality check 'qpv_2015' names 'code', not one of the columns"):
         load_source(p)
+
+
+def test_data_docs_views_reuse_compiled_templates(tmp_path) -> None:
+    """The Data Docs views GX instantiates from the site config compile each template once: a second
+    view's environment loads it from the bytecode cache instead of compiling it."""
+    import jinja2
+    from qpvhub.gx_views import CachedIndexPageView, CachedPageView, bytecode_cache
+
+    compiled: list[str] = []
+    original = jinja2.Environment.compile
+
+    def counting(self, source, name=None, filename=None, raw=False, defer_init=False):
+        compiled.append(name)
+        return original(self, source, name, filename, raw, defer_init)
+
+    cache = bytecode_cache()
+    directory, cache.directory = cache.directory, str(tmp_path)  # a fresh cache for the test
+    jinja2.Environment.compile = counting
+    try:
+        CachedPageView().env.get_template("page.j2")
+        first = len(compiled)
+        CachedPageView().env.get_template("page.j2")
+        CachedIndexPageView().env.get_template("page.j2")
+    finally:
+        jinja2.Environment.compile = original
+        cache.directory = directory
+    assert first >= 1 and len(compiled) == first
+    assert any(tmp_path.iterdir())
