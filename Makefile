@@ -96,7 +96,7 @@ airflow-stop:
 	$(PY) -m qpvhub.airflow.native stop
 
 bench: setup $(API_STAMP)
-	$(PY) bench/bench_ingest.py
+	$(PY) bench/bench_ingest.py --repeat 3
 	$(PY) bench/bench_indicators.py
 	$(PY) bench/bench_series.py
 	$(PY) bench/bench_gtfs.py
