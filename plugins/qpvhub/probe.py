@@ -23,7 +23,7 @@ import requests
 
 from qpvhub.archive import SEVENZIP_MAGIC
 from qpvhub.catalog import Source
-from qpvhub.errors import QpvhubError
+from qpvhub.errors import InputError, QpvhubError
 from qpvhub.fetch import USER_AGENT
 from qpvhub.redact import redact_text, redact_url
 
@@ -162,25 +162,17 @@ def _7z_names(data: io.RawIOBase | io.BytesIO) -> list[str]:
         raise ValueError(f"not a readable 7z header ({exc})") from None
 
 
-def _read_with_reader(source: Source, data: bytes, name: str) -> tuple[str, list[str]]:
-    """A small file read by the entry's own reader (archive extraction, sheet, layer…): its columns against
-    the declared ones."""
+def _columns_by_reader(source: Source, data: bytes, name: str) -> list[str]:
+    """The columns the entry's own reader finds in a small file (archive extraction, sheet, layer…);
+    raises InputError as a load would."""
     import tempfile
 
-    from qpvhub.errors import InputError
     from qpvhub.readers import get_reader
 
-    wanted = declared_fields(source)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / name
         path.write_bytes(data)
-        try:
-            got = get_reader(source.format)(path, source.id, dict(source.reader)).open().columns
-        except InputError as exc:
-            return f"read as {source.format}", [str(exc)]
-    missing = [w for w in wanted if w not in got]
-    layer = f" layer {source.reader['layer']}" if source.reader.get("layer") else ""
-    return f"fields of{layer} ({len(got)})", [f"missing {missing}"] if missing else []
+        return get_reader(source.format)(path, source.id, dict(source.reader)).open().columns
 
 
 def compare_layout(source: Source, *, head: bytes, whole: bytes | None,
@@ -190,7 +182,13 @@ def compare_layout(source: Source, *, head: bytes, whole: bytes | None,
     member = str(source.reader.get("member") or "")
     if head[:6] == SEVENZIP_MAGIC:
         if whole is not None:
-            return _read_with_reader(source, whole, "archive.7z")
+            try:
+                got = _columns_by_reader(source, whole, "archive.7z")
+            except InputError as exc:
+                return f"read as {source.format}", [str(exc)]
+            missing = [w for w in wanted if w not in got]
+            layer = f" layer {source.reader['layer']}" if source.reader.get("layer") else ""
+            return f"fields of{layer} ({len(got)})", [f"missing {missing}"] if missing else []
         if members is None:
             return "7z (header not readable without downloading)", []
         kinds = [n for n in members if n.lower().endswith((".gpkg", ".shp", ".geojson", ".json"))
@@ -228,18 +226,10 @@ def compare_layout(source: Source, *, head: bytes, whole: bytes | None,
             missing = [w for w in wanted if w[:10] not in got]
             return f"fields of {dbf[0]}", [f"missing {missing}"] if missing else []
         if name.lower().endswith(".xlsx"):  # the header row of the declared sheet, read by the reader itself
-            import tempfile
-
-            from qpvhub.errors import InputError
-            from qpvhub.readers import get_reader
-
-            with tempfile.TemporaryDirectory() as tmp:
-                book = Path(tmp) / "book.xlsx"
-                book.write_bytes(zf.read(name))
-                try:
-                    got = get_reader("xlsx")(book, source.id, dict(source.reader)).open().columns
-                except InputError as exc:
-                    return f"workbook {name}", [str(exc)]
+            try:
+                got = _columns_by_reader(source, zf.read(name), "book.xlsx")
+            except InputError as exc:
+                return f"workbook {name}", [str(exc)]
             missing = [w for w in wanted if w not in got]
             return f"header of {name}", [f"missing {missing}"] if missing else []
         what, drift = compare_layout(source, head=zf.open(name).read(HEAD_BYTES), whole=None, members=None)
