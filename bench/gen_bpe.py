@@ -1,13 +1,17 @@
-"""Generate a point CSV in INSEE BPE "ensemble géolocalisé" layout for benchmarks (not real data).
+"""Generate a point CSV in INSEE's BPE 2024 detail layout for benchmarks (not real data).
 
-Commune codes are real (bundled COG sample, regions 52 and 53), equipment types are real BPE codes;
-positions are random inside the regions' Lambert-93 extent. Deterministic for a given row count.
+The header is the bundled BPE24 sample's (89 columns); the columns the catalogue entry reads are filled
+(commune, IRIS, département, région, year, domain, type, Lambert-93 and WGS84 coordinates, quality, EPSG),
+the others left empty as in the sample. Commune codes are real (bundled COG sample, regions 52 and 53),
+equipment types are BPE 2024 codes; positions are random inside the regions' Lambert-93 extent.
+Deterministic for a given row count.
 """
 
 from __future__ import annotations
 
 import csv
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -15,15 +19,29 @@ import yaml
 from pyproj import Transformer
 
 ROOT = Path(__file__).resolve().parents[1]
-TYPEQU = ["A101", "A203", "A206", "B101", "B102", "B201", "B203", "C101", "C104", "C201", "C301",
-          "D201", "D301", "D502", "E107", "F101", "F113", "F303", "G102"]
-QUALITE = ["Bonne", "Acceptable", "Mauvaise"]
+TYPEQU = ["A208", "A203", "A206", "B104", "B105", "B201", "B207", "C107", "C109", "C201", "C301",
+          "D279", "D307", "D502", "E107", "F111", "F113", "F307", "G102"]
+QUALITE = ["B", "A", "M"]
+SAMPLE = ROOT / "include" / "sample_data" / "BPE24_dep35_FIXTURE.zip"
+
+
+def bpe24_header() -> list[str]:
+    """The BPE 2024 header, from the bundled sample (one definition of the layout)."""
+    with zipfile.ZipFile(SAMPLE) as z, z.open("BPE24.csv") as f:
+        return f.readline().decode("cp1252").rstrip("\r\n").split(";")
+
+
+def _template(header: list[str]) -> str:
+    """A line with a {field} placeholder in each filled column, nothing in the others."""
+    filled = {"AN", "DEPCOM", "DEP", "REG", "DOM", "SDOM", "TYPEQU", "LAMBERT_X", "LAMBERT_Y", "LONGITUDE",
+              "LATITUDE", "QUALITE_XY", "EPSG", "DCIRIS"}
+    return ";".join("{" + h + "}" if h in filled else "" for h in header) + "\n"
 
 
 def generate(rows: int, path: Path, chunk: int = 500_000) -> Path:
     """Write `rows` rows to `path` (skipped when it already holds that many)."""
     marker = path.with_suffix(".rows")
-    if path.exists() and marker.exists() and marker.read_text() == str(rows):
+    if path.exists() and marker.exists() and marker.read_text() == f"{rows} BPE24":
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     with (ROOT / "include" / "sample_data" / "v_commune_2026_reg52_53_DERIVED.csv").open(encoding="utf-8") as f:
@@ -33,12 +51,14 @@ def generate(rows: int, path: Path, chunk: int = 500_000) -> Path:
         r = yaml.safe_load(p.read_text(encoding="utf-8"))
         bboxes[r["code"]] = r["bbox"]
     to_l93 = Transformer.from_crs(4326, 2154, always_xy=True)
+    header = bpe24_header()
+    line = _template(header).format
     rng = np.random.default_rng(rows)
     codes = np.array([c[0] for c in communes])
     deps = np.array([c[1] for c in communes])
     regs = np.array([c[2] for c in communes])
     with path.open("w", encoding="utf-8", newline="") as out:
-        out.write("REG;DEP;DEPCOM;DCIRIS;AN;TYPEQU;LAMBERT_X;LAMBERT_Y;QUALITE_XY\n")
+        out.write(";".join(header) + "\n")
         done = 0
         while done < rows:
             n = min(chunk, rows - done)
@@ -51,11 +71,13 @@ def generate(rows: int, path: Path, chunk: int = 500_000) -> Path:
             x, y = np.round(xf).astype(np.int64), np.round(yf).astype(np.int64)
             t = rng.integers(0, len(TYPEQU), n)
             q = rng.integers(0, len(QUALITE), n)
-            lines = [f"{regs[a]};{deps[a]};{codes[a]};{codes[a]}0000;2018;{TYPEQU[b]};{c};{d};{QUALITE[e]}\n"
-                     for a, b, c, d, e in zip(i, t, x, y, q, strict=True)]
+            lines = [line(AN="2024", DEPCOM=codes[a], DEP=deps[a], REG=regs[a], DOM=TYPEQU[b][0], SDOM=TYPEQU[b][:2],
+                          TYPEQU=TYPEQU[b], LAMBERT_X=c, LAMBERT_Y=d, LONGITUDE=f"{lo:.6f}", LATITUDE=f"{la:.6f}",
+                          QUALITE_XY=QUALITE[e], EPSG="2154", DCIRIS=f"{codes[a]}0000")
+                     for a, b, c, d, e, lo, la in zip(i, t, x, y, q, lon, lat, strict=True)]
             out.writelines(lines)
             done += n
-    marker.write_text(str(rows))
+    marker.write_text(f"{rows} BPE24")
     return path
 
 

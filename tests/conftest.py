@@ -29,6 +29,15 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "include" / "sample_data"
 QPV_SAMPLE = SAMPLES / "qpv2015_dept35_esigat_resovilles.geojson"
 COG_SAMPLE = SAMPLES / "v_commune_2026_reg52_53_DERIVED.csv"
+BPE_SAMPLE = SAMPLES / "BPE24_dep35_FIXTURE.zip"  # BPE24.zip's layout: BPE24.csv inside, cp1252
+
+
+def bpe_sample_text() -> str:
+    """The bundled BPE 2024 file's CSV as text (tests edit it and serve it bare, as a changed download)."""
+    import zipfile
+
+    with zipfile.ZipFile(BPE_SAMPLE) as z:
+        return z.read("BPE24.csv").decode("cp1252")
 
 
 # ---------------------------------------------------------------- PostGIS

@@ -288,13 +288,34 @@ class Discovery(Strict):
     exclude: list[str] = Field(default_factory=list, description="dataset slugs or ids to leave out")
 
 
+class PerDepartement(Strict):
+    """One file per département of the deployment's regions, at a URL pattern (Géorisques' TRI deliveries):
+    each a feed `dep_<code>`. A département the publisher has no file for (HTTP 404) is skipped with that
+    reason; when every département is missing, the location itself is wrong and the runs fail."""
+
+    url: str = Field(description="with {dep}, the département's COG code (35, 2A, 971)")
+    title: str = "département {dep}"
+
+    @field_validator("url")
+    @classmethod
+    def _pattern(cls, v: str) -> str:
+        if "{dep}" not in v:
+            raise ValueError(f"per_departement.url {v!r} must contain {{dep}}")
+        return v
+
+    def feed(self, dep: str) -> Feed:
+        return Feed(id=f"dep_{dep.lower()}", title=self.title.format(dep=dep), url=self.url.format(dep=dep))
+
+
 class Collection(Strict):
     """Several files of one layout, each kept as a partition of the target (`target.partition:
-    {feed_id: "{feed}"}`): every GTFS network of the regions in one table, loaded feed by feed."""
+    {feed_id: "{feed}"}`): every GTFS network of the regions in one table, loaded feed by feed; or one file
+    per département (`per_departement`)."""
 
     column: str = "feed_id"
     feeds: list[Feed] = Field(default_factory=list, description="feeds listed by hand")
     discover: Discovery | None = None
+    per_departement: PerDepartement | None = None
 
     @model_validator(mode="after")
     def _unique(self) -> Collection:
@@ -524,6 +545,8 @@ class Source(Strict):
             return f"datagouv:{self.datagouv.dataset}/{self.datagouv.resource}"
         if self.collection and self.collection.discover:
             return f"{self.collection.discover.api} ({', '.join(self.collection.discover.types)})"
+        if self.collection and self.collection.per_departement:
+            return self.collection.per_departement.url
         if self.collection and any(f.url for f in self.collection.feeds):
             return ", ".join(f.url for f in self.collection.feeds if f.url)
         return None

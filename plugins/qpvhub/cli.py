@@ -236,7 +236,10 @@ def cmd_sources_check(args: argparse.Namespace) -> int:
         previous = {sid: p for sid in sources if (p := last_success(env, sid))}
     except Exception as exc:
         log.info("no database for the comparison with the last loads: %s", exc)
-    probes = check_sources(sources, timeout=args.timeout, previous=previous)
+    from qpvhub.catalog import load_regions
+
+    departements = sorted({d for r in load_regions(settings.regions_dir).values() for d in r.departements})
+    probes = check_sources(sources, timeout=args.timeout, previous=previous, departements=departements)
     for p in probes:
         print(p.line() if p.reachable else f"{p.source_id:<20}  UNREACHABLE  {p.status}"
               + (f"  ({p.location})" if p.location else ""))

@@ -12,7 +12,11 @@ class ConfigError(QpvhubError):
 
 
 class FetchError(QpvhubError):
-    """A source could not be downloaded or read from its URL."""
+    """A source could not be downloaded or read from its URL (`http_status`: the server's answer, if any)."""
+
+    def __init__(self, message: str, *, http_status: int | None = None) -> None:
+        super().__init__(message)
+        self.http_status = http_status
 
 
 class InputError(QpvhubError):

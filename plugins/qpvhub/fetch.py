@@ -123,7 +123,8 @@ def fetch(
                     raise FetchError(f"{shown}: HTTP {resp.status_code} {resp.reason}")
                 if resp.status_code >= 400:
                     # A client error will not go away by retrying.
-                    raise _Final(FetchError(f"{shown}: HTTP {resp.status_code} {resp.reason}"))
+                    raise _Final(FetchError(f"{shown}: HTTP {resp.status_code} {resp.reason}",
+                                            http_status=resp.status_code))
                 expected = resp.headers.get("Content-Length")
                 encoded = resp.headers.get("Content-Encoding")
                 try:

@@ -237,6 +237,7 @@ def stage_file(env: Env, source: Source, run_id: str, path: Path) -> load.StageR
     reader = get_reader(source.format)(path, source.id, options)
     info = reader.open()
     load.check_columns(source, info.columns, path.name)
+    reader.keep_only(load.source_columns(source))  # BPE24 has 89 columns, the entry reads 10
     srid = load.srid_of(declared_crs or info.crs, source.id) if source.geometry else None
     deps = region_departements(env) if source.region_filter else None
     raw_table, final_table = load.staging_names(source, run_id)
@@ -471,6 +472,9 @@ def fail_run(env: Env, source: Source, run_id: str, error: BaseException | str) 
         log.error("could not record failure of run %s: %s", run_id, exc)
 
 
+NO_FILE = "no file for"  # a per-département feed the publisher has no file for (the reason starts so)
+
+
 def collection_feeds(env: Env, source: Source, *, sample: bool = False) -> list[tuple[Any, Located | None]]:
     """The feeds a collection run loads: offline, every listed feed with a bundled file; otherwise the
     listed feeds with a URL and every feed the catalogue's discovery finds (a listed feed naming its
@@ -480,6 +484,13 @@ def collection_feeds(env: Env, source: Source, *, sample: bool = False) -> list[
     if sample:
         return [(f, None) for f in listed if f.sample]
     out: list[tuple[Any, Located | None]] = [(f, Located(f.url)) for f in listed if f.url]
+    per = source.collection.per_departement
+    if per is not None:  # one file per département of the regions (a listed feed of the same id keeps its title)
+        titles = {f.id: f for f in listed}
+        for dep in sorted(region_departements(env)):
+            f = per.feed(dep)
+            f = f.model_copy(update={"title": titles[f.id].title}) if f.id in titles else f
+            out.append((f, Located(f.url)))
     d = source.collection.discover
     if d is not None:
         from qpvhub.locate import discover_feeds
@@ -511,6 +522,10 @@ def ingest_collection(env: Env, source: Source, *, sample: bool = False, force: 
         except QpvhubError as exc:
             log.error("source %s, feed %s: %s", source.id, feed.id, exc)
             results.append((feed, exc))
+    absent = [r for _, r in results if isinstance(r, IngestResult) and r.reason and r.reason.startswith(NO_FILE)]
+    if absent and len(absent) == len(results):  # no département has a file: the pattern is wrong, not the map
+        raise FetchError(f"source {source.id}: no file at {source.production} for any of the "
+                         f"{len(absent)} département(s) (HTTP 404 each): has the location moved?")
     return results
 
 
@@ -603,7 +618,14 @@ def ingest(env: Env, source: Source, *, url: str | None = None, sample: bool = F
     where = located or locate(env, source, sample=sample, url=url)
     run_id = start_run(env, source, airflow_run_id=airflow_run_id)
     try:
-        fetched = fetch_step(env, source, run_id, where.url, force=force, located=where.meta or None)
+        try:
+            fetched = fetch_step(env, source, run_id, where.url, force=force, located=where.meta or None)
+        except FetchError as exc:
+            if exc.http_status != 404 or not (source.collection and source.collection.per_departement):
+                raise
+            reason = f"{NO_FILE} {source.part} at {where.url} (HTTP 404): the publisher has none for it"
+            skip_run(env, source, run_id, f"source {source.id}: {reason}")
+            return IngestResult(run_id, "skipped", reason=reason)
         if fetched["status"] == "skipped":
             return IngestResult(run_id, "skipped")
         try:

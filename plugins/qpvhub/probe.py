@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import codecs
 import csv
+import fnmatch
 import io
 import json
 import re
 import struct
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -207,6 +209,8 @@ def compare_layout(source: Source, *, head: bytes, whole: bytes | None,
             missing = [f for f in ("stops.txt", "stop_times.txt", "trips.txt") if not any(
                 n.rsplit("/", 1)[-1] == f for n in members)]
             return f"GTFS members ({len(members)})", [f"missing member {m}" for m in missing]
+        if source.reader.get("members"):  # several layers by a name pattern (Géorisques' TRI deliveries)
+            return _layers_layout(source, members, zf if whole is not None else None, wanted)
         exts = {"csv": (".csv", ".txt"), "shapefile": (".shp",), "geojson": (".geojson", ".json"),
                 "vector": (".shp", ".geojson", ".json"), "xlsx": (".xlsx",)}.get(source.format, ())
         base = member.rsplit("/", 1)[-1]
@@ -247,11 +251,69 @@ def compare_layout(source: Source, *, head: bytes, whole: bytes | None,
     return f"{source.format} (not checked from its first bytes)", []
 
 
-def _probe_collection(source: Source, p: Probe, timeout: float) -> Probe:
+def _layers_layout(source: Source, members: list[str], zf: zipfile.ZipFile | None,
+                   wanted: list[str]) -> tuple[str, list[str]]:
+    """The Shapefiles matching `reader.members`: at least one, and (archive read whole) each .dbf with the
+    declared fields — the member column is the reader's, not the file's."""
+    pattern = str(source.reader["members"]).lower()
+    layers = [n for n in members if fnmatch.fnmatch(n.rsplit("/", 1)[-1].lower(), pattern)]
+    if not layers:
+        return "ZIP", [f"no Shapefile matching {pattern!r} among {sorted(members)[:10]}"]
+    if zf is None:
+        return f"ZIP: {len(layers)} layer(s) matching {pattern!r} (fields not checked without downloading)", []
+    wanted = [w for w in wanted if w != source.reader.get("member_column")]
+    drift = []
+    for name in layers:
+        dbf = [n for n in members if n.lower() == name.lower()[:-4] + ".dbf"]
+        if not dbf:
+            drift.append(f"{name}: the .dbf of the shapefile set is missing")
+            continue
+        got = _dbf_fields(zf.open(dbf[0]).read(HEAD_BYTES))
+        missing = [w for w in wanted if w[:10] not in got]  # dBase truncates names to 10 characters
+        if missing:
+            drift.append(f"{name}: missing {missing}")
+    return f"fields of {len(layers)} layer(s) matching {pattern!r}", drift
+
+
+def _probe_departements(source: Source, p: Probe, timeout: float, departements: Sequence[str]) -> Probe:
+    """One file per département: each département of the regions probed at the pattern; a 404 is a
+    département without a file (reported), and at least one must answer with the declared layout."""
+    per = source.collection.per_departement if source.collection else None
+    assert per is not None
+    p.location = per.url
+    if not departements:
+        p.status = "no département configured (include/regions): nothing to probe"
+        return p
+    found, absent, failed = [], [], {}
+    for dep in sorted(departements):
+        one = probe_source(source.model_copy(update={"collection": None, "url": per.url.format(dep=dep)}),
+                           timeout=timeout)
+        if one.reachable:
+            found.append((dep, one))
+        elif one.status.startswith("HTTP 404"):
+            absent.append(dep)
+        else:  # offline, every département fails the same way: one reason, its départements listed
+            failed.setdefault(one.status, []).append(dep)
+    p.reachable = bool(found) and not failed
+    p.status = "; ".join(filter(None, [
+        f"{len(found)}/{len(departements)} département file(s) answered" if found else "",
+        f"none for {', '.join(absent)} (HTTP 404)" if absent else "",
+        *(f"{', '.join(deps)}: {why}" for why, deps in failed.items())])) or "nothing answered"
+    if found:
+        first = found[0][1]
+        p.size, p.last_modified, p.checksum = first.size, first.last_modified, first.checksum
+        p.layout = f"{first.layout} (dép. {found[0][0]}; each checked the same way)"
+        p.drift = [f"dép. {dep}: {d}" for dep, one in found for d in one.drift]
+    return p
+
+
+def _probe_collection(source: Source, p: Probe, timeout: float, departements: Sequence[str] = ()) -> Probe:
     """A collection's catalogue: it answers, and how many feeds it lists (each feed is checked when loaded)."""
     from qpvhub.errors import QpvhubError
     from qpvhub.locate import discover_feeds, transport_api
 
+    if source.collection and source.collection.per_departement:
+        return _probe_departements(source, p, timeout, departements)
     d = source.collection.discover if source.collection else None
     listed = [f for f in source.feeds() if f.url]
     if d is None:
@@ -269,13 +331,15 @@ def _probe_collection(source: Source, p: Probe, timeout: float) -> Probe:
     return p
 
 
-def probe_source(source: Source, *, timeout: float = 20.0, previous: dict | None = None) -> Probe:
-    """Probe one entry's production location; never raises."""
+def probe_source(source: Source, *, timeout: float = 20.0, previous: dict | None = None,
+                 departements: Sequence[str] = ()) -> Probe:
+    """Probe one entry's production location (`departements`: the regions', for one file per département);
+    never raises."""
     from qpvhub.locate import Located, resolve_datagouv
 
     p = Probe(source.id)
     if source.collection:
-        return _probe_collection(source, p, timeout)
+        return _probe_collection(source, p, timeout, departements)
     try:
         if source.datagouv:
             d = source.datagouv
@@ -345,13 +409,13 @@ def probe_source(source: Source, *, timeout: float = 20.0, previous: dict | None
     return p
 
 
-def check_sources(sources: dict[str, Source], *, timeout: float = 20.0, previous: dict[str, dict] | None = None
-                  ) -> list[Probe]:
-    """Probe every entry (sorted by id)."""
+def check_sources(sources: dict[str, Source], *, timeout: float = 20.0, previous: dict[str, dict] | None = None,
+                  departements: Sequence[str] = ()) -> list[Probe]:
+    """Probe every entry (sorted by id); `departements`: the deployment's, for entries with one file each."""
     previous = previous or {}
     out = []
     for sid, s in sorted(sources.items()):
-        p = probe_source(s, timeout=timeout, previous=previous.get(sid))
+        p = probe_source(s, timeout=timeout, previous=previous.get(sid), departements=departements)
         p.source_id = sid
         out.append(p)
     return out

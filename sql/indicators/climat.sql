@@ -10,7 +10,8 @@
 --     theme: climat
 --     method: >
 --       Part de l'aire du QPV dans l'union des surfaces inondables chargées (TRI, tous types et tous
---       scénarios : la zone du scénario de faible probabilité, la plus étendue). Seuls les QPV dont la
+--       scénarios : 01For, 02Moy, 03Mcc, 04Fai — la zone du scénario de faible probabilité est la plus
+--       étendue). Seuls les QPV dont la
 --       commune principale est touchée par la couche ont une valeur (sans contours communaux chargés :
 --       ceux dont un point intérieur est à moins de 1 km de l'enveloppe de la couche) ; 0 y signifie
 --       « hors des surfaces cartographiées », pas « sans risque ». Portées
@@ -37,10 +38,10 @@ WITH layer AS (
     SELECT min(source_run_id) AS run_id, ST_Buffer(ST_ConvexHull(ST_Collect(geom)), 1000) AS cover FROM src.flood_zones
 ), hazard AS (          -- one union per indicator, built once
     SELECT h.indicator_id, ST_Union(f.geom) AS g
-    FROM (VALUES ('part_surface_inondable', ARRAY['01For', '02Moy', '03Fai']),
+    FROM (VALUES ('part_surface_inondable', NULL),   -- every scenario loaded (04Fai, the widest, included)
                  ('part_surface_inondable_forte', ARRAY['01For']),
                  ('part_surface_inondable_moyenne', ARRAY['01For', '02Moy'])) AS h (indicator_id, scenarios)
-    LEFT JOIN src.flood_zones f ON left(f.scenario, 5) = ANY (h.scenarios)
+    LEFT JOIN src.flood_zones f ON h.scenarios IS NULL OR left(f.scenario, 5) = ANY (h.scenarios)
     GROUP BY h.indicator_id
 ), mapped AS (         -- communes the layer touches: the territory the TRI mapping covers
     SELECT c.insee_com FROM ref.commune_contour c, layer l

@@ -100,7 +100,8 @@ def test_reload_all_and_health_dags(parsed) -> None:
     check = bag.dags["qpvhub_sources_check"]
     assert [t.task_id for t in check.tasks] == ["check"] and type(check.timetable).__name__ != "NullTimetable"
     # entries without a production location are not scheduled: a scheduled run could only fail
-    assert type(bag.dags["qpvhub_ingest_bpe"].timetable).__name__ == "NullTimetable"
+    assert type(bag.dags["qpvhub_ingest_sigville_demo"].timetable).__name__ == "NullTimetable"
+    assert type(bag.dags["qpvhub_ingest_bpe"].timetable).__name__ != "NullTimetable"  # BPE24.zip now
     assert type(bag.dags["qpvhub_ingest_qpv_2024"].timetable).__name__ != "NullTimetable"
 
 

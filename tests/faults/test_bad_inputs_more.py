@@ -9,10 +9,9 @@ import pytest
 from qpvhub.errors import InputError, ValidationFailed
 from qpvhub.pipeline import ingest
 
-from tests.conftest import COG_SAMPLE, SAMPLES
+from tests.conftest import COG_SAMPLE, bpe_sample_text
 
 pytestmark = [pytest.mark.postgis, pytest.mark.faults]
-BPE = SAMPLES / "bpe_ensemble_xy_fixture_35.csv"
 
 
 def _fingerprint(uri: str, table: str) -> str:
@@ -47,7 +46,7 @@ def test_duplicated_keys_block_naming_the_key(env, catalog, http_source, cog_loa
 def test_points_outside_france_block(env, catalog, http_source) -> None:
     assert ingest(env, catalog["bpe"], sample=True).status == "success"
     before = _fingerprint(env.uri, "src.bpe")
-    lines = BPE.read_text(encoding="utf-8").splitlines(keepends=True)
+    lines = bpe_sample_text().splitlines(keepends=True)
     head = lines[0].rstrip("\n").split(";")
     ix, iy = head.index("LAMBERT_X"), head.index("LAMBERT_Y")
     cells = lines[3].rstrip("\n").split(";")

@@ -16,7 +16,7 @@ from tests.conftest import COG_SAMPLE, SAMPLES
 
 pytestmark = pytest.mark.postgis
 
-FLOOD = SAMPLES / "tri_rennes_inondable_fixture.zip"
+FLOOD = SAMPLES / "tri_2020_sig_di_35_FIXTURE.zip"  # Géorisques' per-département layout
 
 
 def _fingerprint(uri: str, table: str) -> str:
@@ -97,21 +97,23 @@ def _zip_variant(kind: str, tmp: Path) -> bytes:
 
 @pytest.mark.parametrize("kind, message", [
     ("truncated", r"file tri.zip: not a valid zip archive .*truncated download"),
-    ("traversal", r"file tri.zip: archive member '../n_tri.*points outside the archive"),
-    ("absolute", r"file tri.zip: archive member '/tmp/n_tri.*absolute path"),
+    ("traversal", r"file tri.zip: archive member '\.\./FRG_TRI_RENNES/n_tri.*points outside the archive"),
+    ("absolute", r"file tri.zip: archive member '/tmp/FRG_TRI_RENNES/n_tri.*absolute path"),
     ("bomb", r"file tri.zip: archive member 'padding.dbf' expands .*zip bomb refused"),
-    ("no_prj", r"file tri.zip: n_tri_renn_inondable_s_035.shp: no .prj file"),
-    ("broken_prj", r"file tri.zip: cannot be read as a zipped Shapefile: .*CONVERSION"),
+    ("no_prj", r"file tri.zip: n_tri_rennes_inondable_01_01for_s_035.shp: no .prj file"),
+    ("broken_prj", r"file tri.zip/FRG_TRI_RENNES/n_tri_rennes_inondable_01_01for_s_035.shp: cannot be read as "
+                   r"a Shapefile: .*CONVERSION"),
     ("unknown_crs", r"source flood_zones: CRS .*Custom TM.* has no EPSG code; declare"),
 ])
 def test_bad_zip_keeps_previous_load(env, catalog, http_source, tmp_path: Path, kind: str, message: str) -> None:
-    ok = ingest(env, catalog["flood_zones"], url=http_source.put("good.zip", FLOOD.read_bytes()))
+    ok = ingest(env, catalog["flood_zones"], url=http_source.put("good.zip", FLOOD.read_bytes()), feed="dep_35")
     assert ok.status == "success"
     before = _fingerprint(env.uri, "src.flood_zones")
     with pytest.raises(InputError, match=message):
-        ingest(env, catalog["flood_zones"], url=http_source.put("tri.zip", _zip_variant(kind, tmp_path)))
+        ingest(env, catalog["flood_zones"], url=http_source.put("tri.zip", _zip_variant(kind, tmp_path)),
+               feed="dep_35")
     assert _fingerprint(env.uri, "src.flood_zones") == before
-    assert not (tmp_path.parent / "n_tri_renn_inondable_s_035.shp").exists()
+    assert not (tmp_path.parent / "FRG_TRI_RENNES").exists()
 
 
 def test_geojson_with_swapped_lon_lat_is_caught(env, catalog, http_source) -> None:
@@ -133,7 +135,7 @@ def test_geojson_with_swapped_lon_lat_is_caught(env, catalog, http_source) -> No
 
 def test_sha256_of_archived_raw_matches_what_was_served(env, catalog, http_source) -> None:
     body = FLOOD.read_bytes()
-    res = ingest(env, catalog["flood_zones"], url=http_source.put("tri.zip", body))
+    res = ingest(env, catalog["flood_zones"], url=http_source.put("tri.zip", body), feed="dep_35")
     with psycopg.connect(env.uri) as conn:
         key, sha = conn.execute("SELECT raw_key, sha256 FROM meta.source_runs WHERE run_id = %s",
                                 (res.run_id,)).fetchone()

@@ -18,7 +18,7 @@ import pytest
 import shapely
 from psycopg import sql
 
-from tests.conftest import ROOT, SAMPLES, _with_db, as_role
+from tests.conftest import BPE_SAMPLE, ROOT, SAMPLES, _with_db, as_role
 
 pytestmark = pytest.mark.postgis
 
@@ -164,7 +164,7 @@ def test_job_offers_within_5km_and_in_the_isochrone_match(mart: str, qpv: gpd.Ge
 
 
 def test_facilities_by_domain_within_500m_match(mart: str, qpv: gpd.GeoDataFrame) -> None:
-    bpe = pd.read_csv(SAMPLES / "bpe_ensemble_xy_fixture_35.csv", sep=";", dtype=str).dropna(
+    bpe = pd.read_csv(BPE_SAMPLE, sep=";", dtype=str, encoding="cp1252").dropna(
         subset=["LAMBERT_X", "LAMBERT_Y"])
     pts = gpd.GeoSeries(gpd.points_from_xy(bpe.LAMBERT_X.astype(float), bpe.LAMBERT_Y.astype(float)), crs=2154)
     for dom in "ABCDEFG":
@@ -175,9 +175,11 @@ def test_facilities_by_domain_within_500m_match(mart: str, qpv: gpd.GeoDataFrame
 
 
 def test_flood_shares_match_shapely_for_qpv_and_commune_outside_qpv(mart: str, qpv: gpd.GeoDataFrame) -> None:
-    with zipfile.ZipFile(SAMPLES / "tri_rennes_inondable_fixture.zip") as z:
-        shp = next(n for n in z.namelist() if n.endswith(".shp"))
-    flood = gpd.read_file(f"zip://{SAMPLES / 'tri_rennes_inondable_fixture.zip'}!{shp}").to_crs(2154)
+    archive = SAMPLES / "tri_2020_sig_di_35_FIXTURE.zip"
+    with zipfile.ZipFile(archive) as z:  # every flood-surface layer of the delivery, not the TRI perimeter
+        layers = [n for n in z.namelist() if "_inondable_" in n and n.endswith(".shp")]
+    flood = pd.concat([gpd.read_file(f"zip://{archive}!{n}") for n in layers]).to_crs(2154)
+    assert sorted(flood.scenario) == ["01For", "02Moy", "04Fai"]
     zone = flood.geometry.union_all()
     strong = flood[flood.scenario.str.startswith("01For")].geometry.union_all()
     medium = flood[flood.scenario.str.startswith(("01For", "02Moy"))].geometry.union_all()
@@ -428,7 +430,7 @@ def test_iris_medians_of_the_main_commune_match_filosofi(mart: str) -> None:
 
 
 def test_facilities_per_inhabitant_match_the_files(mart: str, qpv: gpd.GeoDataFrame) -> None:
-    bpe = pd.read_csv(SAMPLES / "bpe_ensemble_xy_fixture_35.csv", sep=";", dtype=str)
+    bpe = pd.read_csv(BPE_SAMPLE, sep=";", dtype=str, encoding="cp1252")
     located = bpe.dropna(subset=["LAMBERT_X", "LAMBERT_Y"])
     pts = gpd.GeoSeries(gpd.points_from_xy(located.LAMBERT_X.astype(float), located.LAMBERT_Y.astype(float)),
                         crs=2154)

@@ -7,6 +7,8 @@ import pytest
 from qpvhub.catalog import load_catalog, load_order
 from qpvhub.pipeline import for_run, ingest, ingest_collection
 
+from tests.conftest import bpe_sample_text
+
 pytestmark = pytest.mark.postgis
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -14,7 +16,8 @@ ORDER = [s.id for s in load_order(load_catalog(ROOT / "include" / "sources"))]
 # rows expected from each bundled sample (after filters and rejects), checked against the files
 EXPECTED_ROWS = {
     "bpe": 120, "cog_communes": 2430, "cog_mouvements": 1538, "commune_contours": 332, "epci_names": 18,
-    "filosofi_iris": 1021, "flood_zones": 3, "gtfs": {"star": 1493, "sailcoop": 3}, "iris_ref": 3680, "isochrones": 16,
+    "filosofi_iris": 1021, "flood_zones": {"dep_35": 3}, "gtfs": {"star": 1493, "sailcoop": 3}, "iris_ref": 3680,
+    "isochrones": 16,
     "qpv_2015": 6, "rennes_bus_stops": 2021, "rennes_job_offers": 3918, "sigville_demo": 78, "sigville_ipro": 78,
     "sigville_revn": 78,
 }
@@ -84,7 +87,7 @@ def test_point_csv_rejects_rows_without_coordinates_with_the_reason(env, catalog
                                       (res.run_id,)).fetchone()
         inside = conn.execute("SELECT count(*) FROM src.bpe b JOIN ref.qpv q ON ST_Within(b.geom, q.geom)"
                               ).fetchone()[0]
-    assert reason == "no coordinates" and record["qualite_xy"] == "Non géolocalisé" and record["__feature"] == 122
+    assert reason == "no coordinates" and record["qualite_xy"] == "_Z" and record["__feature"] == 122
     assert inside == 0  # ref.qpv not loaded in this test: nothing to join, and no error
 
 
@@ -156,9 +159,8 @@ def test_warn_policy_promotes_and_flags(env, catalog, http_source) -> None:
 
 def test_commune_code_losing_a_digit_is_blocked_not_filtered(env, catalog, http_source) -> None:
     """A DEPCOM cut to four characters must fail the suite with its value, not disappear in the filter."""
-    raw = (ROOT / "include" / "sample_data" / "bpe_ensemble_xy_fixture_35.csv").read_text(encoding="utf-8")
-    lines = raw.splitlines()
-    i = next(n for n, line in enumerate(lines) if line.startswith("53;35;35238;"))
+    lines = bpe_sample_text().splitlines()
+    i = next(n for n, line in enumerate(lines) if ";35238;35;53;" in line)
     lines[i] = lines[i].replace(";35238;", ";5238;", 1)
     from qpvhub.errors import ValidationFailed
 

@@ -49,24 +49,28 @@ def test_zip_members_and_shapefile_fields(catalog, http_source, tmp_path) -> Non
     http_source.put("qpv2024.zip", buf.getvalue())
     p = probe_source(qpv)
     assert not p.ok and "member GEOJSON/QP2024_France_Hexagonale_Outre_Mer_WGS84.geojson: 0 found" in p.drift[0]
-    # a zipped shapefile: the .dbf's fields (dBase cuts names at 10 characters)
-    flood = catalog["flood_zones"].model_copy(update={"url": http_source.put(
-        "tri.zip", (SAMPLES / "tri_rennes_inondable_fixture.zip").read_bytes())})
-    p = probe_source(flood)
-    assert p.ok and p.layout.startswith("fields of n_tri_renn_inondable_s_035.dbf"), p.line()
+    # a zipped shapefile, one member named: the .dbf's fields (dBase cuts names at 10 characters)
+    flood = catalog["flood_zones"]
+    one = flood.model_copy(update={
+        "collection": None, "reader": {"member": "n_tri_rennes_inondable_01_01for_s_035.shp"},
+        "columns": {k: c for k, c in flood.columns.items() if k not in ("couche", "livraison")},
+        "url": http_source.put("tri.zip", (SAMPLES / "tri_2020_sig_di_35_FIXTURE.zip").read_bytes())})
+    p = probe_source(one)
+    assert p.ok and p.layout.startswith("fields of FRG_TRI_RENNES/n_tri_rennes_inondable_01_01for_s_035.dbf"), p.line()
 
 
 def test_unreachable_is_a_line_never_a_traceback(catalog) -> None:
     port = _closed_port()
     down = catalog["cog_communes"].model_copy(update={"url": f"http://127.0.0.1:{port}/v_commune.csv"})
     dns = catalog["cog_communes"].model_copy(update={"url": "http://qpvhub-no-such-host.invalid/x.csv"})
-    probes = check_sources({"down": down, "dns": dns, "bpe": catalog["bpe"]}, timeout=3)
+    nowhere = catalog["cog_communes"].model_copy(update={"url": None})
+    probes = check_sources({"down": down, "dns": dns, "nowhere": nowhere}, timeout=3)
     by_id = {p.source_id: p for p in probes}
-    assert [p.source_id for p in probes] == ["bpe", "dns", "down"]
+    assert [p.source_id for p in probes] == ["dns", "down", "nowhere"]
     assert not any(p.reachable for p in probes)
     assert "ConnectionError" in by_id["down"].status
     assert "cannot resolve qpvhub-no-such-host.invalid" in by_id["dns"].status
-    assert by_id["bpe"].status.startswith("no production location")
+    assert by_id["nowhere"].status.startswith("no production location")
 
 
 @pytest.mark.postgis
@@ -175,3 +179,50 @@ def test_a_large_7z_is_checked_on_its_header_by_ranges(catalog) -> None:
     assert p.layout == ("7z member ADE-COG_4-0_GPKG_WGS84G_FRA-ED2026-01-01.gpkg present (fields not checked "
                         "without downloading)")
     assert cut.reachable and not cut.ok and "not a readable 7z header" in cut.line(), cut.line()
+
+
+def test_a_zipped_csv_is_checked_on_its_member_header(catalog, http_source) -> None:
+    """INSEE's BPE24.zip (BPE24.csv inside, 89 columns, cp1252): the declared columns are looked for in the
+    member's header; a renamed column the entry needs is a drift naming it."""
+    sample = SAMPLES / "BPE24_dep35_FIXTURE.zip"
+    bpe = catalog["bpe"].model_copy(update={"url": http_source.put("BPE24.zip", sample.read_bytes())})
+    p = probe_source(bpe)
+    assert p.ok and "BPE24.csv" in p.layout, p.line()
+    with zipfile.ZipFile(sample) as z:
+        text = z.read("BPE24.csv").decode("cp1252")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("BPE24.csv", text.replace(";DEPCOM;", ";CODGEO;", 1).encode("cp1252"))
+    http_source.put("BPE24.zip", buf.getvalue())
+    p = probe_source(bpe)
+    assert not p.ok and "DEPCOM" in " ".join(p.drift), p.line()
+
+
+def test_one_file_per_departement_is_probed_for_each_departement(catalog, http_source) -> None:
+    """Géorisques' TRI deliveries: each département of the regions at the URL pattern; a 404 is a département
+    without a TRI (said, not a failure); the layers matching `reader.members` are checked one by one."""
+    sample = (SAMPLES / "tri_2020_sig_di_35_FIXTURE.zip").read_bytes()
+    http_source.put("tri_2020_sig_di_35.zip", sample)
+    per = catalog["flood_zones"].collection.per_departement.model_copy(
+        update={"url": http_source.url("tri_2020_sig_di_{dep}.zip")})
+    flood = catalog["flood_zones"].model_copy(update={"collection": catalog["flood_zones"].collection.model_copy(
+        update={"per_departement": per})})
+    (p,) = check_sources({"flood_zones": flood}, timeout=3, departements=["22", "35"])
+    assert p.ok, p.line()
+    assert "1/2 département file(s) answered" in p.status and "none for 22 (HTTP 404)" in p.status
+    assert p.layout.startswith("fields of 3 layer(s) matching 'n_tri_*_inondable_*_s_*.shp' (dép. 35")
+    # a layer that lost its scenario field: a drift naming the département and the layer
+    buf = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(sample)) as src, zipfile.ZipFile(buf, "w") as z:
+        for n in src.namelist():
+            data = src.read(n)
+            if n.endswith("_02moy_s_035.dbf"):
+                data = data.replace(b"scenario", b"scenarix")  # same length: the header stays valid
+            z.writestr(n, data)
+    http_source.put("tri_2020_sig_di_35.zip", buf.getvalue())
+    (p,) = check_sources({"flood_zones": flood}, timeout=3, departements=["22", "35"])
+    assert not p.ok and p.drift == ["dép. 35: FRG_TRI_RENNES/n_tri_rennes_inondable_01_02moy_s_035.shp: missing "
+                                    "['scenario']"], p.drift
+    # no département answers: unreachable, each reason said
+    (p,) = check_sources({"flood_zones": flood}, timeout=3, departements=["22"])
+    assert not p.reachable and p.status == "none for 22 (HTTP 404)"

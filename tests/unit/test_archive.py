@@ -23,8 +23,9 @@ def _zip(path: Path, members: dict[str, bytes], symlink: str | None = None) -> P
 
 
 def test_real_shapefile_fixture_extracts(tmp_path: Path) -> None:
-    files = safe_extract(SAMPLES / "tri_rennes_inondable_fixture.zip", tmp_path / "out", source="flood_zones")
-    assert sorted(p.suffix for p in files) == [".cpg", ".dbf", ".prj", ".shp", ".shx"]
+    files = safe_extract(SAMPLES / "tri_2020_sig_di_35_FIXTURE.zip", tmp_path / "out", source="flood_zones")
+    assert sorted({p.suffix for p in files}) == [".cpg", ".dbf", ".prj", ".shp", ".shx"] and len(files) == 20
+    assert all(p.parent.name == "FRG_TRI_RENNES" for p in files)  # the folder of the TRI, kept
 
 
 @pytest.mark.parametrize("name, message", [

@@ -7,7 +7,7 @@ import pytest
 from qpvhub.errors import InputError
 from qpvhub.readers import get_reader
 
-from tests.conftest import COG_SAMPLE, QPV_SAMPLE
+from tests.conftest import BPE_SAMPLE, COG_SAMPLE, QPV_SAMPLE
 
 
 def test_registry_names_known_formats() -> None:
@@ -41,6 +41,19 @@ def test_csv_real_cog_file_keeps_codes_as_text() -> None:
     assert df.loc[(df["COM"] == "22001") & (df["TYPECOM"] == "COM"), "ARR"].item() == "224"  # text, not 224.0
     # data line numbers: the header is line 1
     assert df["__feature"].iloc[0] == 2 and df["__feature"].iloc[-1] == 2894
+
+
+def test_zipped_bpe24_reads_its_member_in_cp1252_and_only_the_columns_kept() -> None:
+    """INSEE's BPE24.zip layout: the member named by reader.member, 89 columns in the header;
+    keep_only converts the ten the entry reads (the others are never parsed), in file order."""
+    r = get_reader("csv")(BPE_SAMPLE, "bpe", {"sep": ";", "member": "BPE24.csv"})
+    info = r.open()
+    assert len(info.columns) == 89 and info.columns[9] == "DEPCOM"
+    r.keep_only(["TYPEQU", "DEPCOM", "LAMBERT_X", "LAMBERT_Y", "EPSG"])
+    df = pd.concat(list(r.batches()))
+    assert [c for c in df.columns if not c.startswith("__")] == ["DEPCOM", "TYPEQU", "LAMBERT_X", "LAMBERT_Y", "EPSG"]
+    assert len(df) == 121 and df["DEPCOM"].iloc[0] == "35288" and df["__feature"].iloc[-1] == 122
+    assert set(df["TYPEQU"].str[0]) <= set("ABCDEFG") and set(df["EPSG"]) == {"2154"}
 
 
 def test_csv_separator_and_encoding_are_sniffed(tmp_path: Path) -> None:

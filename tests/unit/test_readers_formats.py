@@ -25,24 +25,52 @@ def _copy(tmp_path: Path, name: str) -> Path:
     return dest
 
 
+TRI = "tri_2020_sig_di_35_FIXTURE.zip"  # Géorisques' per-département delivery: a folder, several layers
+FOR = "n_tri_rennes_inondable_01_01for_s_035.shp"
+
+
 def test_zipped_shapefile_with_prj(tmp_path: Path) -> None:
-    info, df = _read("shapefile", _copy(tmp_path, "tri_rennes_inondable_fixture.zip"))
+    info, df = _read("shapefile", _copy(tmp_path, TRI), {"member": FOR})
     assert info.crs == "EPSG:2154"
-    assert info.columns == ["id_s_inond", "typ_inond", "typ_inond2", "scenario"]
-    assert list(df["scenario"]) == ["01For", "02Moy", "03Fai"]
+    assert info.columns == ["id_s_inond", "typ_inond", "typ_inond2", "scenario", "est_ref", "cours_deau", "id_tri"]
+    assert list(df["scenario"]) == ["01For"]
     assert df["typ_inond2"].isna().all() and df["__wkb"].map(len).gt(100).all()
+    with pytest.raises(InputError, match=r"expected one .shp in the archive, found \['n_tri_rennes_inondable_01_01"):
+        _read("shapefile", _copy(tmp_path, TRI))  # four layers: which one is a choice the catalogue makes
+
+
+def test_zipped_shapefile_layers_matching_a_pattern(tmp_path: Path) -> None:
+    """`reader.members`: every flood-surface layer, one after the other, each row with its layer's name; the
+    TRI's perimeter layer in the same folder does not match and is not read."""
+    options = {"members": "n_tri_*_inondable_*_s_*.shp", "member_column": "couche"}
+    info, df = _read("shapefile", _copy(tmp_path, TRI), options)
+    assert info.crs == "EPSG:2154" and info.columns[-1] == "couche" and "nom_tri" not in info.columns
+    assert info.extra["layers"] == [f"FRG_TRI_RENNES/n_tri_rennes_inondable_01_{s}_s_035.shp"
+                                    for s in ("01for", "02moy", "04fai")]
+    assert list(df["scenario"]) == ["01For", "02Moy", "04Fai"] and list(df["id_s_inond"]) == ["SIN_1"] * 3
+    assert list(df["couche"]) == [f"n_tri_rennes_inondable_01_{s}_s_035" for s in ("01for", "02moy", "04fai")]
+    assert df["__feature"].tolist() == [1, 2, 3]  # numbered across the layers: one number, one row
+    with pytest.raises(InputError, match=r"no Shapefile matching 'n_tri_\*_inondable_\*_s_\*.shp' in the archive; "
+                                         r"its Shapefiles: \['FRG_TRI_RENNES/n_tri_rennes_tri_s_035.shp'\]"):
+        src = zipfile.ZipFile(SAMPLES / TRI)
+        only_perimeter = tmp_path / "perimeter.zip"
+        with zipfile.ZipFile(only_perimeter, "w") as z:
+            for n in src.namelist():
+                if "_tri_s_" in n:
+                    z.writestr(n, src.read(n))
+        _read("shapefile", only_perimeter, options)
 
 
 def test_shapefile_without_prj_is_refused_unless_crs_declared(tmp_path: Path) -> None:
-    src = zipfile.ZipFile(SAMPLES / "tri_rennes_inondable_fixture.zip")
+    src = zipfile.ZipFile(SAMPLES / TRI)
     bad = tmp_path / "noprj.zip"
     with zipfile.ZipFile(bad, "w") as z:
         for n in src.namelist():
             if not n.endswith(".prj"):
                 z.writestr(n, src.read(n))
-    with pytest.raises(InputError, match=r"file noprj.zip: n_tri_renn_inondable_s_035.shp: no .prj file"):
-        _read("shapefile", bad)
-    info, _ = _read("shapefile", bad, {"crs": "EPSG:2154"})
+    with pytest.raises(InputError, match=rf"file noprj.zip: {FOR}: no .prj file"):
+        _read("shapefile", bad, {"member": FOR})
+    info, _ = _read("shapefile", bad, {"member": FOR, "crs": "EPSG:2154"})
     assert info.crs == "EPSG:2154"
 
 

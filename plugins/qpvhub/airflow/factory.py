@@ -360,12 +360,12 @@ def build_sources_check_dag(sources: dict[str, Source]) -> DAG:
 
         @task
         def check() -> dict:
-            from qpvhub.pipeline import last_success
+            from qpvhub.pipeline import last_success, region_departements
             from qpvhub.probe import check_sources
 
             env = _env()
             previous = {sid: p for sid in sources if (p := last_success(env, sid))}
-            probes = check_sources(sources, previous=previous)
+            probes = check_sources(sources, previous=previous, departements=sorted(region_departements(env)))
             log.info("production locations:\n%s", "\n".join(p.line() if p.reachable
                                                               else f"{p.source_id}: UNREACHABLE {p.status}"
                                                               for p in probes))

@@ -101,7 +101,7 @@ def read_profile(conn, region: Region, families, threshold: int = SECRECY_THRESH
     long = pd.DataFrame(conn.execute(
         "SELECT i.code_qp, i.generation, i.indicator_id, i.scope, i.value, q.insee_com "
         "FROM mart.qpv_indicator i JOIN ref.qpv q USING (code_qp, generation) WHERE q.dep = ANY(%s) "
-        "AND i.generation = %s",
+        "AND i.generation = %s ORDER BY i.code_qp, i.indicator_id, i.scope",  # secrecy sees one order
         (region.departements, generation)).fetchall(),
         columns=["code_qp", "generation", "indicator_id", "scope", "value", "insee_com"])
     rules = secrecy_rules(families)

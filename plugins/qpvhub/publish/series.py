@@ -51,13 +51,15 @@ def read(conn, codes: list[str], generation: int) -> tuple[pd.DataFrame, pd.Data
     series = pd.DataFrame(conn.execute(
         "SELECT s.code_qp, s.generation, q.lib_qp, q.insee_com, q.lib_com, q.dep, s.indicator_id, s.scope, "
         "s.release, s.releases, s.millesime, s.value FROM mart.qpv_indicator_series s JOIN ref.qpv q "
-        "USING (code_qp, generation) WHERE s.code_qp = ANY(%s) AND s.generation = %s",
+        "USING (code_qp, generation) WHERE s.code_qp = ANY(%s) AND s.generation = %s "
+        "ORDER BY s.code_qp, s.indicator_id, s.scope, s.release",  # one order: the same bytes for the same data
         (codes, generation)).fetchall(), columns=["code_qp", "generation", "lib_qp", "insee_com", "lib_com", "dep",
                                                   "indicator_id", "scope", "release", "releases", "millesime",
                                                   "value"])
     evo = pd.DataFrame(conn.execute(
         "SELECT code_qp, generation, indicator_id, scope, release_from, release_to, evolution, unit, reason "
-        "FROM mart.qpv_indicator_evolution WHERE code_qp = ANY(%s) AND generation = %s", (codes, generation)
+        "FROM mart.qpv_indicator_evolution WHERE code_qp = ANY(%s) AND generation = %s "
+        "ORDER BY code_qp, indicator_id, scope, release_to", (codes, generation)
     ).fetchall(), columns=["code_qp", "generation", "indicator_id", "scope", "release_from", "release_to",
                            "evolution", "unit", "reason"])
     return series, evo

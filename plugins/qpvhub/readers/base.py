@@ -48,6 +48,11 @@ class Reader(ABC):
         self.path, self.source, self.options, self.batch_size = path, source, options or {}, batch_size
         # (first, last) day the data is valid for, set by readers that can tell (GTFS calendars)
         self.period: tuple | None = None
+        self.keep: list[str] | None = None  # the columns the load reads (None: all)
+
+    def keep_only(self, columns: list[str]) -> None:
+        """Read only these columns (a reader may still return others; the load ignores them)."""
+        self.keep = list(columns)
 
     def error(self, message: str, **where: Any) -> InputError:
         return InputError(message, source=self.source, file=self.path.name, **where)

@@ -91,7 +91,7 @@ class CsvReader(Reader):
                                  encoding="utf8" if self.encoding.startswith("utf-8") else self.encoding)
         parse = pacsv.ParseOptions(delimiter=self.sep, newlines_in_values=True)
         convert = pacsv.ConvertOptions(column_types=dict.fromkeys(self.all_fields, pa.string()),
-                                       include_columns=self.header, strings_can_be_null=True, null_values=[""],
+                                       include_columns=self._kept(), strings_can_be_null=True, null_values=[""],
                                        quoted_strings_can_be_null=False)
         record = 1
         try:
@@ -107,6 +107,13 @@ class CsvReader(Reader):
             raise self.error(f"malformed CSV after record {record}: {exc}", line=record + 1) from None
         except UnicodeDecodeError:
             raise self._decode_error() from None
+
+    def _kept(self) -> list[str]:
+        """The header's columns to convert: those the load reads, in file order (all without keep_only)."""
+        if self.keep is None:
+            return self.header
+        keep = set(self.keep)
+        return [h for h in self.header if h in keep]
 
     def _batches_pandas(self) -> Iterator[pd.DataFrame]:
         line = 1

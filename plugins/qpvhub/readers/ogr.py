@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -12,6 +14,7 @@ import pyogrio
 from pyogrio.errors import DataLayerError, DataSourceError, FieldError, GeometryError
 
 from qpvhub.archive import SEVENZIP_MAGIC, extract_members
+from qpvhub.errors import InputError
 from qpvhub.readers.base import Reader, ReaderOutput, sniff_not_data
 
 OGR_ERRORS = (DataSourceError, DataLayerError, FieldError, GeometryError)
@@ -124,8 +127,11 @@ class GeoJsonReader(OgrReader):
 class ShapefileReader(OgrReader):
     """A zipped Shapefile set (.shp, .shx, .dbf, .prj, optional .cpg for the attribute encoding).
 
-    With several layers in the archive, `reader.member` names the .shp to read. A missing .prj is an
-    error unless the catalogue declares the CRS (`geometry.source_crs`).
+    With several layers in the archive, `reader.member` names the .shp to read; or `reader.members`, a
+    file-name pattern (`*_inondable_*_s_*.shp`), reads every matching layer one after the other (same CRS;
+    each must have the columns the load reads), `reader.member_column` then naming a column that holds
+    each row's layer (the file name without .shp): Géorisques delivers one layer per TRI, flood type and
+    scenario. A missing .prj is an error unless the catalogue declares the CRS (`geometry.source_crs`).
     """
 
     format = "shapefile"
@@ -133,6 +139,12 @@ class ShapefileReader(OgrReader):
 
     def check(self) -> None:
         super().check()
+        if self.options.get("members"):
+            self._layers = self._matching(str(self.options["members"]))
+            for shp in self._layers:
+                self._check_set(shp)
+            self._dataset = self._layers[0]
+            return
         if self.path.suffix.lower() != ".zip":
             shp = self.path  # a set already extracted (from a 7z by VectorReader)
         else:
@@ -143,6 +155,21 @@ class ShapefileReader(OgrReader):
                 raise self.error(f"expected one .shp in the archive{' named ' + member if member else ''}, "
                                  f"found {names}")
             shp = shps[0]
+        self._check_set(shp)
+        self._dataset = shp
+
+    def _matching(self, pattern: str) -> list[Path]:
+        """Every .shp of the archive whose file name matches `pattern` (case-insensitive), in path order."""
+        shps, _, dest = extract_members(self.path, source=self.source, suffixes=(".shp",))
+        found = [p for p in shps if fnmatch.fnmatch(p.name.lower(), pattern.lower())]
+        if not found:
+            names = sorted(p.relative_to(dest).as_posix() for p in shps)
+            raise self.error(f"no Shapefile matching {pattern!r} in the archive; its Shapefiles: {names[:20]}"
+                             + (" …" if len(names) > 20 else ""))
+        self._root = dest
+        return found
+
+    def _check_set(self, shp: Path) -> None:
         siblings = {p.suffix.lower() for p in shp.parent.glob(shp.stem + ".*")}
         for needed in (".shx", ".dbf"):
             if needed not in siblings:
@@ -150,7 +177,70 @@ class ShapefileReader(OgrReader):
         if ".prj" not in siblings and not self.options.get("crs"):
             raise self.error(f"{shp.name}: no .prj file, so the CRS is unknown; declare geometry.source_crs "
                              "in the catalogue if the publisher documents it")
-        self._dataset = shp
+
+    def _layer_name(self, shp: Path) -> str:
+        return shp.relative_to(self._root).as_posix()
+
+    def open(self) -> ReaderOutput:
+        if not self.options.get("members"):
+            return super().open()
+        self.check()
+        fields: dict[str, None] = {}
+        self._fields: dict[Path, list[str]] = {}
+        crs, first, features, gtype = None, None, 0, None
+        for shp in self._layers:
+            self._dataset = shp
+            try:
+                info = pyogrio.read_info(shp)
+            except (*OGR_ERRORS, RuntimeError) as exc:
+                raise self.error(f"cannot be read as a Shapefile: {str(exc).strip()}") from None
+            here = self.options.get("crs") or info.get("crs")
+            if first is None:
+                crs, first = here, shp
+            elif here != crs:
+                raise self.error(f"CRS {here!r} differs from {crs!r} of {self._layer_name(first)}: "
+                                 "the layers cannot be read as one")
+            self._fields[shp] = list(info["fields"])
+            fields.update(dict.fromkeys(info["fields"]))
+            features += int(info.get("features") or 0)
+            gtype = gtype or info.get("geometry_type")
+        column = self.options.get("member_column")
+        columns = [*fields, *([column] if column else [])]
+        return ReaderOutput(columns=columns, crs=crs, geometry_type=gtype,
+                            extra={"features": features, "layers": [self._layer_name(p) for p in self._layers]})
+
+    def keep_only(self, columns: list[str]) -> None:
+        """Every layer must have every column the load reads: the first one without is named."""
+        super().keep_only(columns)
+        column = self.options.get("member_column")
+        for shp, names in getattr(self, "_fields", {}).items():
+            missing = [c for c in columns if c not in names and c != column]
+            if missing:
+                self._dataset = shp
+                raise self.error(f"missing column(s) {missing}; this layer has {names}", column=missing[0])
+
+    def batches(self) -> Iterator[pd.DataFrame]:
+        if not self.options.get("members"):
+            yield from super().batches()
+            return
+        column, done = self.options.get("member_column"), 0
+        for shp in self._layers:
+            self._dataset, n = shp, 0
+            for df in super().batches():
+                n += len(df)
+                df["__feature"] = df["__feature"] + done  # numbered across the layers: one number, one row
+                if column:
+                    df[column] = shp.stem
+                yield df
+            done += n
+
+    def error(self, message: str, **where: Any) -> InputError:
+        """Name the layer being read, inside its archive."""
+        layers = getattr(self, "_layers", None)
+        if layers and getattr(self, "_dataset", None) in layers:
+            return InputError(message, source=self.source,
+                              file=f"{self.path.name}/{self._layer_name(self._dataset)}", **where)
+        return super().error(message, **where)
 
 
 class GpkgReader(OgrReader):
