@@ -160,14 +160,14 @@ def _book(tmp_path, rows: list[list], sheet: str = "Emboitements_IRIS", titles: 
     return path
 
 
-def test_xlsx_reads_the_sample_in_insee_layout() -> None:
+def test_xlsx_reads_the_sample_in_insee_layout(tmp_path: Path) -> None:
     """The DERIVED sample (INSEE's layout: ZIP, sheet Emboitements_IRIS, header on row 6) gives the very rows
     of the CSV it was built from, codes as text."""
     import csv as _csv
 
     from qpvhub.readers import get_reader
 
-    sample = ROOT / "include" / "sample_data" / "reference_IRIS_geo2021_reg52_53_DERIVED.zip"
+    sample = _copy(tmp_path, "reference_IRIS_geo2021_reg52_53_DERIVED.zip")  # readers extract next to the file
     reader = get_reader("xlsx")(sample, "iris_ref", {"sheet": "Emboitements_IRIS", "header_row": 6})
     assert reader.open().columns == ["CODE_IRIS", "LIB_IRIS", "TYP_IRIS", "GRD_QUART", "DEPCOM", "LIBCOM", "UU2020",
                                      "REG", "DEP"]
