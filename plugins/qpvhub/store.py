@@ -10,6 +10,7 @@ import hashlib
 import io
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -98,7 +99,11 @@ class LocalStore:
             raise StoreError(f"no object {key!r} in {self.root}") from exc
 
     def download(self, key: str, path: Path) -> None:
-        path.write_bytes(self.get_bytes(key))
+        """Copy the object to `path`, streamed (a national archive is hundreds of MB: never whole in memory)."""
+        try:
+            shutil.copyfile(self._path(key), path)
+        except FileNotFoundError as exc:
+            raise StoreError(f"no object {key!r} in {self.root}") from exc
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()

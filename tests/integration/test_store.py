@@ -50,9 +50,11 @@ def test_bad_keys_are_refused(store, key: str) -> None:
 
 
 @pytest.mark.s3
-def test_missing_object_error_names_it(store) -> None:
+def test_missing_object_error_names_it(store, tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="nope.txt"):
         store.get_bytes("published/nope.txt")
+    with pytest.raises(StoreError, match="nope.zip"):
+        store.download("raw/x/nope.zip", tmp_path / "nope.zip")
 
 
 def test_unreachable_s3_endpoint_is_named(tmp_path: Path) -> None:
