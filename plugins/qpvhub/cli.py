@@ -84,7 +84,7 @@ def _ingest_feeds(env, source, args: argparse.Namespace) -> int:
     from qpvhub.pipeline import ingest_collection
 
     t0 = time.monotonic()
-    print(f"→ {source.id}: ingesting every feed into {source.target.qualified} …", flush=True)
+    print(f"→ {source.id}: ingesting every part (feed, département) into {source.target.qualified} …", flush=True)
     results = ingest_collection(env, source, sample=args.sample, force=args.force, only=getattr(args, "feed", None))
     for feed, res in results:
         if isinstance(res, BaseException):
@@ -92,8 +92,8 @@ def _ingest_feeds(env, source, args: argparse.Namespace) -> int:
         elif res.status == "skipped":
             print(f"  {source.id}/{feed.id}: skipped (run {res.run_id}): {res.reason or 'unchanged'}")
         else:
-            print(f"  {source.id}/{feed.id}: {res.rows_loaded} stops loaded (run {res.run_id})")
-    print(f"  {source.id}: {len(results)} feed(s) in {time.monotonic() - t0:.1f}s")
+            print(f"  {source.id}/{feed.id}: {res.rows_loaded} rows loaded (run {res.run_id})")
+    print(f"  {source.id}: {len(results)} part(s) in {time.monotonic() - t0:.1f}s")
     return sum(isinstance(r, BaseException) for _, r in results)
 
 
