@@ -523,7 +523,7 @@ def ingest_collection(env: Env, source: Source, *, sample: bool = False, force: 
             log.error("source %s, feed %s: %s", source.id, feed.id, exc)
             results.append((feed, exc))
     absent = [r for _, r in results if isinstance(r, IngestResult) and r.reason and r.reason.startswith(NO_FILE)]
-    if absent and len(absent) == len(results):  # no département has a file: the pattern is wrong, not the map
+    if absent and len(absent) == len(results) and not only:  # no département has a file: the pattern is wrong
         raise FetchError(f"source {source.id}: no file at {source.production} for any of the "
                          f"{len(absent)} département(s) (HTTP 404 each): has the location moved?")
     return results
