@@ -44,6 +44,9 @@ def test_each_departement_a_partition_and_the_ones_without_a_tri_skipped(env, ca
                     for s in ("01For", "02Moy", "04Fai")]
     assert [(p, s) for p, s, _ in runs] == [(k, "success" if k == "dep_35" else "skipped") for k in sorted(results)]
     assert all("HTTP 404" in e for p, s, e in runs if s == "skipped")
+    # one département asked for, without a file: its skip, not "the location moved"
+    ((feed, res),) = ingest_collection(env, _at_loopback(catalog, http_source), only="dep_22")
+    assert feed.id == "dep_22" and res.status == "skipped" and "(HTTP 404)" in res.reason
 
 
 def test_no_departement_answering_is_a_failure_and_keeps_the_last_load(env, catalog, http_source) -> None:
