@@ -101,8 +101,9 @@ def build_collection_dag(source: Source) -> DAG:
     over them so that a failing feed is reported (the task fails at the end) while the others load."""
     doc = (f"### Ingest `{source.id}` (a collection of feeds)\n{source.title}\n\n{source.description}\n\n"
            f"- target: `{source.target.qualified}`, one partition per feed\n- production: "
-           f"{redact_url(source.production) if source.production else NO_PRODUCTION}\n\nConf `{{\"feed\": \"star\"}}` "
-           "loads one feed, `{\"sample\": true}` the bundled ones, `{\"force\": true}` even unchanged.")
+           f"{redact_url(source.production) if source.production else NO_PRODUCTION}\n\nConf `{{\"feed\": "
+           f"\"{source.feeds()[0].id if source.feeds() else 'ID'}\"}}` loads one part (a feed, a département), "
+           "`{\"sample\": true}` the bundled ones, `{\"force\": true}` even unchanged.")
     with _ingest_dag(source, doc, functools.partial(_notify_task_failure, f"ingest {source.id}"),
                      {"sample": False, "force": False, "feed": None}) as dag:
 
