@@ -138,9 +138,8 @@ def run(args: argparse.Namespace, uri: str) -> None:
     small = generate(args.rows, data / f"bpe_{args.rows}.csv")
     spec = str(ROOT / "include" / "sources" / "bpe.yml")
     from qpvhub.catalog import load_source
-    from qpvhub.load import source_columns
 
-    fields = source_columns(load_source(Path(spec)))  # what the entry reads; the peers read the same
+    fields = load_source(Path(spec)).file_columns()  # what the entry reads; the peers read the same
     q_times, q_rss, o_times, g_times, g_rss, steps, n_times = [], [], [], [], [], [], []
     for _ in range(args.repeat):
         out, rss = run_child(CHILD_QPVHUB, spec, str(small))

@@ -530,6 +530,14 @@ class Source(Strict):
             update["cog"] = self.cog.model_copy(update={"year": self.cog.sample_year})
         return self.model_copy(update=update) if update else self
 
+    def file_columns(self) -> list[str]:
+        """The file's columns a load reads (mapped columns, row filters, x/y): what must be in the file,
+        what the reader converts, what `sources check` looks for."""
+        names = [c.source for c in self.columns.values() if c.source] + list(self.row_filter)
+        if self.geometry and self.geometry.from_columns:
+            names += [self.geometry.x, self.geometry.y]
+        return list(dict.fromkeys(n for n in names if n))
+
     def cog_year(self) -> int | None:
         """The COG year of the file this entry reads (declared, else its millésime); None without `cog`."""
         if not self.cog:

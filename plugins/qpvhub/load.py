@@ -63,17 +63,9 @@ def srid_of(crs: str | None, source: str) -> int:
     return epsg
 
 
-def source_columns(source: Source) -> list[str]:
-    """The file's columns a load reads: mapped columns, row filters, x/y (the rest is never parsed)."""
-    wanted = [c.source for c in source.columns.values() if c.source] + list(source.row_filter)
-    if source.geometry and source.geometry.from_columns:
-        wanted += [source.geometry.x, source.geometry.y]
-    return list(dict.fromkeys(wanted))
-
-
 def check_columns(source: Source, available: list[str], filename: str) -> None:
     """Every mapped source column must exist in the file: name all missing ones at once."""
-    missing = [c for c in source_columns(source) if c not in available]
+    missing = [c for c in source.file_columns() if c not in available]
     if missing:
         raise InputError(
             f"missing column(s) {missing}; the file has {available}",

@@ -237,7 +237,7 @@ def stage_file(env: Env, source: Source, run_id: str, path: Path) -> load.StageR
     reader = get_reader(source.format)(path, source.id, options)
     info = reader.open()
     load.check_columns(source, info.columns, path.name)
-    reader.keep_only(load.source_columns(source))  # BPE24 has 89 columns, the entry reads 10
+    reader.keep_only(source.file_columns())  # BPE24 has 89 columns, the entry reads 10
     srid = load.srid_of(declared_crs or info.crs, source.id) if source.geometry else None
     deps = region_departements(env) if source.region_filter else None
     raw_table, final_table = load.staging_names(source, run_id)

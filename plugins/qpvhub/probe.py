@@ -62,15 +62,6 @@ class Probe:
         return "  ".join(p for p in parts if p)
 
 
-def declared_fields(source: Source) -> list[str]:
-    """The source columns an entry reads (x/y included), as the file must name them."""
-    names = [c.source for c in source.columns.values() if c.source]
-    if source.geometry and source.geometry.from_columns:
-        names += [source.geometry.x, source.geometry.y]
-    names += list(source.row_filter)
-    return list(dict.fromkeys(n for n in names if n))
-
-
 def _csv_header(head: bytes, source: Source) -> list[str]:
     enc = source.reader.get("encoding", "utf-8-sig")
     text = codecs.getincrementaldecoder("utf-8-sig" if enc.lower().replace("_", "-") in ("utf-8", "utf8")
@@ -180,7 +171,7 @@ def _columns_by_reader(source: Source, data: bytes, name: str) -> list[str]:
 def compare_layout(source: Source, *, head: bytes, whole: bytes | None,
                    members: list[str] | None) -> tuple[str, list[str]]:
     """(what was checked, drift list) for the bytes that could be read."""
-    wanted = declared_fields(source)
+    wanted = source.file_columns()
     member = str(source.reader.get("member") or "")
     if head[:6] == SEVENZIP_MAGIC:
         if whole is not None:
