@@ -13,7 +13,7 @@ from qpvhub.errors import FetchError
 from qpvhub.fetch import fetch
 from qpvhub.indicators import run_indicators
 from qpvhub.pipeline import ingest, ingest_samples
-from qpvhub.publish import publish_region
+from qpvhub.publish import pdf, publish_region
 
 from tests.conftest import COG_SAMPLE, SAMPLES, as_role
 
@@ -108,6 +108,25 @@ def test_withdrawing_a_theme_removes_its_files_from_latest(env, catalog, regions
     listed = {line.split("  ", 1)[1] for line in (latest / "SHA256SUMS").read_text().splitlines()}
     assert listed == set(names) - {"SHA256SUMS"}
     subprocess.run(["sha256sum", "--quiet", "-c", "SHA256SUMS"], cwd=latest, check=True)
+
+
+def test_an_unchanged_fiche_keeps_its_published_pdf(env, catalog, regions, monkeypatch) -> None:
+    """Chromium is not byte-reproducible everywhere: a re-publish must not print an unchanged fiche again."""
+    if pdf.browser() is None:
+        pytest.skip("no Chromium on this machine")
+    _load(env, catalog)
+    printed: list[list[str]] = []
+    real = pdf.print_pdfs
+    monkeypatch.setattr(pdf, "print_pdfs", lambda pages, *a, **k: printed.append(sorted(pages)) or real(pages, *a, **k))
+    publish_region(env, regions["53"])
+    assert printed == [[f"QP03500{i}" for i in range(1, 7)]]
+    latest = env.settings.store.path / "published" / "53" / "qpv_profil" / "latest"
+    kept = (latest / "qpv" / "QP035002.pdf").read_bytes()
+    (latest / "qpv" / "QP035003.pdf").write_bytes(b"%PDF-1.4 damaged")  # no longer the bytes SHA256SUMS lists
+    printed.clear()
+    publish_region(env, regions["53"])
+    assert printed == [["QP035003"]]  # the damaged one printed again, the five others kept
+    assert (latest / "qpv" / "QP035002.pdf").read_bytes() == kept
 
 
 def test_datapackage_follows_lineage_and_rules_even_with_the_same_files(env, catalog, regions) -> None:

@@ -238,7 +238,8 @@ def publish_region(env, region: Region, *, airflow_run_id: str | None = None, ke
     fiche_dir = Path(tempfile.mkdtemp(prefix="qpvhub-fiches-"))
     try:
         fiches = _fiches(gdf, fiche.docs_of(families, millesimes), region, generation, threshold, runs, sources,
-                         qpv_maps, fiche_dir, past, networks)
+                         qpv_maps, fiche_dir, past, networks,
+                         pdf.Printed(env.store, f"published/{region.code}/{product_base}/latest"))
         common = {"fields": fields, "runs": runs, "sources": sources, "airflow_run_id": airflow_run_id, "keep": keep,
                   "threshold": threshold, "quality_key": quality_key, "qpv_maps": qpv_maps, "generation": generation,
                   "fiches": fiches, "communes": communes, "past": past}
@@ -293,9 +294,11 @@ def _stamp(runs: list[dict]) -> str:
 
 def _fiches(gdf: gpd.GeoDataFrame, docs: dict[str, fiche.Doc], region: Region, generation: int, threshold: int,
             runs: list[dict], sources: dict, qpv_maps: dict[str, str], out: Path,
-            past: pd.DataFrame | None = None, networks: dict[str, list[str]] | None = None) -> list[dict]:
+            past: pd.DataFrame | None = None, networks: dict[str, list[str]] | None = None,
+            printed: pdf.Printed | None = None) -> list[dict]:
     """Render every QPV's fiche (HTML, and its PDF when Chromium is there) once for the region; each product
-    ships those of its QPV. Returns one entry per file: code_qp, name (`qpv/<code>.<ext>`), path, title."""
+    ships those of its QPV. An unchanged fiche keeps its published PDF (`printed`), others are printed.
+    Returns one entry per file: code_qp, name (`qpv/<code>.<ext>`), path, title."""
     columns = set(gdf.columns)
     stamp = _stamp(runs)
     rows = gdf.drop(columns="geometry").to_dict("records")
@@ -316,11 +319,22 @@ def _fiches(gdf: gpd.GeoDataFrame, docs: dict[str, fiche.Doc], region: Region, g
         title = f"{row['lib_qp']} ({code}), {row['lib_com']} — fiche quartier"
         entries.append({"code_qp": code, "name": f"qpv/{code}.html", "path": path, "title": title,
                         "format": "html", "mediatype": "text/html; charset=utf-8"})
-    if pdf.browser() is None:
+    pdfs: dict[str, Path] = {}
+    for code, page in pages.items():
+        before = printed.get(page.read_bytes()) if printed else None
+        if before is not None:
+            pdfs[code] = out / f"{code}.pdf"
+            pdfs[code].write_bytes(before)
+    to_print = {code: page for code, page in pages.items() if code not in pdfs}
+    if to_print and pdf.browser() is None:
         log.warning("region %s: no Chromium on this machine, fiches published without their PDF "
                     "(install Debian's chromium or set QPVHUB_CHROMIUM)", region.code)
         return entries
-    for code, path in pdf.print_pdfs(pages, out, stamp).items():
+    if to_print:
+        pdfs.update(pdf.print_pdfs(to_print, out, stamp))
+    log.info("region %s: %d fiche(s) printed to PDF, %d unchanged kept their published PDF",
+             region.code, len(to_print), len(pages) - len(to_print))
+    for code, path in sorted(pdfs.items()):
         title = next(e["title"] for e in entries if e["code_qp"] == code)
         entries.append({"code_qp": code, "name": f"qpv/{code}.pdf", "path": path, "title": title + " (PDF)",
                         "format": "pdf", "mediatype": "application/pdf"})

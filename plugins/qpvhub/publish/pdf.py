@@ -2,12 +2,14 @@
 
 Chromium rather than WeasyPrint: the PDF is then exactly what a partner gets when printing the page from a
 browser (same layout engine, same CSS), it writes a tagged PDF (accessible structure), and the tests already
-need it. Its only varying bytes are the creation and modification dates: both are set to the data's date,
-so the same fiche prints to the same bytes on the same machine.
+need it. Its creation and modification dates are set to the data's date. Chromium is still not byte-reproducible
+everywhere (CI once printed an unchanged fiche to other bytes), so a fiche whose HTML is the one already
+published keeps its published PDF (`Printed`): a re-publish of the same data is the same version.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -39,6 +41,28 @@ def _fixed_dates(pdf: bytes, stamp: str) -> bytes:
     """The PDF with its two dates set to `stamp` (YYYY-MM-DD…): same length, so offsets stay valid."""
     digits = re.sub(r"\D", "", stamp)[:8].ljust(8, "0") + "000000"
     return _DATES.sub(lambda m: b"/" + m.group(1) + b" (D:" + digits.encode() + m.group(2) + b")", pdf)
+
+
+class Printed:
+    """The PDFs of a published version, found by the SHA-256 of the HTML each was printed from (its SHA256SUMS)."""
+
+    def __init__(self, store, prefix: str) -> None:
+        self.store, self.prefix, self.by_html = store, prefix.rstrip("/"), {}
+        if not store.exists(f"{self.prefix}/SHA256SUMS"):
+            return
+        sums = dict(reversed(line.split("  ", 1)) for line in
+                    store.get_bytes(f"{self.prefix}/SHA256SUMS").decode().splitlines() if "  " in line)
+        for name, digest in sums.items():
+            if name.endswith(".html") and name[:-5] + ".pdf" in sums:
+                self.by_html[digest] = (name[:-5] + ".pdf", sums[name[:-5] + ".pdf"])
+
+    def get(self, html: bytes) -> bytes | None:
+        """The published PDF of this HTML, when its bytes still match their listed digest; else None."""
+        found = self.by_html.get(hashlib.sha256(html).hexdigest())
+        if found is None or not self.store.exists(f"{self.prefix}/{found[0]}"):
+            return None
+        data = self.store.get_bytes(f"{self.prefix}/{found[0]}")
+        return data if hashlib.sha256(data).hexdigest() == found[1] else None
 
 
 def print_pdfs(pages: dict[str, Path], out_dir: Path, stamp: str, *, exe: str | None = None,
