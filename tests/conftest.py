@@ -72,6 +72,40 @@ def as_role(uri: str, role: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{auth}@{host}"))
 
 
+def loaded_before(uri: str, tmp_path: Path, migration: str, create: str, insert: str, source_id: str,
+                  millesime: str) -> list[str]:
+    """A database migrated up to (not including) `migration`, holding a table as the loader created it then
+    (`create`, `insert`) and the successful run 'old' that loaded it; returns the migrations applied next."""
+    import dataclasses
+    import shutil
+
+    from qpvhub.config import load_settings
+    from qpvhub.db import migrate
+
+    before = tmp_path / "project"
+    shutil.copytree(ROOT / "sql", before / "sql", ignore=shutil.ignore_patterns(f"{migration}_*"))
+    migrate(uri, dataclasses.replace(load_settings(), project=before))
+    with psycopg.connect(uri) as conn:
+        conn.execute("SET ROLE qpvhub_loader")
+        conn.execute(create)
+        conn.execute(insert)
+        conn.execute("INSERT INTO meta.source_runs (run_id, source_id, status, millesime, finished_at) "
+                     "VALUES ('old', %s, 'success', %s, now())", (source_id, millesime))
+        conn.commit()
+    return migrate(uri)
+
+
+def converted(uri: str, table: str, columns: str) -> tuple[str, list[tuple], str]:
+    """After a migration that partitions `table` by release: its kind ('p'), its rows (`columns`, ordered)
+    and the part recorded for the run 'old' of `loaded_before`."""
+    with psycopg.connect(uri) as conn:
+        kind = conn.execute("SELECT relkind FROM pg_class WHERE oid = %s::regclass", (table,)).fetchone()[0]
+        rows = conn.execute(sql.SQL("SELECT {} FROM {} ORDER BY 1, 2").format(
+            sql.SQL(columns), sql.Identifier(*table.split(".")))).fetchall()
+        recorded = conn.execute("SELECT part FROM meta.source_runs WHERE run_id = 'old'").fetchone()[0]
+    return kind, rows, recorded
+
+
 def _with_db(uri: str, dbname: str) -> str:
     parts = urlsplit(uri)
     return urlunsplit(parts._replace(path="/" + dbname))

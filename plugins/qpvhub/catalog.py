@@ -239,6 +239,10 @@ class Layout(Strict):
 
     releases: tuple[int, int | None] = Field(description="first and last release (null: up to now)")
     columns: dict[str, str | None] = Field(default_factory=dict)
+    reader: dict[str, Any] = Field(default_factory=dict, description="reader options of these releases, over the "
+                                                                     "entry's (e.g. the archive member's name)")
+    cog_year: int | None = Field(default=None, ge=1943, description="COG year of these releases' commune codes, "
+                                                                    "when not the entry's cog.year")
     note: str = ""
 
     def covers(self, release: int) -> bool:
@@ -471,6 +475,8 @@ class Source(Strict):
                 raise ValueError(f"series layout {list(lay.releases)} names columns that are not declared: {unknown}")
             if lay.releases[1] is not None and lay.releases[1] < lay.releases[0]:
                 raise ValueError(f"series layout {list(lay.releases)}: the last release is before the first")
+            if lay.cog_year is not None and self.cog is None:
+                raise ValueError(f"series layout {list(lay.releases)}: cog_year without the entry's cog")
         spans = sorted(lay.releases for lay in self.series.layouts)
         for (_, last), (first, _) in itertools.pairwise(spans):
             if last is None or last >= first:
@@ -478,7 +484,8 @@ class Source(Strict):
         return self
 
     def for_release(self, label: Any) -> Source:
-        """This entry for one release of its series: the release's layout applied, `{release}` filled in."""
+        """This entry for one release of its series: the release's layout (columns, reader options, COG year)
+        applied, `{release}` filled in."""
         if not self.series:
             return self
         release = release_of(label, self.id)
@@ -494,7 +501,10 @@ class Source(Strict):
                 col = col.model_copy(update={"source": src, "absent": src is None,
                                              "required": col.required and src is not None})
             columns[name] = col
-        return self.model_copy(update={"columns": columns})._as_part(
+        update: dict[str, Any] = {"columns": columns, "reader": {**self.reader, **layout.reader}}
+        if layout.cog_year is not None and self.cog is not None:
+            update["cog"] = self.cog.model_copy(update={"year": layout.cog_year})
+        return self.model_copy(update=update)._as_part(
             self.series.column, release, release=release, millesime=str(release),
             sample=self.series.samples.get(release, self.sample if release == self.series.current else None))
 

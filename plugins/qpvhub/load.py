@@ -147,6 +147,7 @@ def convert_batch(df: pd.DataFrame, source: Source, filename: str, run_id: str,
         df = df[inside | ~well_formed]
     out = pd.DataFrame(index=df.index)
     decimal = source.reader.get("decimal", ".")
+    markers = [str(m) for m in source.reader.get("null_values", [])]
     where_kind = "line" if source.format == "csv" else "feature"
     for name, col in source.columns.items():
         if col.derived:
@@ -155,7 +156,7 @@ def convert_batch(df: pd.DataFrame, source: Source, filename: str, run_id: str,
         if col.source is None:
             out[name] = col.constant
             continue
-        raw = df[col.source]
+        raw = _without_markers(df[col.source], markers) if markers else df[col.source]
         if col.type == "text":
             arr = pc.utf8_trim_whitespace(_arrow_text(raw))
             arr = pc.if_else(pc.equal(arr, ""), pa.scalar(None, pa.string()), arr)
@@ -201,6 +202,16 @@ def convert_batch(df: pd.DataFrame, source: Source, filename: str, run_id: str,
         wkb = df["__wkb"]
         out["__geom"] = [w.hex() if isinstance(w, bytes | bytearray) else None for w in wkb]
     return out
+
+
+def _without_markers(values: pd.Series, markers: list[str]) -> pd.Series:
+    """The column with the publisher's "not released" codes (`reader.null_values`, INSEE's `ns`, `nd`, `s`,
+    `so`) made NULL: a cell under secrecy is missing, not a bad number."""
+    if pd.api.types.is_numeric_dtype(values):
+        return values
+    arr = pc.utf8_trim_whitespace(_arrow_text(values))
+    arr = pc.if_else(pc.is_in(arr, value_set=pa.array(markers, pa.string())), pa.scalar(None, pa.string()), arr)
+    return pd.Series(pd.arrays.ArrowExtensionArray(arr), index=values.index)
 
 
 def _raise_first(mask: pd.Series, df: pd.DataFrame, raw: pd.Series, source: Source, filename: str,

@@ -290,10 +290,10 @@ def stage_file(env: Env, source: Source, run_id: str, path: Path) -> load.StageR
             raise NothingForRegions(
                 f"source {source.id}: none of the {in_file[0]} rows of {path.name} is in the deployment's regions "
                 f"({where}); nothing loaded, the previous load stays")
-        result.translation = cog.translate(conn, source, final_table)
-        if source.transform:
+        if source.transform:  # before the COG translation: a transform may fill the codes it translates
             sql_path = env.settings.sql_dir / "transforms" / source.transform
             load.run_transform(conn, sql_path.read_text(encoding="utf-8"), final_table)
+        result.translation = cog.translate(conn, source, final_table)
         load.create_check_view(conn, source, final_table, region_bboxes(env))
         conn.commit()
     return result
@@ -575,9 +575,9 @@ class IngestResult:
 
 def for_run(source: Source, release: Any = None, *, sample: bool = False, feed: Any = None,
             url: str | None = None) -> Source:
-    """The entry a run loads: for a series, one release (given, else the current one, else — offline — the
-    newest bundled sample); for a collection, one feed (a Feed, or the id of a listed one); other entries
-    as they are (a release or feed given to them is an error). Reading the bundled sample (no `url`), the
+    """The entry a run loads: for a series, one release (given, else the current one; offline, when that one is
+    not bundled, the newest bundled sample); for a collection, one feed (a Feed, or the id of a listed one);
+    other entries as they are (a release or feed given to them is an error). Reading the bundled sample (no `url`), the
     sample's millésime and COG year apply."""
     one = _for_run(source, release, sample=sample, feed=feed)
     return one.as_sample() if sample and not url else one
@@ -603,8 +603,9 @@ def _for_run(source: Source, release: Any = None, *, sample: bool = False, feed:
         return source
     if release is None:
         release = source.series.current
-        if release is None and sample and source.series.samples:
-            release = max(source.series.samples)
+        bundled = source.series.samples
+        if sample and bundled and (release is None or (release not in bundled and not source.sample)):
+            release = max(bundled)  # offline, the current release not bundled (Filosofi 2021): the newest that is
         if release is None:
             raise QpvhubError(f"source {source.id} is a series: give the release to load (--release YEAR)")
     return source.for_release(release)

@@ -331,6 +331,8 @@ def probe_source(source: Source, *, timeout: float = 20.0, previous: dict | None
     p = Probe(source.id)
     if source.collection:
         return _probe_collection(source, p, timeout, departements)
+    if source.series and source.series.current is not None:
+        source = source.for_release(source.series.current)  # what a schedule loads: that release's layout
     try:
         if source.datagouv:
             d = source.datagouv

@@ -10,8 +10,9 @@
 --     theme: socio-démographie
 --     method: >
 --       Médiane, sur les IRIS de la commune principale du QPV publiés par Filosofi (IRIS sous le
---       secret statistique exclus), du taux de pauvreté de l'IRIS (DISP_TP6019). Repère du territoire
---       environnant, non pondéré par la population : ce n'est pas le taux de pauvreté de la commune.
+--       secret statistique exclus), du taux de pauvreté de l'IRIS (DISP_TP60<AA>, AA l'année du
+--       millésime). Repère du territoire environnant, non pondéré par la population : ce n'est pas le
+--       taux de pauvreté de la commune.
 --       Portée « commune » ; le nombre d'IRIS retenus est le dénominateur.
 --     millesime: Filosofi (millésime de la source)
 --     range: [0, 100]
@@ -21,7 +22,7 @@
 --     theme: socio-démographie
 --     method: >
 --       Médiane, sur les IRIS de la commune principale du QPV, du revenu disponible médian par UC de
---       l'IRIS (DISP_MED19). Repère non pondéré ; portée « commune ».
+--       l'IRIS (DISP_MED<AA>). Repère non pondéré ; portée « commune ».
 --     millesime: Filosofi (millésime de la source)
 --     range: [1000, 80000]
 -- ---

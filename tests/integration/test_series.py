@@ -191,38 +191,25 @@ def test_a_table_loaded_before_releases_were_kept_becomes_a_release(empty_db: st
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """Migration 010 on a deployment that loaded SIG Ville once (plain table, primary key on code_qp): the
     rows become the partition of the release they were loaded as, and the next release loads beside them."""
-    import dataclasses
-    import shutil
-
     from qpvhub import load
     from qpvhub.catalog import load_catalog
-    from qpvhub.config import load_settings
-    from qpvhub.db import migrate
     from qpvhub.pipeline import Env
+
+    from tests.conftest import converted, loaded_before
 
     monkeypatch.setenv("AIRFLOW_CONN_QPVHUB_POSTGIS", empty_db)
     monkeypatch.setenv("QPVHUB_HOME", str(tmp_path / "home"))
-    before = tmp_path / "project"
-    shutil.copytree(ROOT / "sql", before / "sql", ignore=shutil.ignore_patterns("010_*"))
-    migrate(empty_db, dataclasses.replace(load_settings(), project=before))
     catalog = load_catalog(ROOT / "include" / "sources")
     spec = catalog["sigville_ipro"].for_release(2022)
     cols = ", ".join(f'"{n}" {load._pg_type(spec, n)}' for n in spec.columns if n != "release")
-    with psycopg.connect(empty_db) as conn:
-        conn.execute("SET ROLE qpvhub_loader")  # as the loader created it
-        conn.execute(f"CREATE TABLE src.sigville_ipro ({cols}, source_run_id text, PRIMARY KEY (code_qp))")
-        conn.execute("INSERT INTO src.sigville_ipro (code_qp, lib_qp, taux_emploi, source_run_id) VALUES "
-                     "('QP035002', 'Villejean', 35.8, 'old'), ('QP035003', 'Les Clôteaux', 44.1, 'old')")
-        conn.execute("INSERT INTO meta.source_runs (run_id, source_id, status, millesime, finished_at) "
-                     "VALUES ('old', 'sigville_ipro', 'success', '2022', now())")
-        conn.commit()
-    assert "010" in migrate(empty_db)
-    with psycopg.connect(empty_db) as conn:
-        kind = conn.execute("SELECT relkind FROM pg_class WHERE oid = 'src.sigville_ipro'::regclass").fetchone()[0]
-        rows = conn.execute("SELECT release, code_qp, taux_emploi FROM src.sigville_ipro ORDER BY 2").fetchall()
-        recorded = conn.execute("SELECT part FROM meta.source_runs WHERE run_id = 'old'").fetchone()[0]
-    assert kind == "p" and recorded == "2022"
-    assert rows == [(2022, "QP035002", 35.8), (2022, "QP035003", 44.1)]
+    applied = loaded_before(
+        empty_db, tmp_path, "010",
+        f"CREATE TABLE src.sigville_ipro ({cols}, source_run_id text, PRIMARY KEY (code_qp))",
+        "INSERT INTO src.sigville_ipro (code_qp, lib_qp, taux_emploi, source_run_id) VALUES "
+        "('QP035002', 'Villejean', 35.8, 'old'), ('QP035003', 'Les Clôteaux', 44.1, 'old')", "sigville_ipro", "2022")
+    assert "010" in applied
+    assert converted(empty_db, "src.sigville_ipro", "release, code_qp, taux_emploi") == (
+        "p", [(2022, "QP035002", 35.8), (2022, "QP035003", 44.1)], "2022")
     env = Env.from_settings()
     for sid in ("cog_communes", "qpv_2015"):
         ingest(env, catalog[sid], sample=True)

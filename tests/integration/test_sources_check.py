@@ -226,3 +226,16 @@ def test_one_file_per_departement_is_probed_for_each_departement(catalog, http_s
     # no département answers: unreachable, each reason said
     (p,) = check_sources({"flood_zones": flood}, timeout=3, departements=["22"])
     assert not p.reachable and p.status == "none for 22 (HTTP 404)"
+
+
+def test_a_series_is_checked_in_its_current_release_layout(catalog, http_source) -> None:
+    """Filosofi's current release (2021): its member is picked beside the `meta_` file and its DISP_*21 names are
+    looked for; the 2019 names the bundled release uses are not asked of the production file."""
+    from tests.integration.test_filosofi_releases import _layout_2021
+
+    filo = catalog["filosofi_iris"].model_copy(update={"url": http_source.put("filo.zip", _layout_2021())})
+    p = probe_source(filo)
+    assert p.ok and "BASE_TD_FILO_IRIS_2021_DISP.csv" in p.layout, p.line()
+    http_source.put("filo.zip", _layout_2021(member="BASE_TD_FILO_IRIS_2022_DISP.csv"))
+    p = probe_source(filo)
+    assert not p.ok and "member BASE_TD_FILO_IRIS_2021_DISP.csv: 0 found" in " ".join(p.drift), p.line()

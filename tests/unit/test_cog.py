@@ -87,7 +87,9 @@ def test_summary_names_counts_and_splits() -> None:
 def test_catalogue_entries_on_older_geographies_declare_it() -> None:
     cat = load_catalog(ROOT / "include" / "sources")
     assert cat["iris_ref"].as_sample().cog_year() == 2021 and cat["iris_ref"].cog_year() == 2024
-    assert cat["filosofi_iris"].cog_year() == 2021
+    # Filosofi: each release on its own geography (2019 on COG 2021, 2021 on COG 2022)
+    assert cat["filosofi_iris"].for_release(2019).cog_year() == 2021
+    assert cat["filosofi_iris"].for_release(2021).cog_year() == 2022
     assert cat["cog_communes"].cog_year() is None
 
 
