@@ -111,6 +111,12 @@ def freshness(uri: str, sources: dict[str, Source], now: dt.datetime | None = No
             f"SELECT DISTINCT ON (k) k, data_until, millesime, finished_at FROM (SELECT {key} AS k, * "
             "FROM meta.source_runs) r WHERE status = 'success' ORDER BY k, finished_at DESC",
             {"feeds": feeds}).fetchall()}
+        # the releases of each series loaded, to say when the one a schedule loads (`current`) is not
+        releases: dict[str, list[int]] = {}
+        for sid, part in conn.execute(
+                "SELECT DISTINCT source_id, part FROM meta.source_runs WHERE status = 'success' AND part ~ '^[0-9]+$' "
+                "AND source_id = ANY(%s) ORDER BY 1, 2", ([sid for sid, src in sources.items() if src.series],)):
+            releases.setdefault(sid, []).append(int(part))
         # each feed's validity window and reference week (GTFS), shown on its line
         validity = {r[0]: r[1:] for r in conn.execute(
             f"SELECT DISTINCT ON (k) k, data_from, data_until FROM (SELECT {key} AS k, * FROM meta.source_runs) r "
@@ -148,6 +154,11 @@ def freshness(uri: str, sources: dict[str, Source], now: dt.datetime | None = No
             span = f"valid {start.isoformat()} → {until.isoformat()}" + (
                 f", reference week of {weeks[sid].isoformat()}" if weeks.get(sid) else "")
             f.data_note = "; ".join(x for x in (f.data_note, span) if x)
+        if src.series and releases.get(sid):
+            current = src.series.current
+            note = f"releases {', '.join(map(str, releases[sid]))} loaded" + (
+                f"; the current release, {current}, is not" if current and current not in releases[sid] else "")
+            f.data_note = "; ".join(x for x in (f.data_note, note) if x)
         if not src.production:
             f.data_note = "; ".join(x for x in (f.data_note, "no production location (not scheduled)") if x)
         out.append(f)

@@ -55,9 +55,17 @@ def _reference(env, catalog) -> None:
         assert all(r.status == "success" for r in ingest_samples(env, catalog[sid]))
 
 
+def _status(env, catalog) -> str:
+    """What `qpvhub status` says of the entry's data."""
+    from qpvhub.monitor import freshness
+
+    return next(f.data_note for f in freshness(env.uri, catalog) if f.source_id == "filosofi_iris")
+
+
 def test_the_2021_release_loads_beside_the_bundled_2019_one(env, catalog, http_source) -> None:
     _reference(env, catalog)
     assert [r.status for r in ingest_samples(env, catalog["filosofi_iris"])] == ["success"]  # 2019, offline
+    assert _status(env, catalog) == "releases 2019 loaded; the current release, 2021, is not"
     url = http_source.put("BASE_TD_FILO_IRIS_2021_DISP_CSV.zip", _layout_2021())
     res = ingest(env, catalog["filosofi_iris"], url=url)  # no --release: the current one, 2021
     assert res.status == "success" and res.rows_loaded == 1021, res
@@ -77,6 +85,7 @@ def test_the_2021_release_loads_beside_the_bundled_2019_one(env, catalog, http_s
     assert all(v is not None for v in cells["352380104"][::2])  # only the not-released cell is NULL
     assert communes[0] == communes[1] > 0  # the commune is the IRIS code's, moved where it merged since
     assert part == ("2021", "2021")
+    assert _status(env, catalog) == "releases 2019, 2021 loaded"
     run_indicators(env.uri, env.settings.sql_dir)
     with psycopg.connect(env.uri) as conn:
         latest = conn.execute("SELECT DISTINCT millesime FROM mart.qpv_indicator "
