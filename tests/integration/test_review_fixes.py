@@ -111,22 +111,26 @@ def test_withdrawing_a_theme_removes_its_files_from_latest(env, catalog, regions
 
 
 def test_an_unchanged_fiche_keeps_its_published_pdf(env, catalog, regions, monkeypatch) -> None:
-    """Chromium is not byte-reproducible everywhere: a re-publish must not print an unchanged fiche again."""
+    """Chromium is not byte-reproducible everywhere: a re-publish must not print an unchanged fiche again, and
+    a publish with nothing new puts latest/ back to what its version lists."""
     if pdf.browser() is None:
         pytest.skip("no Chromium on this machine")
     _load(env, catalog)
     printed: list[list[str]] = []
     real = pdf.print_pdfs
     monkeypatch.setattr(pdf, "print_pdfs", lambda pages, *a, **k: printed.append(sorted(pages)) or real(pages, *a, **k))
-    publish_region(env, regions["53"])
+    first = publish_region(env, regions["53"])
     assert printed == [[f"QP03500{i}" for i in range(1, 7)]]
     latest = env.settings.store.path / "published" / "53" / "qpv_profil" / "latest"
-    kept = (latest / "qpv" / "QP035002.pdf").read_bytes()
+    version = latest.parent / first.version
     (latest / "qpv" / "QP035003.pdf").write_bytes(b"%PDF-1.4 damaged")  # no longer the bytes SHA256SUMS lists
+    (latest / "qpv" / "QP035004.html").unlink()  # and a file gone from latest/
     printed.clear()
-    publish_region(env, regions["53"])
-    assert printed == [["QP035003"]]  # the damaged one printed again, the five others kept
-    assert (latest / "qpv" / "QP035002.pdf").read_bytes() == kept
+    again = publish_region(env, regions["53"])
+    assert printed == []  # every fiche unchanged: each PDF taken from latest/, or from the version when damaged
+    assert again.status == "unchanged" and again.version == first.version
+    assert (latest / "qpv" / "QP035003.pdf").read_bytes() == (version / "qpv" / "QP035003.pdf").read_bytes()
+    subprocess.run(["sha256sum", "--quiet", "-c", "SHA256SUMS"], cwd=latest, check=True)  # latest/ put back
 
 
 def test_datapackage_follows_lineage_and_rules_even_with_the_same_files(env, catalog, regions) -> None:

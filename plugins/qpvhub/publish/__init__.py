@@ -28,7 +28,7 @@ from qpvhub.catalog import Region, load_catalog
 from qpvhub.db import connect
 from qpvhub.errors import QpvhubError
 from qpvhub.indicators import SCOPE_SUFFIX, load_families, theme_view_name
-from qpvhub.publish import fiche, pdf
+from qpvhub.publish import fiche, latest, pdf
 from qpvhub.publish import series as history
 from qpvhub.publish.portal import choropleth_svg, key_maps, map_indicator, portal_html, qpv_maps_svg
 from qpvhub.publish.secrecy import METHOD, PUBLIC_FLAG, Rule, apply_secrecy, describe, disclosures, table_from_published
@@ -239,7 +239,7 @@ def publish_region(env, region: Region, *, airflow_run_id: str | None = None, ke
     try:
         fiches = _fiches(gdf, fiche.docs_of(families, millesimes), region, generation, threshold, runs, sources,
                          qpv_maps, fiche_dir, past, networks,
-                         pdf.Printed(env.store, f"published/{region.code}/{product_base}/latest"))
+                         pdf.Printed(env.store, f"published/{region.code}/{product_base}"))
         common = {"fields": fields, "runs": runs, "sources": sources, "airflow_run_id": airflow_run_id, "keep": keep,
                   "threshold": threshold, "quality_key": quality_key, "qpv_maps": qpv_maps, "generation": generation,
                   "fiches": fiches, "communes": communes, "past": past}
@@ -433,6 +433,9 @@ def _publish_product(env, region: Region, product: str, gdf: gpd.GeoDataFrame, t
             if data_lines == sums and current_pkg.get("qpvhub", {}).get("package_digest") == digest:
                 version = current_pkg["version"]
                 log.info("%s/%s: extracts unchanged, still version %s", region.code, product, version)
+                latest.repair(env.store, base, version, current, {f["name"]: Path(f["path"]) for f in files},
+                              {f["name"]: f["mediatype"] for f in files} | {"datapackage.json": "application/json",
+                                                                            "SHA256SUMS": "text/plain"})
                 _record(env, region, product, version, "unchanged", [], None, airflow_run_id)
                 withdrawn = _withdraw(env, region, product, base, threshold, airflow_run_id)
                 return PublishResult(region.code, product, version, "unchanged", f"{base}/{version}/",

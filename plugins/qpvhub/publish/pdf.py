@@ -10,6 +10,7 @@ published keeps its published PDF (`Printed`): a re-publish of the same data is 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import re
@@ -44,25 +45,31 @@ def _fixed_dates(pdf: bytes, stamp: str) -> bytes:
 
 
 class Printed:
-    """The PDFs of a published version, found by the SHA-256 of the HTML each was printed from (its SHA256SUMS)."""
+    """The PDFs of a product's newest version, found by the SHA-256 of the HTML each was printed from (its
+    SHA256SUMS): read from `latest/`, else from the version itself, whichever still has the listed bytes."""
 
-    def __init__(self, store, prefix: str) -> None:
-        self.store, self.prefix, self.by_html = store, prefix.rstrip("/"), {}
-        if not store.exists(f"{self.prefix}/SHA256SUMS"):
+    def __init__(self, store, base: str) -> None:
+        self.store, self.base, self.by_html, self.folders = store, base.rstrip("/"), {}, [f"{base}/latest"]
+        if not store.exists(f"{self.base}/latest/SHA256SUMS"):
             return
         sums = dict(reversed(line.split("  ", 1)) for line in
-                    store.get_bytes(f"{self.prefix}/SHA256SUMS").decode().splitlines() if "  " in line)
+                    store.get_bytes(f"{self.base}/latest/SHA256SUMS").decode().splitlines() if "  " in line)
         for name, digest in sums.items():
             if name.endswith(".html") and name[:-5] + ".pdf" in sums:
                 self.by_html[digest] = (name[:-5] + ".pdf", sums[name[:-5] + ".pdf"])
+        if store.exists(f"{self.base}/latest/datapackage.json"):
+            version = json.loads(store.get_bytes(f"{self.base}/latest/datapackage.json")).get("version")
+            self.folders += [f"{self.base}/{version}"] if version else []
 
     def get(self, html: bytes) -> bytes | None:
-        """The published PDF of this HTML, when its bytes still match their listed digest; else None."""
+        """The published PDF of this HTML, from the first folder whose copy has its listed digest; else None."""
         found = self.by_html.get(hashlib.sha256(html).hexdigest())
-        if found is None or not self.store.exists(f"{self.prefix}/{found[0]}"):
-            return None
-        data = self.store.get_bytes(f"{self.prefix}/{found[0]}")
-        return data if hashlib.sha256(data).hexdigest() == found[1] else None
+        for folder in self.folders if found else []:
+            if self.store.exists(f"{folder}/{found[0]}"):
+                data = self.store.get_bytes(f"{folder}/{found[0]}")
+                if hashlib.sha256(data).hexdigest() == found[1]:
+                    return data
+        return None
 
 
 def print_pdfs(pages: dict[str, Path], out_dir: Path, stamp: str, *, exe: str | None = None,
