@@ -99,11 +99,16 @@ class LocalStore:
             raise StoreError(f"no object {key!r} in {self.root}") from exc
 
     def download(self, key: str, path: Path) -> None:
-        """Copy the object to `path`, streamed (a national archive is hundreds of MB: never whole in memory)."""
+        """The object at `path`: a hard link when both are on one filesystem — objects are only ever written
+        by rename, never in place, and readers do not write to their input —, else a streamed copy (a
+        national archive is hundreds of MB: never whole in memory)."""
+        src = self._path(key)
+        if not src.is_file():
+            raise StoreError(f"no object {key!r} in {self.root}")
         try:
-            shutil.copyfile(self._path(key), path)
-        except FileNotFoundError as exc:
-            raise StoreError(f"no object {key!r} in {self.root}") from exc
+            os.link(src, path)
+        except OSError:  # another filesystem, or links not allowed there
+            shutil.copyfile(src, path)
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()

@@ -67,3 +67,16 @@ def test_unreachable_s3_endpoint_is_named(tmp_path: Path) -> None:
                              bucket="qpvhub")
     with pytest.raises(StoreError, match=f"object store 127.0.0.1:{port} unreachable"):
         S3Store(settings, retries=0)
+
+
+def test_a_local_download_is_a_link_the_store_never_writes_through(tmp_path: Path) -> None:
+    """Staging a national file does not copy it again (a hard link), and the copy cannot change under the
+    reader: objects are replaced by rename, never rewritten in place."""
+    store = LocalStore(tmp_path / "store")
+    store.put_bytes("raw/bpe/r1/BPE24.zip", b"first")
+    out = tmp_path / "work" / "BPE24.zip"
+    out.parent.mkdir()
+    store.download("raw/bpe/r1/BPE24.zip", out)
+    assert out.stat().st_ino == (tmp_path / "store" / "raw/bpe/r1/BPE24.zip").stat().st_ino
+    store.put_bytes("raw/bpe/r1/BPE24.zip", b"second")
+    assert out.read_bytes() == b"first" and store.get_bytes("raw/bpe/r1/BPE24.zip") == b"second"
