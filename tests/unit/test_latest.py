@@ -46,3 +46,21 @@ def test_a_file_damaged_in_latest_and_in_its_version_is_an_error(tmp_path: Path)
         store.put_bytes(f"{BASE}/{folder}/datapackage.json", b"{}")
     with pytest.raises(QpvhubError, match=r"latest/datapackage\.json differs from version v1's SHA256SUMS"):
         latest.repair(store, BASE, "v1", sums, {}, {})
+
+
+def test_printed_finds_a_published_pdf_by_its_html_in_latest_then_in_the_version(tmp_path: Path) -> None:
+    from qpvhub.publish.pdf import Printed
+
+    store = LocalStore(tmp_path / "store")
+    html, pdf = b"<html>QP035002</html>", b"%PDF-1.7 fiche"
+    files = {"qpv/QP035002.html": html, "qpv/QP035002.pdf": pdf, "datapackage.json": b'{"version": "v1"}'}
+    sums = "".join(f"{hashlib.sha256(d).hexdigest()}  {n}\n" for n, d in files.items())
+    for folder in ("v1", "latest"):
+        for name, data in {**files, "SHA256SUMS": sums.encode()}.items():
+            store.put_bytes(f"{BASE}/{folder}/{name}", data)
+    assert Printed(store, BASE).get(html) == pdf and Printed(store, BASE).get(b"<html>changed</html>") is None
+    store.put_bytes(f"{BASE}/latest/qpv/QP035002.pdf", b"damaged")
+    assert Printed(store, BASE).get(html) == pdf  # the version's copy
+    store.put_bytes(f"{BASE}/latest/datapackage.json", b"not json")
+    assert Printed(store, BASE).get(html) is None  # no version to fall back on: printed again
+    assert Printed(store, "published/53/nothing_yet").get(html) is None

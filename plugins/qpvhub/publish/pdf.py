@@ -57,9 +57,11 @@ class Printed:
         for name, digest in sums.items():
             if name.endswith(".html") and name[:-5] + ".pdf" in sums:
                 self.by_html[digest] = (name[:-5] + ".pdf", sums[name[:-5] + ".pdf"])
-        if store.exists(f"{self.base}/latest/datapackage.json"):
+        try:  # the version's own folder, named by latest/'s package (damaged there: latest/ alone)
             version = json.loads(store.get_bytes(f"{self.base}/latest/datapackage.json")).get("version")
-            self.folders += [f"{self.base}/{version}"] if version else []
+        except (QpvhubError, ValueError, AttributeError):
+            version = None
+        self.folders += [f"{self.base}/{version}"] if isinstance(version, str) and version else []
 
     def get(self, html: bytes) -> bytes | None:
         """The published PDF of this HTML, from the first folder whose copy has its listed digest; else None."""
