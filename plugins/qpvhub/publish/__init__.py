@@ -456,7 +456,7 @@ def _publish_product(env, region: Region, product: str, gdf: gpd.GeoDataFrame, t
         for name, p in upload:
             env.store.put_file(f"{vprefix}/{name}", p, media[name])
         # Read every object back before anyone is pointed at it.
-        expected = {line.split("  ", 1)[1]: line.split("  ", 1)[0] for line in all_sums.splitlines()}
+        expected = latest.read_sums(all_sums)
         for name, digest in expected.items():
             got = hashlib.sha256(env.store.get_bytes(f"{vprefix}/{name}")).hexdigest()
             if got != digest:

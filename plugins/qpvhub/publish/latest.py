@@ -12,13 +12,17 @@ from qpvhub.errors import QpvhubError
 log = logging.getLogger(__name__)
 
 
+def read_sums(text: str) -> dict[str, str]:
+    """A `SHA256SUMS` (sha256sum's format: digest, two spaces, name) as name → digest."""
+    return {name: digest for digest, _, name in (line.partition("  ") for line in text.splitlines()) if name}
+
+
 def repair(store, base: str, version: str, sums: str, local: dict[str, Path], media: dict[str, str]) -> list[str]:
     """Put back every file of `base/latest/` missing or whose bytes no longer match `sums` (the version's
     SHA256SUMS): from the file just built when it is listed in `local` (same digest), else from the version's
     own copy, checked. Returns the names put back."""
     repaired = []
-    for line in sums.splitlines():
-        digest, name = line.split("  ", 1)
+    for name, digest in read_sums(sums).items():
         key = f"{base}/latest/{name}"
         if store.exists(key) and hashlib.sha256(store.get_bytes(key)).hexdigest() == digest:
             continue

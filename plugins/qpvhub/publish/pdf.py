@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from qpvhub.errors import QpvhubError
+from qpvhub.publish.latest import read_sums
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +53,7 @@ class Printed:
         self.store, self.base, self.by_html, self.folders = store, base.rstrip("/"), {}, [f"{base}/latest"]
         if not store.exists(f"{self.base}/latest/SHA256SUMS"):
             return
-        sums = dict(reversed(line.split("  ", 1)) for line in
-                    store.get_bytes(f"{self.base}/latest/SHA256SUMS").decode().splitlines() if "  " in line)
+        sums = read_sums(store.get_bytes(f"{self.base}/latest/SHA256SUMS").decode())
         for name, digest in sums.items():
             if name.endswith(".html") and name[:-5] + ".pdf" in sums:
                 self.by_html[digest] = (name[:-5] + ".pdf", sums[name[:-5] + ".pdf"])
