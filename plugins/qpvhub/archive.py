@@ -8,6 +8,7 @@ extracting, not only from the (forgeable) directory.
 
 from __future__ import annotations
 
+import fnmatch
 import stat
 import zipfile
 from pathlib import Path, PurePosixPath
@@ -188,15 +189,25 @@ def zlib_error() -> type[Exception]:
     return zlib.error
 
 
+def member_matches(name: str, member: str) -> bool:
+    """True when the archive member `name` (its path inside the archive) is the one `reader.member` names: by
+    path, file name or stem, or, when `member` holds `*`, `?` or `[`, by that file-name pattern (a publisher
+    whose member name is known only by its form, e.g. INSEE's `revenu-disponible-*_QP.csv`)."""
+    path = name.replace("\\", "/")
+    base, wanted = path.rsplit("/", 1)[-1], member.rsplit("/", 1)[-1]
+    if any(ch in wanted for ch in "*?["):
+        return fnmatch.fnmatchcase(base, wanted)
+    return path == member or base == wanted or base.rsplit(".", 1)[0] == wanted
+
+
 def extract_members(path: Path, *, source: str, suffixes: tuple[str, ...], member: str | None = None
                     ) -> tuple[list[Path], list[Path], Path]:
-    """Extract `path` safely next to it; return (the members with one of `suffixes` — only `member`, matched
-    by relative path, file name or stem, when given —, every extracted file, the extraction folder).
+    """Extract `path` safely next to it; return (the members with one of `suffixes` — only `member` when given,
+    see `member_matches` —, every extracted file, the extraction folder).
     The readers of zipped CSV, GeoJSON and Shapefiles share it and phrase their own errors."""
     dest = path.parent / (path.stem + "__unzipped")  # (a 7z too)
     files = safe_extract(path, dest, source=source)
     found = [p for p in sorted(files) if p.suffix.lower() in suffixes]
     if member:
-        base = member.rsplit("/", 1)[-1]
-        found = [p for p in found if p.relative_to(dest).as_posix() == member or p.name == base or p.stem == base]
+        found = [p for p in found if member_matches(p.relative_to(dest).as_posix(), member)]
     return found, files, dest

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import requests
 
-from qpvhub.archive import SEVENZIP_MAGIC
+from qpvhub.archive import SEVENZIP_MAGIC, member_matches
 from qpvhub.catalog import Source
 from qpvhub.errors import InputError, QpvhubError
 from qpvhub.fetch import USER_AGENT
@@ -185,7 +185,7 @@ def compare_layout(source: Source, *, head: bytes, whole: bytes | None,
         if members is None:
             return "7z (header not readable without downloading)", []
         kinds = [n for n in members if n.lower().endswith((".gpkg", ".shp", ".geojson", ".json"))
-                 and (not member or n == member or n.rsplit("/", 1)[-1] == member.rsplit("/", 1)[-1])]
+                 and (not member or member_matches(n, member))]
         if not kinds:
             return "7z", [f"no GeoPackage, Shapefile or GeoJSON{' named ' + member if member else ''} among "
                           f"{sorted(members)[:10]}"]
@@ -204,8 +204,7 @@ def compare_layout(source: Source, *, head: bytes, whole: bytes | None,
             return _layers_layout(source, members, zf if whole is not None else None, wanted)
         exts = {"csv": (".csv", ".txt"), "shapefile": (".shp",), "geojson": (".geojson", ".json"),
                 "vector": (".shp", ".geojson", ".json"), "xlsx": (".xlsx",)}.get(source.format, ())
-        base = member.rsplit("/", 1)[-1]
-        candidates = [n for n in members if (member and (n == member or n.rsplit("/", 1)[-1] == base))
+        candidates = [n for n in members if (member and member_matches(n, member))
                       or (not member and n.lower().endswith(exts))]
         if len(candidates) != 1:
             return "ZIP", [f"member {member or '/'.join(exts)}: {len(candidates)} found among {sorted(members)[:10]}"]

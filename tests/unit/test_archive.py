@@ -5,7 +5,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from qpvhub.archive import safe_extract
+from qpvhub.archive import member_matches, safe_extract
 from qpvhub.errors import InputError
 
 from tests.conftest import SAMPLES
@@ -66,3 +66,19 @@ def test_truncated_zip_is_refused(tmp_path: Path) -> None:
     cut.write_bytes(data[: len(data) // 2])
     with pytest.raises(InputError, match="file GTFS.zip: not a valid zip archive .*truncated download"):
         safe_extract(cut, tmp_path / "out", source="gtfs_star")
+
+
+@pytest.mark.parametrize(("name", "member", "expected"), [
+    ("GEOJSON/QP2024_France.geojson", "GEOJSON/QP2024_France.geojson", True),  # path
+    ("deep/BPE24.csv", "BPE24.csv", True),  # file name
+    ("deep/BPE24.csv", "BPE24", True),  # stem
+    ("BPE23.csv", "BPE24.csv", False),
+    # a name known only by its form (INSEE's per-QPV file beside its meta_ file and the all-QPV aggregate)
+    ("revenu-disponible-qp24-2021_QP.csv", "revenu-disponible-*_QP.csv", True),
+    ("x/revenu-disponible-qp24-2021_QP.csv", "revenu-disponible-*_QP.csv", True),
+    ("meta_indic-revenu-disponible-qp24-2021_QP.csv", "revenu-disponible-*_QP.csv", False),
+    ("revenu-disponible-qp24-2021_ENSQP.csv", "revenu-disponible-*_QP.csv", False),
+    ("REVENU-DISPONIBLE-QP24-2021_QP.csv", "revenu-disponible-*_QP.csv", False),  # case matters, as for names
+])
+def test_a_member_is_named_by_path_name_stem_or_pattern(name: str, member: str, expected: bool) -> None:
+    assert member_matches(name, member) is expected
