@@ -165,6 +165,28 @@ def regions():
     return load_regions(ROOT / "include" / "regions")
 
 
+FIXTURE_COG_PACA = ROOT / "tests" / "data" / "cog2026_paca_qpv_communes_FIXTURE.csv"
+
+
+@pytest.fixture
+def env93(env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, http_source):
+    """(Env, COG url): the deployment's regions plus 93, added by `qpvhub region add` into a regions directory of
+    its own; the COG sample plus the 53 communes of PACA's QPV, served on loopback."""
+    import shutil
+
+    from qpvhub.cli import main as cli
+    from qpvhub.pipeline import Env
+
+    regions = tmp_path / "regions"
+    shutil.copytree(ROOT / "include" / "regions", regions)
+    monkeypatch.setenv("QPVHUB_REGIONS_DIR", str(regions))
+    assert cli(["region", "add", "93", "--bbox=4.2,42.9,7.8,45.2", "--contact", "pole@example.org"]) == 0
+    assert (regions / "93.yml").exists()
+    env = Env.from_settings(migrate_db=False)
+    cog = COG_SAMPLE.read_bytes() + b"".join(FIXTURE_COG_PACA.read_bytes().splitlines(keepends=True)[1:])
+    return env, http_source.put("cog.csv", cog)
+
+
 # ---------------------------------------------------------------- loopback HTTP source server
 @dataclass
 class HttpSource:

@@ -351,6 +351,7 @@ class Source(Strict):
     sample: str | None = Field(default=None, description="offline sample, relative to include/")
     sample_provenance: str | None = None
     sample_millesime: str | None = Field(default=None, description="the sample's millésime, when not the entry's")
+    no_sample: str | None = Field(default=None, description="why no file is bundled (a shipped entry without one says)")
     format: Literal["geojson", "csv", "shapefile", "gpkg", "parquet", "gtfs", "vector", "xlsx"]
     reader: dict[str, Any] = Field(default_factory=dict)
     columns: dict[str, Column]
@@ -425,6 +426,8 @@ class Source(Strict):
             raise ValueError("give 'url' or 'datagouv' (production) and 'sample' (bundled file)")
         if self.url and self.datagouv:
             raise ValueError("give 'url' or 'datagouv', not both")
+        if self.no_sample and (self.sample or (self.series and self.series.samples)):
+            raise ValueError("'no_sample' says no file is bundled, but one is")
         return self
 
     @model_validator(mode="after")

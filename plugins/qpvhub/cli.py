@@ -48,6 +48,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     failed = 0
     runs = []
     for source in sources:  # in dependency order
+        if args.sample and source.no_sample:
+            print(f"→ {source.id}: no offline sample, not loaded: {source.no_sample}")
+            continue
         if source.series and args.sample and release is None:
             runs += [(source, r) for r in sorted(source.series.samples)]  # every bundled release, oldest first
         else:

@@ -73,6 +73,9 @@ class FamilyHeader(BaseModel):
     requires: list[str] = Field(default_factory=list)
     absent_fr: str = Field(default="", description="why a QPV may have no value though the sources are loaded "
                                                   "(shown as « non disponible » on the fiche quartier)")
+    generation: Literal[2015, 2024] | None = Field(
+        default=None, description="the one QPV list the family's sources describe (SIG Ville: 2015; INSEE's file "
+                                  "of the 2024 list: 2024): the fiches of the other list leave its rows out")
     indicators: list[IndicatorDef]
 
 
@@ -252,6 +255,13 @@ def _compute(conn: psycopg.Connection, families: list[Family], only: list[str] |
                 t=target, cols=cols, q=sql.SQL(body)))
         except psycopg.Error as exc:
             raise ConfigError(f"indicator family {fam.path.name} failed: {str(exc).strip()}") from exc
+        if fam.header.generation is not None:  # what the fiches rely on to leave the family out of the other list
+            other = conn.execute(sql.SQL("SELECT array_agg(DISTINCT generation) FROM {} WHERE indicator_id = ANY(%s) "
+                                         "AND generation <> %s").format(target),
+                                 (ids, fam.header.generation)).fetchone()[0]
+            if other:
+                raise ConfigError(f"indicator family {fam.path.name} declares generation {fam.header.generation} "
+                                  f"but computed values for QPV of the list(s) {other}")
         for i in ids:
             written[i] = conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE indicator_id = %s").format(target),
                                       (i,)).fetchone()[0]

@@ -77,7 +77,8 @@ def locate(env: Env, source: Source, *, sample: bool = False, url: str | None = 
         return Located(url)
     if sample:
         if not source.sample:
-            raise QpvhubError(f"source {source.id} has no offline sample")
+            why = f" ({source.no_sample})" if source.no_sample else ""
+            raise QpvhubError(f"source {source.id} has no offline sample{why}")
         return Located((env.settings.project / "include" / source.sample).resolve().as_uri())
     if source.datagouv:
         d = source.datagouv

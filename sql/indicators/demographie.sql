@@ -2,6 +2,7 @@
 -- family: demographie
 -- sources: [sigville_demo]
 -- requires: [src.sigville_demo]
+-- generation: 2015
 -- absent_fr: "le fichier SIG Ville chargé ne donne pas cette valeur pour ce quartier"
 -- indicators:
 --   - id: population

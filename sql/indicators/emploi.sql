@@ -2,6 +2,7 @@
 -- family: emploi
 -- sources: [sigville_ipro]
 -- requires: [src.sigville_ipro]
+-- generation: 2015
 -- absent_fr: "le fichier SIG Ville chargé ne donne pas cette valeur pour ce quartier"
 -- indicators:
 --   - id: demandeurs_emploi_abc

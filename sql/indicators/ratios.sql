@@ -2,6 +2,7 @@
 -- family: ratios
 -- sources: [sigville_ipro, rennes_job_offers]
 -- requires: ["indicator:demandeurs_emploi_abc", "indicator:offres_emploi_5km"]
+-- generation: 2015
 -- absent_fr: "l'un des deux termes du rapport n'est pas disponible pour ce quartier"
 -- indicators:
 --   - id: demandeurs_par_offre_5km

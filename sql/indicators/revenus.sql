@@ -2,6 +2,7 @@
 -- family: revenus
 -- sources: [sigville_revn]
 -- requires: [src.sigville_revn]
+-- generation: 2015
 -- absent_fr: "le fichier SIG Ville chargé ne donne pas cette valeur pour ce quartier"
 -- indicators:
 --   - id: taux_pauvrete

@@ -2,6 +2,7 @@
 -- family: services_par_habitant
 -- sources: [bpe, sigville_demo]
 -- requires: [src.bpe, src.sigville_demo]
+-- generation: 2015
 -- absent_fr: "les équipements ou la population ne sont pas disponibles pour ce quartier"
 -- indicators:
 --   - id: equipements_pour_1000_hab

@@ -4,6 +4,7 @@ recomputed independently with geopandas/shapely from the same real files."""
 from __future__ import annotations
 
 import csv
+import importlib
 import io
 import re
 import uuid
@@ -375,6 +376,10 @@ INDEPENDENT_CHECKS = {
     "revenu_disponible_median": "test_sigville_rates_and_counts_are_the_files_values",
     "taux_pauvrete_iris_median": "test_iris_medians_of_the_main_commune_match_filosofi",
     "revenu_disponible_median_iris_median": "test_iris_medians_of_the_main_commune_match_filosofi",
+    # checked where region 93 (the only 2024 list offline) is rolled out: module::test
+    **dict.fromkeys(["filosofi_taux_pauvrete", "filosofi_revenu_disponible_median",
+                     "filosofi_part_prestations_sociales", "filosofi_rapport_interdecile"],
+                    "test_filosofi_qpv::test_incomes_of_the_2024_list_load_and_reach_the_fiches_of_region_93"),
 }
 
 
@@ -387,8 +392,11 @@ def test_every_indicator_has_a_check() -> None:
     missing = sorted(ids - set(INDEPENDENT_CHECKS))
     assert not missing, f"indicators without an independent check: {missing}"
     assert not sorted(set(INDEPENDENT_CHECKS) - ids), "checks of indicators that no longer exist"
-    names = set(globals())
-    assert {t for t in INDEPENDENT_CHECKS.values() if t not in names} == set()
+    def exists(ref: str) -> bool:
+        module, _, name = ref.rpartition("::")
+        return hasattr(importlib.import_module(f"tests.integration.{module}"), name) if module else ref in globals()
+
+    assert {t for t in INDEPENDENT_CHECKS.values() if not exists(t)} == set()
 
 
 def _main_commune() -> dict[str, str]:
@@ -505,3 +513,27 @@ def test_weekday_departures_within_300m_match_the_gtfs_files(mart: str, qpv: gpd
     for code, value in got.items():
         near = pts[pts.distance(qpv.geometry[code]) <= 300].index
         assert value == pytest.approx(avg.reindex(near).fillna(0).sum(), abs=0.5), code
+
+
+def test_a_family_computing_another_list_than_it_declares_is_refused(mart: str, tmp_path: Path) -> None:
+    """`generation` in a family's header is what the fiches rely on to leave it out of the other list's: a family
+    whose values say otherwise stops the run, naming it, and the mart keeps its values."""
+    import shutil
+
+    from qpvhub.errors import ConfigError
+    from qpvhub.indicators import run_indicators
+
+    sql_dir = tmp_path / "sql"
+    shutil.copytree(ROOT / "sql", sql_dir)
+    fam = sql_dir / "indicators" / "geographie.sql"
+    fam.write_text(fam.read_text(encoding="utf-8").replace("-- family: geographie\n",
+                                                           "-- family: geographie\n-- generation: 2024\n", 1),
+                   encoding="utf-8")
+    with psycopg.connect(mart) as conn:
+        before = conn.execute("SELECT count(*) FROM mart.qpv_indicator WHERE indicator_id = 'superficie_ha'").fetchone()
+    with pytest.raises(ConfigError, match=r"geographie.sql declares generation 2024 but computed values for QPV of "
+                                          r"the list\(s\) \[2015\]"):
+        run_indicators(mart, sql_dir, only=["geographie"])
+    with psycopg.connect(mart) as conn:
+        assert conn.execute("SELECT count(*) FROM mart.qpv_indicator WHERE indicator_id = 'superficie_ha'"
+                            ).fetchone() == before != (0,)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 import zipfile
 from pathlib import Path
 
@@ -16,33 +15,17 @@ import pandas as pd
 import psycopg
 import pytest
 from qpvhub.catalog import load_regions
-from qpvhub.cli import main as cli
 from qpvhub.errors import InputError
 from qpvhub.indicators import run_indicators
-from qpvhub.pipeline import Env, ingest
+from qpvhub.pipeline import ingest
 from qpvhub.publish import publish_region
 
-from tests.conftest import COG_SAMPLE, ROOT, SAMPLES
+from tests.conftest import SAMPLES
 
 pytestmark = pytest.mark.postgis
 
 ARCHIVE = SAMPLES / "qpv2024_paca_anct_layout.zip"
 MEMBER = "GEOJSON/QP2024_France_Hexagonale_Outre_Mer_WGS84.geojson"
-FIXTURE_COG = ROOT / "tests" / "data" / "cog2026_paca_qpv_communes_FIXTURE.csv"
-
-
-@pytest.fixture
-def env93(env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, http_source) -> Env:
-    """The deployment's regions plus 93, added by `qpvhub region add` into a regions directory of its own;
-    the COG sample plus the 53 communes of PACA's QPV."""
-    regions = tmp_path / "regions"
-    shutil.copytree(ROOT / "include" / "regions", regions)
-    monkeypatch.setenv("QPVHUB_REGIONS_DIR", str(regions))
-    assert cli(["region", "add", "93", "--bbox=4.2,42.9,7.8,45.2", "--contact", "pole@example.org"]) == 0
-    assert (regions / "93.yml").exists()
-    env = Env.from_settings(migrate_db=False)
-    cog = COG_SAMPLE.read_bytes() + b"".join(FIXTURE_COG.read_bytes().splitlines(keepends=True)[1:])
-    return env, http_source.put("cog.csv", cog)
 
 
 def test_qpv_2024_sample_loads_135_qpv_of_paca_and_region_93_publishes_the_2024_list(env93, catalog) -> None:

@@ -239,3 +239,16 @@ def test_a_series_is_checked_in_its_current_release_layout(catalog, http_source)
     http_source.put("filo.zip", _layout_2021(member="BASE_TD_FILO_IRIS_2022_DISP.csv"))
     p = probe_source(filo)
     assert not p.ok and "member BASE_TD_FILO_IRIS_2021_DISP.csv: 0 found" in " ".join(p.drift), p.line()
+
+
+def test_a_member_named_by_its_form_is_found_and_its_header_checked(catalog, http_source) -> None:
+    """INSEE's 2024-list incomes file: the per-QPV member is known by its form (`revenu-disponible-*_QP.csv`), found
+    beside its `meta_` file and the all-QPV aggregate; a variable renamed in it is a drift naming it."""
+    from tests.integration.test_filosofi_qpv import HEADER, qp24_archive
+
+    src = catalog["filosofi_qpv"].model_copy(update={"url": http_source.put("qp24.zip", qp24_archive())})
+    p = probe_source(src)
+    assert p.ok and "revenu-disponible-qp24-2021_QP.csv" in p.layout, p.line()
+    http_source.put("qp24.zip", qp24_archive(header=[*HEADER[:2], "DISP_TP60_A22", *HEADER[3:]]))
+    p = probe_source(src)
+    assert not p.ok and "DISP_TP60_A21" in " ".join(p.drift), p.line()

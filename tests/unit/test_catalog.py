@@ -28,6 +28,8 @@ def test_shipped_catalogue_loads_with_samples_present() -> None:
         samples = [f.sample for f in s.feeds()] if s.collection else [s.sample]
         if s.series:  # a series' bundled releases (its current one need not be bundled: Filosofi 2021)
             samples = [x for x in samples if x] + list(s.series.samples.values())
+        if s.no_sample:  # none bundled, and the entry says why (INSEE's figures for the 2024 list)
+            continue
         assert samples and all(x and (ROOT / "include" / x).is_file() for x in samples), s.id
         assert s.columns and s.licence and s.publisher
 
@@ -125,3 +127,12 @@ def test_shipped_expectations_all_build() -> None:
 
     for s in load_catalog(SOURCES).values():
         check_expectations(s)
+
+
+def test_no_sample_contradicting_a_bundled_file_is_refused(tmp_path: Path) -> None:
+    """`no_sample` says why a shipped entry bundles no file (the shipped-catalogue test holds every entry to
+    one or the other); saying it beside a bundled file is a contradiction named as such."""
+    with pytest.raises(ConfigError, match="'no_sample' says no file is bundled, but one is"):
+        load_source(_write(tmp_path, "qpv_2015", _qpv_spec() | {"no_sample": "x"}))
+    spec = {k: v for k, v in _qpv_spec().items() if k not in ("sample", "sample_provenance")}
+    assert load_source(_write(tmp_path, "qpv_2015", spec | {"no_sample": "not public"})).no_sample == "not public"

@@ -40,7 +40,7 @@ def test_the_shipped_registry_is_ordered_and_complete() -> None:
     order = [f.header.family for f in families]
     assert order.index("ratios") > order.index("emploi") and order.index("ratios") > order.index("offres_emploi")
     ids = [i.id for f in families for i in f.header.indicators]
-    assert len(ids) == len(set(ids)) == 36
+    assert len(ids) == len(set(ids)) == 40
     # each family says why a QPV may have no value (the fiche quartier shows it beside « non disponible »)
     assert all(len(f.header.absent_fr) > 20 for f in families), [f.header.family for f in families
                                                                  if not f.header.absent_fr]

@@ -325,6 +325,10 @@ def build_reload_all_dag(sources: dict[str, Source]) -> DAG:
                 from qpvhub.pipeline import ingest
 
                 conf = {**context["params"], **((context["dag_run"].conf or {}) if context.get("dag_run") else {})}
+                if conf.get("sample") and src.no_sample:  # nothing bundled to reload, and the entry says why
+                    from airflow.sdk.exceptions import AirflowSkipException
+
+                    raise AirflowSkipException(f"{src.id}: no offline sample: {src.no_sample}")
                 if src.collection:  # every feed; the task fails at the end if one did
                     from qpvhub.errors import QpvhubError
                     from qpvhub.pipeline import ingest_collection

@@ -237,8 +237,8 @@ def publish_region(env, region: Region, *, airflow_run_id: str | None = None, ke
     history.check(past, rules, threshold, f"{PRODUCT}_{region.code}_series")
     fiche_dir = Path(tempfile.mkdtemp(prefix="qpvhub-fiches-"))
     try:
-        fiches = _fiches(gdf, fiche.docs_of(families, millesimes), region, generation, threshold, runs, sources,
-                         qpv_maps, fiche_dir, past, networks,
+        fiches = _fiches(gdf, fiche.docs_of(families, millesimes, generation), region, generation, threshold, runs,
+                         sources, qpv_maps, fiche_dir, past, networks,
                          pdf.Printed(env.store, f"published/{region.code}/{product_base}"))
         common = {"fields": fields, "runs": runs, "sources": sources, "airflow_run_id": airflow_run_id, "keep": keep,
                   "threshold": threshold, "quality_key": quality_key, "qpv_maps": qpv_maps, "generation": generation,

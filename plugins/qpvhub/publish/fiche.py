@@ -40,12 +40,15 @@ class Doc:
     is_count: bool
 
 
-def docs_of(families, millesimes: Mapping[str, str] | None = None) -> dict[str, Doc]:
-    """Every registry indicator, in registry order; `millesimes` (the values' own, from the mart) replace the
-    registry's generic wording where known."""
+def docs_of(families, millesimes: Mapping[str, str] | None = None, generation: int | None = None) -> dict[str, Doc]:
+    """Every registry indicator, in registry order — for a `generation`'s fiches, without the families that only
+    describe the other QPV list (their rows could never be filled); `millesimes` (the values' own, from the
+    mart) replace the registry's generic wording where known."""
     out = {}
     millesimes = millesimes or {}
     for fam in families:
+        if generation is not None and fam.header.generation not in (None, generation):
+            continue
         for ind in fam.header.indicators:
             out[ind.id] = Doc(ind.id, ind.label_fr, ind.unit, ind.theme, first_sentence(ind.method),
                               millesimes.get(ind.id, ind.millesime),
