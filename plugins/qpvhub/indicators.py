@@ -73,9 +73,10 @@ class FamilyHeader(BaseModel):
     requires: list[str] = Field(default_factory=list)
     absent_fr: str = Field(default="", description="why a QPV may have no value though the sources are loaded "
                                                   "(shown as « non disponible » on the fiche quartier)")
-    generation: Literal[2015, 2024] | None = Field(
-        default=None, description="the one QPV list the family's sources describe (SIG Ville: 2015; INSEE's file "
-                                  "of the 2024 list: 2024): the fiches of the other list leave its rows out")
+    generation: int | None = Field(
+        default=None, ge=2014, le=2100,
+        description="the one QPV list the family's sources describe (SIG Ville: 2015; INSEE's file of the 2024 list: "
+                    "2024): the fiches of another list leave its rows out")
     indicators: list[IndicatorDef]
 
 
