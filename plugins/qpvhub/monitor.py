@@ -159,6 +159,10 @@ def freshness(uri: str, sources: dict[str, Source], now: dt.datetime | None = No
             note = f"releases {', '.join(map(str, releases[sid]))} loaded" + (
                 f"; the current release, {current}, is not" if current and current not in releases[sid] else "")
             f.data_note = "; ".join(x for x in (f.data_note, note) if x)
+        elif src.series and src.series.current and src.production:  # what a schedule will load, and why not yet
+            note = f"no release loaded; the schedule loads the current one, {src.series.current}" + (
+                " (no offline sample)" if src.no_sample else "")
+            f.data_note = "; ".join(x for x in (f.data_note, note) if x)
         if not src.production:
             f.data_note = "; ".join(x for x in (f.data_note, "no production location (not scheduled)") if x)
         out.append(f)

@@ -18,6 +18,7 @@ import pytest
 from qpvhub.catalog import load_regions
 from qpvhub.errors import InputError
 from qpvhub.indicators import run_indicators
+from qpvhub.monitor import freshness
 from qpvhub.pipeline import ingest
 from qpvhub.publish import pdf, publish_region
 
@@ -99,6 +100,8 @@ def test_incomes_of_the_2024_list_load_and_reach_the_fiches_of_region_93(loaded9
         got = dict(conn.execute("SELECT code_qp, taux_pauvrete FROM src.filosofi_qpv").fetchall())
         run = conn.execute("SELECT part, millesime FROM meta.source_runs WHERE run_id = %s", (res.run_id,)).fetchone()
     assert releases == [2021] and run == ("2021", "2021")
+    notes = {f.source_id: f.data_note for f in freshness(env.uri, catalog)}
+    assert notes["filosofi_qpv"] == "releases 2021 loaded"
     assert nulls == (2, 1, 2)  # `nd` row: all; `s`: the rate only; `ns`: the share only — never 0
     assert all(got[c] == _number(rows[c][2]) for c in codes)
 

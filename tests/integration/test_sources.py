@@ -6,6 +6,7 @@ import psycopg
 import pytest
 from qpvhub.catalog import load_catalog, load_order
 from qpvhub.errors import QpvhubError
+from qpvhub.monitor import freshness
 from qpvhub.pipeline import for_run, ingest, ingest_collection
 
 from tests.conftest import bpe_sample_text
@@ -41,6 +42,10 @@ def test_source_loads_from_its_sample(env, catalog, source_id: str) -> None:
     if source_id in NO_SAMPLE:
         with pytest.raises(QpvhubError, match=f"source {source_id} has no offline sample"):
             ingest(env, catalog[source_id], sample=True)
+        # `qpvhub status`: never loaded, and what its schedule will load
+        (f,) = [f for f in freshness(env.uri, catalog) if f.source_id == source_id]
+        assert f.data_note == (f"no release loaded; the schedule loads the current one, "
+                               f"{catalog[source_id].series.current} (no offline sample)"), f.data_note
         return
     for dep in catalog[source_id].depends_on:
         assert ingest(env, catalog[dep], sample=True).status == "success"
