@@ -8,10 +8,14 @@ Lambert-93 perimeters (no tiles, no internet, no plotting library), deterministi
 from __future__ import annotations
 
 import html
+import json
 import math
+import os
 
 import geopandas as gpd
 import shapely
+
+from qpvhub.publish.secrecy import PUBLIC_FLAG
 
 PALETTE = ["#eff3ff", "#bdd7e7", "#6baed6", "#3182bd", "#08519c"]  # ColorBrewer Blues, 5 classes
 MISSING = "#d9d9d9"
@@ -358,3 +362,34 @@ def qpv_maps_svg(conn, gdf: gpd.GeoDataFrame, width: int = 480) -> dict[str, str
                    f'<text x="182" y="{h + 64}">limite communale</text></svg>')
         maps[code] = "\n".join(out) + "\n"
     return maps
+
+
+def map_tables(gdf: gpd.GeoDataFrame, fields: list[dict], product: str) -> list[dict]:
+    """The region page's maps: for each key indicator, its SVG (in the region product) and the table it draws
+    (its text alternative), with the same words as the map for hidden and absent cells."""
+    from qpvhub.publish.fiche import fmt
+
+    out = []
+    for ind in key_maps(gdf):
+        fd = next((f for f in fields if f["name"] == ind), {})
+        rows = []
+        for r in gdf.sort_values("code_qp").itertuples():
+            v, flag = getattr(r, ind), getattr(r, ind + "__secret", None)
+            text = (PUBLIC_FLAG if isinstance(flag, str) and flag else
+                    "non disponible" if v != v or v is None else fmt(float(v), fd.get("unit", "")))
+            rows.append((r.code_qp, r.lib_qp, r.lib_com, text))
+        out.append({"id": ind, "label": fd.get("description", ind).split(". ")[0], "unit": fd.get("unit", ""),
+                    "product": product, "rows": rows})
+    return out
+
+
+def write_portal(env, region, catalog_doc: dict, quality_key: str, maps: list[dict] | None = None) -> str:
+    """`published/<region>/index.html`: the partners' page, links relative to it."""
+    packages = {p["product"]: json.loads(env.store.get_bytes(
+        f"published/{region.code}/{p['product']}/latest/datapackage.json")) for p in catalog_doc["products"]
+        if env.store.exists(f"published/{region.code}/{p['product']}/latest/datapackage.json")}
+    key = f"published/{region.code}/index.html"
+    page = portal_html(region, catalog_doc, packages, f"../../{quality_key}", maps or [],
+                       api_url=os.environ.get("QPVHUB_API_URL"))  # the OGC API's public address, if served
+    env.store.put_bytes(key, page.encode(), "text/html; charset=utf-8")
+    return key

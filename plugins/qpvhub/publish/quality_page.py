@@ -47,3 +47,17 @@ source qui échoue n'est pas chargée : la version précédente reste en service
 <p><small>Page générée par qpvhub le {now}.</small></p>
 </body></html>
 """
+
+
+def write(env, region: Region, runs: list[dict], sources: dict) -> str:
+    """Write quality/<region>/index.html, linking each run's GX Data Docs; return its key."""
+    from qpvhub.pipeline import docs_prefix
+
+    links = {}
+    for r in runs:
+        index = f"{docs_prefix(r['source_id'], r['run_id'])}/index.html"
+        if env.store.exists(index):
+            links[r["run_id"]] = "../" + index[len("quality/"):]
+    key = f"quality/{region.code}/index.html"
+    env.store.put_bytes(key, render(region, runs, sources, links).encode(), "text/html; charset=utf-8")
+    return key
