@@ -134,9 +134,13 @@ def test_incomes_of_the_2024_list_load_and_reach_the_fiches_of_region_93(loaded9
         figure = _number(rows[code][2])
         assert (pd.isna(csv.at[code, "filosofi_taux_pauvrete"]) if figure is None
                 else csv.at[code, "filosofi_taux_pauvrete"] == pytest.approx(figure)), code
+    # the product's map and the region page's first map are the poverty rate of the 2024 list
+    assert (latest / "qpv_profil_93_carte_indicateur_filosofi_taux_pauvrete.svg").is_file()
+    assert "Taux de pauvreté (seuil de 60 %) — quartiers 2024" in (latest / "qpv_profil_93_carte.svg").read_text()
     # the 2024 fiches show these rows and leave out SIG Ville's, which describe the 2015 list only
     page = (latest / "qpv" / f"{codes[5]}.html").read_text(encoding="utf-8")
     assert "Taux de pauvreté (seuil de 60 %) — quartiers 2024" in page and "Population municipale" not in page
+    assert csv.at[codes[5], "lib_com"] in page and "None" not in page  # the commune named (the COG's name)
 
     # Bad files for the release (replacing it is a human choice: --force): each fails naming source, what was
     # expected and what came; the release loaded stays whole.

@@ -40,6 +40,10 @@ def test_qpv_2024_sample_loads_135_qpv_of_paca_and_region_93_publishes_the_2024_
             "FROM ref.qpv WHERE generation = 2024").fetchone()
         area = conn.execute("SELECT ST_Area(geom) / 10000 FROM ref.qpv WHERE code_qp = 'QN01332M'").fetchone()[0]
     assert (n, valid, srid, codes) == (135, True, 2154, True)
+    with psycopg.connect(env.uri) as conn:  # the sample has no lib_com: the COG's name for the code (transform)
+        names = conn.execute("SELECT count(*) FILTER (WHERE q.lib_com = c.nom), count(*) FROM ref.qpv q "
+                             "JOIN ref.commune c USING (insee_com) WHERE q.generation = 2024").fetchone()
+    assert names == (135, 135)
     assert deps == ["04", "05", "06", "13", "83", "84"]
     assert 225 < area < 240  # 231.9 ha per the file's provenance (Centre Ville 3e Arrondissement)
 

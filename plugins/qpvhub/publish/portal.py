@@ -20,10 +20,11 @@ from qpvhub.publish.secrecy import PUBLIC_FLAG
 PALETTE = ["#eff3ff", "#bdd7e7", "#6baed6", "#3182bd", "#08519c"]  # ColorBrewer Blues, 5 classes
 MISSING = "#d9d9d9"
 SECRET = "#8073ac"  # purple: hidden by statistical secrecy, told apart from absent (grey)
-MAP_PREFERENCE = ["taux_pauvrete", "part_surface_300m_arret", "population", "superficie_ha"]
+MAP_PREFERENCE = ["taux_pauvrete", "filosofi_taux_pauvrete", "part_surface_300m_arret", "population", "superficie_ha"]
 # maps of the region page, one SVG each, chosen by the reader without a server
-KEY_MAPS = ["taux_pauvrete", "taux_emploi", "part_moins_25", "part_surface_300m_arret", "equipements_pour_1000_hab",
-            "part_surface_inondable", "population"]
+# (SIG Ville's poverty rate describes the 2015 list, INSEE's `filosofi_` one the 2024 list: a product has one)
+KEY_MAPS = ["taux_pauvrete", "filosofi_taux_pauvrete", "taux_emploi", "part_moins_25", "part_surface_300m_arret",
+            "equipements_pour_1000_hab", "part_surface_inondable", "population"]
 
 
 def map_indicator(gdf: gpd.GeoDataFrame) -> str | None:
@@ -377,7 +378,7 @@ def map_tables(gdf: gpd.GeoDataFrame, fields: list[dict], product: str) -> list[
             v, flag = getattr(r, ind), getattr(r, ind + "__secret", None)
             text = (PUBLIC_FLAG if isinstance(flag, str) and flag else
                     "non disponible" if v != v or v is None else fmt(float(v), fd.get("unit", "")))
-            rows.append((r.code_qp, r.lib_qp, r.lib_com, text))
+            rows.append((r.code_qp, r.lib_qp, r.lib_com or "", text))
         out.append({"id": ind, "label": fd.get("description", ind).split(". ")[0], "unit": fd.get("unit", ""),
                     "product": product, "rows": rows})
     return out
