@@ -296,6 +296,7 @@ def cmd_api(args: argparse.Namespace) -> int:
     Served by tipg from its own virtualenv (`.venv-api`, made by `make api`: its FastAPI is newer than
     Airflow's, which must not be changed for it), connecting as `qpvhub_api`, which reads `pub` only."""
     import os
+    import signal
     import socket
     import subprocess
     import tempfile
@@ -316,9 +317,20 @@ def cmd_api(args: argparse.Namespace) -> int:
           flush=True)
     with tempfile.TemporaryDirectory(prefix="qpvhub-api-") as cwd:  # tipg reads a .env in its directory
         app_dir = env.settings.project / "include" / "api"
-        proc = subprocess.run([python, "-m", "uvicorn", "qpvhub_api_app:app", "--app-dir", str(app_dir), "--host",
-                               host, "--port", str(port), "--log-level", "warning"], env=api_environment(env), cwd=cwd)
-    return proc.returncode
+        with subprocess.Popen([python, "-m", "uvicorn", "qpvhub_api_app:app", "--app-dir", str(app_dir), "--host",
+                               host, "--port", str(port), "--log-level", "warning"], env=api_environment(env),
+                              cwd=cwd) as proc:
+            # A supervisor (systemd, a test, docker stop) stops `qpvhub api` with SIGTERM: passed on to the
+            # server, which would otherwise outlive this process and keep its port and connections.
+            previous = signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
+            try:
+                while True:
+                    try:
+                        return proc.wait()
+                    except KeyboardInterrupt:  # Ctrl-C reached the server too: let it finish
+                        continue
+            finally:
+                signal.signal(signal.SIGTERM, previous)
 
 
 def _safe(uri: str) -> str:

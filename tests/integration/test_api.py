@@ -62,6 +62,10 @@ def api(env, catalog, regions, monkeypatch) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+        # SIGTERM to `qpvhub api` stops the server it runs too: nothing listens on the port any more
+        with socket.socket() as s, pytest.raises(OSError):
+            s.settimeout(2)
+            s.connect(("127.0.0.1", port))
 
 
 def test_gdal_reads_the_collections_and_the_profile(api: str, env) -> None:
