@@ -220,7 +220,7 @@ def fetch_step(env: Env, source: Source, run_id: str, url: str, *, force: bool =
             return {"status": "skipped", "previous_run": prev["run_id"]}
         day = run_id[:4] + "-" + run_id[4:6] + "-" + run_id[6:8]
         raw_key = f"raw/{source.id}/{day}/{run_id}/{got.filename}"
-        env.store.put_file(raw_key, got.path)
+        env.store.put_file(raw_key, got.path, consume=True)  # the download is not read again: moved, not copied
         env.store.put_bytes(raw_key + ".sha256", f"{got.sha256}  {got.filename}\n".encode())
         _update(env, run_id, urls=[shown], located=located, etag=got.etag, last_modified=got.last_modified,
                 sha256=got.sha256,

@@ -44,7 +44,8 @@ def sha256_file(path: Path) -> str:
 class Store(Protocol):
     """What the pipeline needs from object storage."""
 
-    def put_file(self, key: str, path: Path, content_type: str = "application/octet-stream") -> None: ...
+    def put_file(self, key: str, path: Path, content_type: str = "application/octet-stream", *,
+                 consume: bool = False) -> None: ...
     def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None: ...
     def get_bytes(self, key: str) -> bytes: ...
     def download(self, key: str, path: Path) -> None: ...
@@ -67,9 +68,19 @@ class LocalStore:
     def describe(self, key: str) -> str:
         return str(self.root / key.rstrip("/")) + ("/" if key.endswith("/") or not key else "")
 
-    def put_file(self, key: str, path: Path, content_type: str = "application/octet-stream") -> None:
+    def put_file(self, key: str, path: Path, content_type: str = "application/octet-stream", *,
+                 consume: bool = False) -> None:
+        """Copy `path` in, atomically (a temporary name, then a rename). With `consume` the caller gives the file
+        up (it never reads or writes it again, e.g. a run's downloaded raw file): on the same filesystem it is
+        renamed in, not copied — a national archive of hundreds of MB is written once, not twice."""
         dest = self._path(key)
         dest.parent.mkdir(parents=True, exist_ok=True)
+        if consume:
+            try:
+                os.replace(path, dest)
+                return
+            except OSError:  # another filesystem: copied below
+                pass
         fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as out, path.open("rb") as src:
@@ -200,7 +211,9 @@ class S3Store:
         return self._wrap("presign", key, lambda: self.client.presigned_get_object(
             self.bucket, self._key(key), expires=dt.timedelta(days=days)))
 
-    def put_file(self, key: str, path: Path, content_type: str = "application/octet-stream") -> None:
+    def put_file(self, key: str, path: Path, content_type: str = "application/octet-stream", *,
+                 consume: bool = False) -> None:
+        """Upload `path` (`consume` changes nothing here: an upload is a copy)."""
         self._wrap("upload to", key, lambda: self.client.fput_object(
             self.bucket, self._key(key), str(path), content_type=content_type))
 

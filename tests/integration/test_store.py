@@ -80,3 +80,22 @@ def test_a_local_download_is_a_link_the_store_never_writes_through(tmp_path: Pat
     assert out.stat().st_ino == (tmp_path / "store" / "raw/bpe/r1/BPE24.zip").stat().st_ino
     store.put_bytes("raw/bpe/r1/BPE24.zip", b"second")
     assert out.read_bytes() == b"first" and store.get_bytes("raw/bpe/r1/BPE24.zip") == b"second"
+
+
+@pytest.mark.s3
+def test_a_consumed_file_is_moved_in_and_a_kept_one_copied(store, tmp_path: Path) -> None:
+    """`consume`: the caller gives the file up (a run's download), so the local store renames it in instead of
+    writing it a second time; without it the caller's file stays its own. An upload is a copy either way."""
+    kept, given = tmp_path / "kept.bin", tmp_path / "given.bin"
+    kept.write_bytes(b"kept")
+    given.write_bytes(b"given")
+    inode = given.stat().st_ino
+    store.put_file("raw/x/r1/kept.bin", kept)
+    store.put_file("raw/x/r1/given.bin", given, consume=True)
+    assert store.get_bytes("raw/x/r1/kept.bin") == b"kept" and store.get_bytes("raw/x/r1/given.bin") == b"given"
+    assert kept.read_bytes() == b"kept"
+    if isinstance(store, LocalStore):
+        assert not given.exists()
+        assert (tmp_path / "store" / "raw/x/r1/given.bin").stat().st_ino == inode  # renamed, not copied
+        kept.write_bytes(b"changed")  # a copied-in file is independent of the caller's
+        assert store.get_bytes("raw/x/r1/kept.bin") == b"kept"
