@@ -77,6 +77,7 @@ class LocalStore:
         dest.parent.mkdir(parents=True, exist_ok=True)
         if consume:
             try:
+                os.chmod(path, 0o600)  # as every object written through a temporary file (mkstemp)
                 os.replace(path, dest)
                 return
             except OSError:  # another filesystem: copied below

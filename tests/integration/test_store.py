@@ -96,6 +96,9 @@ def test_a_consumed_file_is_moved_in_and_a_kept_one_copied(store, tmp_path: Path
     assert kept.read_bytes() == b"kept"
     if isinstance(store, LocalStore):
         assert not given.exists()
-        assert (tmp_path / "store" / "raw/x/r1/given.bin").stat().st_ino == inode  # renamed, not copied
+        root = tmp_path / "store" / "raw/x/r1"
+        moved, copied = (root / "given.bin").stat(), (root / "kept.bin").stat()
+        assert moved.st_ino == inode  # renamed, not copied
+        assert moved.st_mode & 0o777 == copied.st_mode & 0o777 == 0o600  # objects are the owner's, either way
         kept.write_bytes(b"changed")  # a copied-in file is independent of the caller's
         assert store.get_bytes("raw/x/r1/kept.bin") == b"kept"
