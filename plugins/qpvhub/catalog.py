@@ -201,6 +201,14 @@ class CogTranslation(Strict):
         default_factory=dict, description="how a column merges in aggregate mode, when its type does not say")
 
 
+class InseePage(Strict):
+    """An insee.fr page whose download is picked by file name at fetch time (qpvhub.locate): INSEE keeps a
+    millésime's page and renames its files when it corrects them (`…_qp24_v2_csv.zip`)."""
+
+    page: int = Field(gt=0, description="the page number, as in https://www.insee.fr/fr/statistiques/<page>")
+    file: str = Field(description="the file's name, or a pattern with * ? [ ] (revenus_pauvrete_2021_qp24*csv.zip)")
+
+
 class Quality(Strict):
     policy: Literal["block", "warn"] = "block"
     checks: list[Check] = Field(default_factory=list)
@@ -348,6 +356,7 @@ class Source(Strict):
     landing_page: str | None = None
     url: str | None = Field(default=None, description="production URL (https, http, file, s3)")
     datagouv: DataGouv | None = Field(default=None, description="or: a data.gouv.fr dataset resolved at fetch time")
+    insee: InseePage | None = Field(default=None, description="or: an insee.fr page whose file is picked at fetch time")
     sample: str | None = Field(default=None, description="offline sample, relative to include/")
     sample_provenance: str | None = None
     sample_millesime: str | None = Field(default=None, description="the sample's millésime, when not the entry's")
@@ -422,10 +431,11 @@ class Source(Strict):
     def _somewhere(self) -> Source:
         if self.collection:  # each feed says where it is; discovery finds the others
             return self
-        if not self.url and not self.datagouv and not self.sample:
-            raise ValueError("give 'url' or 'datagouv' (production) and 'sample' (bundled file)")
-        if self.url and self.datagouv:
-            raise ValueError("give 'url' or 'datagouv', not both")
+        given = [k for k in ("url", "datagouv", "insee") if getattr(self, k)]
+        if not given and not self.sample:
+            raise ValueError("give 'url', 'datagouv' or 'insee' (production) and 'sample' (bundled file)")
+        if len(given) > 1:
+            raise ValueError(f"give one production location, not {' and '.join(given)}")
         if self.no_sample and (self.sample or (self.series and self.series.samples)):
             raise ValueError("'no_sample' says no file is bundled, but one is")
         return self
@@ -527,8 +537,8 @@ class Source(Strict):
         """This entry for one feed of its collection: its partition, location, sample and title."""
         if not self.collection:
             raise ConfigError(f"source {self.id} is not a collection of feeds")
-        one = self._as_part(self.collection.column, feed.id, url=feed.url, datagouv=None, sample=feed.sample,
-                            title=f"{self.title} — {feed.title}",
+        one = self._as_part(self.collection.column, feed.id, url=feed.url, datagouv=None, insee=None,
+                            sample=feed.sample, title=f"{self.title} — {feed.title}",
                             publisher=feed.publisher or self.publisher, licence=feed.licence or self.licence)
         columns = {n: (c.model_copy(update={"constant": feed.title}) if c.constant == FEED_TITLE else c)
                    for n, c in one.columns.items()}
@@ -559,11 +569,13 @@ class Source(Strict):
 
     @property
     def production(self) -> str | None:
-        """The production location as one line: the URL, or `datagouv:<dataset>/<resource>`."""
+        """The production location as one line: the URL, `datagouv:<dataset>/<resource>` or `insee:<page>/<file>`."""
         if self.url:
             return self.url
         if self.datagouv:
             return f"datagouv:{self.datagouv.dataset}/{self.datagouv.resource}"
+        if self.insee:
+            return f"insee:{self.insee.page}/{self.insee.file}"
         if self.collection and self.collection.discover:
             return f"{self.collection.discover.api} ({', '.join(self.collection.discover.types)})"
         if self.collection and self.collection.per_departement:

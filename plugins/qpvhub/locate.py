@@ -11,6 +11,7 @@ itself still uses ETag / Last-Modified and the file's SHA-256).
 from __future__ import annotations
 
 import os
+import posixpath
 import re
 from dataclasses import dataclass, field
 
@@ -19,12 +20,20 @@ import requests
 from qpvhub.errors import FetchError
 
 DATAGOUV_API = "https://www.data.gouv.fr/api/1"
+INSEE_SITE = "https://www.insee.fr"
+# a download link of an insee.fr page, absolute or relative (public code lists a page's files the same way)
+INSEE_FILE_LINK = re.compile(r"""(?:https?://(?:www\.)?insee\.fr)?(/fr/statistiques/fichier/[0-9]+/[^"'<>\s?#]+\.[A-Za-z0-9]+)""")
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
 def api_base() -> str:
     """data.gouv.fr API root (`QPVHUB_DATAGOUV_API`: tests play the API on loopback)."""
     return os.environ.get("QPVHUB_DATAGOUV_API", DATAGOUV_API).rstrip("/")
+
+
+def insee_site() -> str:
+    """insee.fr's root (`QPVHUB_INSEE_SITE`: tests play its pages on loopback)."""
+    return os.environ.get("QPVHUB_INSEE_SITE", INSEE_SITE).rstrip("/")
 
 
 @dataclass
@@ -84,6 +93,41 @@ def resolve_datagouv(source_id: str, dataset: str, resource: str, fmt: str | Non
             "checksum": checksum.get("value") if isinstance(checksum, dict) else checksum,
             "url": chosen.get("url")}
     return Located(url=str(target), meta=meta)
+
+
+def resolve_insee(source_id: str, page: int, file: str, *, timeout: float = 30.0) -> Located:
+    """The download link of insee.fr page `page` whose file name is `file` (a name, or a pattern with * ? [ ]);
+    none, or several, is an error naming the files the page offers."""
+    from urllib.parse import unquote
+
+    from qpvhub.archive import member_matches
+
+    url = f"{insee_site()}/fr/statistiques/{page}"
+    where = f"source {source_id}: INSEE page {page}"
+    try:
+        resp = requests.get(url, timeout=(min(timeout, 15.0), timeout), headers={"Accept": "text/html"})
+    except requests.RequestException as exc:
+        raise FetchError(f"{where}: insee.fr did not answer ({type(exc).__name__}: {exc})") from None
+    if resp.status_code == 404:
+        raise FetchError(f"{where} not found (HTTP 404 at {url}): a new millésime has its own page; "
+                         f"set insee.page in include/sources/{source_id}.yml")
+    if resp.status_code >= 400:
+        raise FetchError(f"{where}: HTTP {resp.status_code} {resp.reason} at {url}")
+    links: dict[str, str] = {}
+    for path in INSEE_FILE_LINK.findall(resp.text):
+        links.setdefault(posixpath.basename(unquote(path)), path)
+    if not links:
+        raise FetchError(f"{where}: no download link (/fr/statistiques/fichier/…) on {url}: "
+                         f"has the page moved, or its layout changed?")
+    found = sorted(name for name in links if member_matches(name, file))
+    if len(found) != 1:
+        what = "no file matches" if not found else f"{len(found)} files match"
+        raise FetchError(f"{where}: {what} {file!r}; files on the page: {sorted(links)[:20]}"
+                         + (" — narrow insee.file" if found else ""))
+    target = insee_site() + links[found[0]]
+    meta = {"kind": "insee", "page": page, "file": found[0], "url": target,
+            "last_modified": None, "filesize": None, "checksum": None}
+    return Located(url=target, meta=meta)
 
 
 def transport_api(configured: str) -> str:

@@ -37,7 +37,7 @@ from qpvhub.errors import (
     ValidationFailed,
 )
 from qpvhub.fetch import fetch
-from qpvhub.locate import Located, resolve_datagouv
+from qpvhub.locate import Located, resolve_datagouv, resolve_insee
 from qpvhub.readers import get_reader
 from qpvhub.redact import redact_text, redact_url
 from qpvhub.store import Store, open_store, upload_tree
@@ -84,6 +84,8 @@ def locate(env: Env, source: Source, *, sample: bool = False, url: str | None = 
         d = source.datagouv
         return resolve_datagouv(source.id, d.dataset, d.resource, d.format,
                                 timeout=http_settings()["timeout"])
+    if source.insee:
+        return resolve_insee(source.id, source.insee.page, source.insee.file, timeout=http_settings()["timeout"])
     if not source.url:
         raise QpvhubError(f"source {source.id}: no production location; set url in "
                           f"include/sources/{source.id}.yml (or run with --sample for the bundled file)")

@@ -325,7 +325,7 @@ def probe_source(source: Source, *, timeout: float = 20.0, previous: dict | None
                  departements: Sequence[str] = ()) -> Probe:
     """Probe one entry's production location (`departements`: the regions', for one file per département);
     never raises."""
-    from qpvhub.locate import Located, resolve_datagouv
+    from qpvhub.locate import Located, resolve_datagouv, resolve_insee
 
     p = Probe(source.id)
     if source.collection:
@@ -336,6 +336,8 @@ def probe_source(source: Source, *, timeout: float = 20.0, previous: dict | None
         if source.datagouv:
             d = source.datagouv
             located = resolve_datagouv(source.id, d.dataset, d.resource, d.format, timeout=timeout)
+        elif source.insee:
+            located = resolve_insee(source.id, source.insee.page, source.insee.file, timeout=timeout)
         elif source.url:
             located = Located(source.url)
         else:

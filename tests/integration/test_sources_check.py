@@ -233,7 +233,8 @@ def test_a_series_is_checked_in_its_current_release_layout(catalog, http_source)
     looked for; the 2019 names the bundled release uses are not asked of the production file."""
     from tests.integration.test_filosofi_releases import _layout_2021
 
-    filo = catalog["filosofi_iris"].model_copy(update={"url": http_source.put("filo.zip", _layout_2021())})
+    filo = catalog["filosofi_iris"].model_copy(update={"url": http_source.put("filo.zip", _layout_2021()),
+                                                        "insee": None})
     p = probe_source(filo)
     assert p.ok and "BASE_TD_FILO_IRIS_2021_DISP.csv" in p.layout, p.line()
     http_source.put("filo.zip", _layout_2021(member="BASE_TD_FILO_IRIS_2022_DISP.csv"))
@@ -246,7 +247,8 @@ def test_a_member_named_by_its_form_is_found_and_its_header_checked(catalog, htt
     beside its `meta_` file and the all-QPV aggregate; a variable renamed in it is a drift naming it."""
     from tests.integration.test_filosofi_qpv import HEADER, qp24_archive
 
-    src = catalog["filosofi_qpv"].model_copy(update={"url": http_source.put("qp24.zip", qp24_archive())})
+    src = catalog["filosofi_qpv"].model_copy(update={"url": http_source.put("qp24.zip", qp24_archive()),
+                                                      "insee": None})
     p = probe_source(src)
     assert p.ok and "revenu-disponible-qp24-2021_QP.csv" in p.layout, p.line()
     http_source.put("qp24.zip", qp24_archive(header=[*HEADER[:2], "DISP_TP60_A22", *HEADER[3:]]))
