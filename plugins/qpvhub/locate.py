@@ -36,6 +36,20 @@ def insee_site() -> str:
     return os.environ.get("QPVHUB_INSEE_SITE", INSEE_SITE).rstrip("/")
 
 
+def _get(url: str, where: str, who: str, accept: str, timeout: float, not_found: str | None = None
+         ) -> requests.Response:
+    """A publisher's catalogue answer (API or page), or a FetchError naming `where` and what went wrong."""
+    try:
+        resp = requests.get(url, timeout=(min(timeout, 15.0), timeout), headers={"Accept": accept})
+    except requests.RequestException as exc:
+        raise FetchError(f"{where}: {who} did not answer ({type(exc).__name__}: {exc})") from None
+    if resp.status_code == 404 and not_found:
+        raise FetchError(f"{where} not found (HTTP 404 at {url}): {not_found}")
+    if resp.status_code >= 400:
+        raise FetchError(f"{where}: HTTP {resp.status_code} {resp.reason} at {url}")
+    return resp
+
+
 @dataclass
 class Located:
     """The URL to fetch and what the publisher's catalogue said about it (recorded with the run)."""
@@ -56,14 +70,7 @@ def resolve_datagouv(source_id: str, dataset: str, resource: str, fmt: str | Non
     """Pick the dataset's resource (by id, else by title pattern: the most recently modified match)."""
     url = f"{api_base()}/datasets/{dataset}/"
     where = f"source {source_id}: data.gouv.fr dataset {dataset!r}"
-    try:
-        resp = requests.get(url, timeout=(min(timeout, 15.0), timeout), headers={"Accept": "application/json"})
-    except requests.RequestException as exc:
-        raise FetchError(f"{where}: the API did not answer ({type(exc).__name__}: {exc})") from None
-    if resp.status_code == 404:
-        raise FetchError(f"{where} not found (HTTP 404 at {url}): renamed or withdrawn? check its page")
-    if resp.status_code >= 400:
-        raise FetchError(f"{where}: HTTP {resp.status_code} {resp.reason} at {url}")
+    resp = _get(url, where, "the API", "application/json", timeout, "renamed or withdrawn? check its page")
     try:
         doc = resp.json()
         resources = list(doc["resources"])
@@ -104,15 +111,8 @@ def resolve_insee(source_id: str, page: int, file: str, *, timeout: float = 30.0
 
     url = f"{insee_site()}/fr/statistiques/{page}"
     where = f"source {source_id}: INSEE page {page}"
-    try:
-        resp = requests.get(url, timeout=(min(timeout, 15.0), timeout), headers={"Accept": "text/html"})
-    except requests.RequestException as exc:
-        raise FetchError(f"{where}: insee.fr did not answer ({type(exc).__name__}: {exc})") from None
-    if resp.status_code == 404:
-        raise FetchError(f"{where} not found (HTTP 404 at {url}): a new millésime has its own page; "
-                         f"set insee.page in include/sources/{source_id}.yml")
-    if resp.status_code >= 400:
-        raise FetchError(f"{where}: HTTP {resp.status_code} {resp.reason} at {url}")
+    resp = _get(url, where, "insee.fr", "text/html", timeout,
+                f"a new millésime has its own page; set insee.page in include/sources/{source_id}.yml")
     links: dict[str, str] = {}
     for path in INSEE_FILE_LINK.findall(resp.text):
         links.setdefault(posixpath.basename(unquote(path)), path)
@@ -156,12 +156,7 @@ def discover_feeds(source_id: str, api: str, types: list[str], exclude: list[str
 
     url = transport_api(api)
     where = f"source {source_id}: transport.data.gouv.fr"
-    try:
-        resp = requests.get(url, timeout=(min(timeout, 15.0), timeout), headers={"Accept": "application/json"})
-    except requests.RequestException as exc:
-        raise FetchError(f"{where}: the API did not answer ({type(exc).__name__}: {exc})") from None
-    if resp.status_code >= 400:
-        raise FetchError(f"{where}: HTTP {resp.status_code} {resp.reason} at {url}")
+    resp = _get(url, where, "the API", "application/json", timeout)
     try:
         datasets = list(resp.json())
     except (ValueError, TypeError):
