@@ -42,7 +42,10 @@ def _get(url: str, where: str, who: str, accept: str, timeout: float, not_found:
     try:
         resp = requests.get(url, timeout=(min(timeout, 15.0), timeout), headers={"Accept": accept})
     except requests.RequestException as exc:
-        raise FetchError(f"{where}: {who} did not answer ({type(exc).__name__}: {exc})") from None
+        dns = re.search(r"Failed to resolve '([^']+)'", str(exc))
+        why = (f"cannot resolve {dns.group(1)} (offline, or a DNS problem)" if dns
+               else f"{type(exc).__name__}: {exc}")
+        raise FetchError(f"{where}: {who} did not answer ({why})") from None
     if resp.status_code == 404 and not_found:
         raise FetchError(f"{where} not found (HTTP 404 at {url}): {not_found}")
     if resp.status_code >= 400:

@@ -101,6 +101,14 @@ def test_an_ambiguous_page_a_missing_page_and_a_page_without_links_are_clear_err
         resolve_insee("filosofi_qpv", 8000000, V2)
 
 
+def test_an_unreachable_site_says_why_in_one_line(monkeypatch) -> None:
+    monkeypatch.setenv("QPVHUB_INSEE_SITE", "http://qpvhub-no-such-host.invalid")
+    with pytest.raises(FetchError, match=r"^source filosofi_qpv: INSEE page 8243167: insee.fr did not answer "
+                                         r"\(cannot resolve qpvhub-no-such-host.invalid "
+                                         r"\(offline, or a DNS problem\)\)$"):
+        resolve_insee("filosofi_qpv", PAGE, V2, timeout=5)
+
+
 def test_sources_check_resolves_the_page_then_reads_the_members_header(catalog, site) -> None:
     src = catalog["filosofi_qpv"]
     _publish(site, V2, qp24_archive())
