@@ -8,6 +8,7 @@ old one as `<table>__previous`. A failure at any step leaves the live table as i
 from __future__ import annotations
 
 import binascii
+import datetime as dt
 import functools
 import io
 import logging
@@ -102,6 +103,7 @@ def _parse_numbers(values: pd.Series, decimal: str) -> pd.Series:
     return result
 
 
+INTEGER_LIMITS = {"smallint": 2.0**15, "integer": 2.0**31, "bigint": 2.0**63}  # PostgreSQL's: -limit ≤ v < limit
 REGION_LEVEL_PATTERN = {"departement": CODE_PATTERNS["departement"], "commune": CODE_PATTERNS["insee_commune"],
                         "iris": CODE_PATTERNS["iris"],
                         "qpv": f"{CODE_PATTERNS['qpv_2015'][:-1]}|{CODE_PATTERNS['qpv_2024'][1:]}"}
@@ -109,7 +111,12 @@ REGION_LEVEL_PATTERN = {"departement": CODE_PATTERNS["departement"], "commune": 
 
 def departement_of(values: pd.Series, level: str) -> pd.Series:
     """Département code of INSEE commune/IRIS codes, QPV codes (QP035001 → 35, QP02A001 → 2A) or itself."""
-    s = pc.utf8_trim_whitespace(_arrow_text(values))
+    dep = _departement_codes(pc.utf8_trim_whitespace(_arrow_text(values)), level)
+    return pd.Series(pd.arrays.ArrowExtensionArray(dep), index=values.index)
+
+
+def _departement_codes(s: pa.Array, level: str) -> pa.Array:
+    """`departement_of` on trimmed Arrow text."""
     if level == "departement":
         dep = s
     elif level in ("commune", "iris"):
@@ -117,7 +124,7 @@ def departement_of(values: pd.Series, level: str) -> pd.Series:
     else:  # qpv: QP/QN + 3-character département, leading zero dropped (035 → 35, 02A → 2A, 971)
         three = pc.utf8_slice_codeunits(s, 2, 5)
         dep = pc.if_else(pc.starts_with(three, "0"), pc.utf8_slice_codeunits(three, 1, 3), three)
-    return pd.Series(pd.arrays.ArrowExtensionArray(dep), index=values.index)
+    return dep
 
 
 def _filled(values: pd.Series) -> pd.Series:
@@ -141,11 +148,12 @@ def convert_batch(df: pd.DataFrame, source: Source, filename: str, run_id: str,
         codes = pc.utf8_trim_whitespace(_arrow_text(df[src_col]))
         pattern = REGION_LEVEL_PATTERN[rf.level]
         well_formed = pc.fill_null(pc.match_substring_regex(codes, pattern), False).to_numpy(zero_copy_only=False)
-        inside = departement_of(df[src_col], rf.level).isin(departements).fillna(False).to_numpy()
+        inside = pc.fill_null(pc.is_in(_departement_codes(codes, rf.level), value_set=pa.array(
+            sorted(departements), pa.string())), False).to_numpy(zero_copy_only=False)
         # A malformed code (`1001` for 01001) is not "another region": it stays, and the suite's format
         # check blocks it with the offending value, instead of the row vanishing silently.
         df = df[inside | ~well_formed]
-    out = pd.DataFrame(index=df.index)
+    out: dict[str, object] = {}  # one DataFrame at the end: inserting column by column costs pandas more
     decimal = source.reader.get("decimal", ".")
     markers = [str(m) for m in source.reader.get("null_values", [])]
     where_kind = "line" if source.format == "csv" else "feature"
@@ -172,12 +180,19 @@ def convert_batch(df: pd.DataFrame, source: Source, filename: str, run_id: str,
                 num = raw.astype("Float64")
             else:
                 num = _parse_numbers(raw, decimal)
-                bad = _filled(raw) & num.isna()
-                _raise_first(bad, df, raw, source, filename, col.source, where_kind, f"not a number ({col.type})")
+                if num.hasnans:  # blank cells, or text that is not a number: which?
+                    bad = _filled(raw) & num.isna()
+                    _raise_first(bad, df, raw, source, filename, col.source, where_kind, f"not a number ({col.type})")
             if col.type in ("integer", "bigint", "smallint"):
-                frac = num.notna() & (num != np.floor(num.fillna(0)))
+                values = num.to_numpy(dtype="float64", na_value=np.nan)
+                missing = np.isnan(values)
+                whole = np.where(missing, 0.0, values)
+                frac = pd.Series(~missing & (whole != np.floor(whole)), index=df.index)
                 _raise_first(frac, df, raw, source, filename, col.source, where_kind, "not a whole number")
-                out[name] = num.round().astype("Int64")
+                limit = INTEGER_LIMITS[col.type]
+                outside = pd.Series(~missing & ((whole < -limit) | (whole >= limit)), index=df.index)
+                _raise_first(outside, df, raw, source, filename, col.source, where_kind, f"out of range for {col.type}")
+                out[name] = pd.arrays.IntegerArray(np.round(whole).astype("int64"), missing)
             else:
                 out[name] = num
         elif col.type == "date":
@@ -195,13 +210,14 @@ def convert_batch(df: pd.DataFrame, source: Source, filename: str, run_id: str,
         for axis, col in (("__x", g.x), ("__y", g.y)):
             raw = df[col]
             num = raw.astype("Float64") if pd.api.types.is_numeric_dtype(raw) else _parse_numbers(raw, decimal)
-            bad = _filled(raw) & num.isna()
-            _raise_first(bad, df, raw, source, filename, col, where_kind, "not a coordinate")
+            if num.hasnans:
+                bad = _filled(raw) & num.isna()
+                _raise_first(bad, df, raw, source, filename, col, where_kind, "not a coordinate")
             out[axis] = num
     elif g:
         wkb = df["__wkb"]
         out["__geom"] = [w.hex() if isinstance(w, bytes | bytearray) else None for w in wkb]
-    return out
+    return pd.DataFrame(out, index=df.index)
 
 
 def _without_markers(values: pd.Series, markers: list[str]) -> pd.Series:
@@ -248,6 +264,67 @@ def create_raw_staging(conn: psycopg.Connection, source: Source, raw_table: str)
     return names
 
 
+# COPY's binary format: signature, flags, header extension; then per row a field count and, per field, its
+# length (-1 for NULL) and its bytes in the type's binary form. The server parses it with less work than CSV
+# (no quoting, numbers and points as they are stored): PostgreSQL's CPU for a whole 1M-row bench ingest
+# 5.3 → 4.6 s (medians of 3, the same run).
+PGCOPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
+_BINARY_NUMBERS = {"integer": (pa.int32(), ">i4"), "smallint": (pa.int16(), ">i2"), "bigint": (pa.int64(), ">i8"),
+                   "double": (pa.float64(), ">f8")}
+_PG_EPOCH_DAYS = dt.date(2000, 1, 1).toordinal() - dt.date(1970, 1, 1).toordinal()
+BINARY_KINDS = ("text", "geometry", "boolean", "date", *_BINARY_NUMBERS)
+
+
+def binary_kinds(source: Source, names: list[str]) -> list[str] | None:
+    """The binary-COPY kind of each COPY column of a direct staging table, or None when one has no binary
+    encoder here (`numeric`: those entries keep CSV)."""
+    geom = source.geometry.column if source.geometry else None
+    kinds = ["geometry" if n == geom else "text" if n == "source_run_id" else source.columns[n].type for n in names]
+    return kinds if all(k in BINARY_KINDS for k in kinds) else None
+
+
+def _fixed(values: np.ndarray, width: int) -> pa.Array:
+    """Equal-width byte strings from a numpy array's memory, as an Arrow binary array."""
+    buf = pa.py_buffer(np.ascontiguousarray(values).tobytes())
+    return pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), len(values), [None, buf]).cast(pa.binary())
+
+
+def _binary_field(values: pa.Array, kind: str, column: str) -> list[pa.Array]:
+    """One column as two binary arrays: each row's 4-byte length (-1 for NULL), then its bytes."""
+    valid = values.is_valid().to_numpy(zero_copy_only=False)
+    try:
+        if kind in ("text", "geometry"):
+            payload = values.cast(pa.binary())
+            lengths = pc.binary_length(payload).fill_null(0).to_numpy()
+        else:
+            if kind in _BINARY_NUMBERS:
+                typ, big_endian = _BINARY_NUMBERS[kind]
+                nums = values.cast(typ).fill_null(0).to_numpy().astype(big_endian)
+            elif kind == "boolean":
+                nums = values.cast(pa.bool_()).fill_null(False).to_numpy(zero_copy_only=False).astype("u1")
+            else:  # date: days since 2000-01-01
+                days = values.cast(pa.date32()).cast(pa.int32()).fill_null(0).to_numpy()
+                nums = (days - _PG_EPOCH_DAYS).astype(">i4")
+            payload, lengths = _fixed(nums, nums.dtype.itemsize), np.full(len(nums), nums.dtype.itemsize)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise InputError(f"column {column}: a value does not fit PostgreSQL's {kind} ({exc})") from None
+    if not valid.all():  # a NULL is its length (-1) alone: no bytes after it
+        payload = pc.if_else(pa.array(valid), payload, pa.scalar(b"", pa.binary()))
+    return [_fixed(np.where(valid, lengths, -1).astype(">i4"), 4), payload]
+
+
+def _binary_bytes(df: pd.DataFrame, names: list[str], kinds: list[str]) -> memoryview:
+    """A batch as COPY binary rows (without the signature), assembled by Arrow: no Python loop over rows."""
+    table = pa.Table.from_pandas(df[names], preserve_index=False)
+    n = table.num_rows
+    parts = [_fixed(np.full(n, len(names), dtype=">i2"), 2)]
+    for name, col, kind in zip(names, table.columns, kinds, strict=True):
+        parts += _binary_field(col.combine_chunks(), kind, name)
+    rows = pc.binary_join_element_wise(*parts, b"")
+    offsets = np.frombuffer(rows.buffers()[1], dtype=np.int32, count=n + 1, offset=rows.offset * 4)
+    return memoryview(rows.buffers()[2])[offsets[0]:offsets[-1]]
+
+
 def _csv_bytes(df: pd.DataFrame, names: list[str]) -> bytes:
     """A batch as COPY CSV, written by Arrow (nulls unquoted-empty, text quoted, so '' stays '')."""
     buf = io.BytesIO()
@@ -256,9 +333,10 @@ def _csv_bytes(df: pd.DataFrame, names: list[str]) -> bytes:
     return buf.getvalue()
 
 
-def _copy_stmt(table: str, names: list[str]) -> sql.Composed:
-    return sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(
-        sql.Identifier("staging", table), sql.SQL(", ").join(sql.Identifier(n) for n in names))
+def _copy_stmt(table: str, names: list[str], binary: bool = False) -> sql.Composed:
+    return sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT {})").format(
+        sql.Identifier("staging", table), sql.SQL(", ").join(sql.Identifier(n) for n in names),
+        sql.SQL("binary" if binary else "csv"))
 
 
 def copy_batches(conn: psycopg.Connection, table: str, names: list[str], batches: Iterable[pd.DataFrame]) -> int:
@@ -273,10 +351,11 @@ def copy_batches(conn: psycopg.Connection, table: str, names: list[str], batches
 
 
 def copy_batches_parallel(uri: str, table: str, names: list[str], batches: Iterable[pd.DataFrame],
-                          workers: int = 2) -> int:
+                          workers: int = 2, kinds: list[str] | None = None) -> int:
     """COPY with `workers` connections fed from this thread: the server parses on several cores while
     Python reads and converts the next batches. The table must be committed; each worker commits its
-    share, and a failure anywhere fails the whole (disposable) staging table.
+    share, and a failure anywhere fails the whole (disposable) staging table. With `kinds` (see
+    `binary_kinds`) the rows go in COPY's binary format, else as CSV.
     """
     from qpvhub.db import connect
 
@@ -286,7 +365,9 @@ def copy_batches_parallel(uri: str, table: str, names: list[str], batches: Itera
     def writer() -> None:
         try:
             with connect(uri) as conn:
-                with conn.cursor() as cur, cur.copy(_copy_stmt(table, names)) as copy:
+                with conn.cursor() as cur, cur.copy(_copy_stmt(table, names, kinds is not None)) as copy:
+                    if kinds is not None:
+                        copy.write(PGCOPY_SIGNATURE)  # psycopg ends the stream with the trailer
                     while (data := work.get()) is not None:
                         copy.write(data)
                 conn.commit()
@@ -311,7 +392,8 @@ def copy_batches_parallel(uri: str, table: str, names: list[str], batches: Itera
         for df in batches:
             if errors:
                 break
-            if not df.empty and put(_csv_bytes(df, names)):
+            data = None if df.empty else _binary_bytes(df, names, kinds) if kinds else _csv_bytes(df, names)
+            if data is not None and put(data):
                 total += len(df)
     finally:
         for _ in threads:
@@ -345,8 +427,10 @@ def create_final_staging(conn: psycopg.Connection, source: Source, table: str) -
 EWKB_POINT = np.dtype([("order", "u1"), ("type", "<u4"), ("srid", "<u4"), ("x", "<f8"), ("y", "<f8")])
 
 
-def points_from_xy(df: pd.DataFrame, source: Source, source_srid: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """EWKB points from `__x`/`__y` (reprojected with PROJ), built with numpy: 25 bytes each, hex for COPY.
+def points_from_xy(df: pd.DataFrame, source: Source, source_srid: int, *, raw: bool = False
+                   ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """EWKB points from `__x`/`__y` (reprojected with PROJ), built with numpy: 25 bytes each, as bytes for a
+    binary COPY (`raw`) or hex for a CSV one.
 
     Rows without finite coordinates are split off (returned second) to be rejected with the reason.
     """
@@ -360,9 +444,11 @@ def points_from_xy(df: pd.DataFrame, source: Source, source_srid: int) -> tuple[
         x, y = _transformer(source_srid, g.srid).transform(x, y)
     rec = np.empty(len(x), dtype=EWKB_POINT)
     rec["order"], rec["type"], rec["srid"], rec["x"], rec["y"] = 1, 0x20000001, g.srid, x, y  # LE, Point|SRID
-    hexed = pa.FixedSizeBinaryArray.from_buffers(pa.binary(50), len(x), [None, pa.py_buffer(binascii.hexlify(
-        rec.tobytes()))]).cast(pa.binary()).cast(pa.string())
-    kept[g.column] = pd.Series(pd.arrays.ArrowExtensionArray(hexed), index=kept.index)
+    if raw:
+        ewkb = _fixed(rec, EWKB_POINT.itemsize)
+    else:
+        ewkb = _fixed(np.frombuffer(binascii.hexlify(rec.tobytes()), dtype="S50"), 50).cast(pa.string())
+    kept[g.column] = pd.Series(pd.arrays.ArrowExtensionArray(ewkb), index=kept.index)
     return kept, rejected
 
 

@@ -271,15 +271,16 @@ def stage_file(env: Env, source: Source, run_id: str, path: Path) -> load.StageR
             names = load.create_final_staging(conn, source, final_table)
             conn.commit()  # visible to the COPY workers' connections
             rejected: list = []
+            kinds = load.binary_kinds(source, names)  # COPY's binary format where every column has an encoder
 
             def with_points(dfs):
                 for df in dfs:
                     if source.geometry:
-                        df, rej = load.points_from_xy(df, source, srid)
+                        df, rej = load.points_from_xy(df, source, srid, raw=kinds is not None)
                         rejected.append(rej)
                     yield df
 
-            loaded = load.copy_batches_parallel(env.uri, final_table, names, with_points(batches))
+            loaded = load.copy_batches_parallel(env.uri, final_table, names, with_points(batches), kinds=kinds)
             n_rej = load.record_rejects(conn, source, run_id, rejected, "no coordinates")
             result = load.StageResult(final_table, loaded + n_rej, loaded, n_rej, 0)
         else:
