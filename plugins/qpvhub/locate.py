@@ -14,10 +14,14 @@ import os
 import posixpath
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import requests
 
 from qpvhub.errors import FetchError
+
+if TYPE_CHECKING:
+    from qpvhub.catalog import Source
 
 DATAGOUV_API = "https://www.data.gouv.fr/api/1"
 INSEE_SITE = "https://www.insee.fr"
@@ -131,6 +135,17 @@ def resolve_insee(source_id: str, page: int, file: str, *, timeout: float = 30.0
     meta = {"kind": "insee", "page": page, "file": found[0], "url": target,
             "last_modified": None, "filesize": None, "checksum": None}
     return Located(url=target, meta=meta)
+
+
+def resolve_production(source: Source, *, timeout: float = 30.0) -> Located | None:
+    """Where an entry's production file is now: its catalogue locator resolved, or its URL; None without one.
+    (The catalogue allows one of `url`, `datagouv`, `insee`.) Runs and `sources check` both ask here."""
+    if source.datagouv:
+        d = source.datagouv
+        return resolve_datagouv(source.id, d.dataset, d.resource, d.format, timeout=timeout)
+    if source.insee:
+        return resolve_insee(source.id, source.insee.page, source.insee.file, timeout=timeout)
+    return Located(source.url) if source.url else None
 
 
 def transport_api(configured: str) -> str:

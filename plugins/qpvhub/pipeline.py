@@ -37,7 +37,7 @@ from qpvhub.errors import (
     ValidationFailed,
 )
 from qpvhub.fetch import fetch
-from qpvhub.locate import Located, resolve_datagouv, resolve_insee
+from qpvhub.locate import Located, resolve_production
 from qpvhub.readers import get_reader
 from qpvhub.redact import redact_text, redact_url
 from qpvhub.store import Store, open_store, upload_tree
@@ -80,16 +80,11 @@ def locate(env: Env, source: Source, *, sample: bool = False, url: str | None = 
             why = f" ({source.no_sample})" if source.no_sample else ""
             raise QpvhubError(f"source {source.id} has no offline sample{why}")
         return Located((env.settings.project / "include" / source.sample).resolve().as_uri())
-    if source.datagouv:
-        d = source.datagouv
-        return resolve_datagouv(source.id, d.dataset, d.resource, d.format,
-                                timeout=http_settings()["timeout"])
-    if source.insee:
-        return resolve_insee(source.id, source.insee.page, source.insee.file, timeout=http_settings()["timeout"])
-    if not source.url:
+    located = resolve_production(source, timeout=http_settings()["timeout"])
+    if located is None:
         raise QpvhubError(f"source {source.id}: no production location; set url in "
                           f"include/sources/{source.id}.yml (or run with --sample for the bundled file)")
-    return Located(source.url)
+    return located
 
 
 def source_url(env: Env, source: Source, *, sample: bool = False, url: str | None = None) -> str:

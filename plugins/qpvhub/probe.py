@@ -325,7 +325,7 @@ def probe_source(source: Source, *, timeout: float = 20.0, previous: dict | None
                  departements: Sequence[str] = ()) -> Probe:
     """Probe one entry's production location (`departements`: the regions', for one file per département);
     never raises."""
-    from qpvhub.locate import Located, resolve_datagouv, resolve_insee
+    from qpvhub.locate import resolve_production
 
     p = Probe(source.id)
     if source.collection:
@@ -333,14 +333,8 @@ def probe_source(source: Source, *, timeout: float = 20.0, previous: dict | None
     if source.series and source.series.current is not None:
         source = source.for_release(source.series.current)  # what a schedule loads: that release's layout
     try:
-        if source.datagouv:
-            d = source.datagouv
-            located = resolve_datagouv(source.id, d.dataset, d.resource, d.format, timeout=timeout)
-        elif source.insee:
-            located = resolve_insee(source.id, source.insee.page, source.insee.file, timeout=timeout)
-        elif source.url:
-            located = Located(source.url)
-        else:
+        located = resolve_production(source, timeout=timeout)
+        if located is None:
             p.status = "no production location; set url in include/sources/" + source.id + ".yml"
             return p
         p.location = redact_url(located.url)
