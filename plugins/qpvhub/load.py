@@ -109,14 +109,8 @@ REGION_LEVEL_PATTERN = {"departement": CODE_PATTERNS["departement"], "commune": 
                         "qpv": f"{CODE_PATTERNS['qpv_2015'][:-1]}|{CODE_PATTERNS['qpv_2024'][1:]}"}
 
 
-def departement_of(values: pd.Series, level: str) -> pd.Series:
-    """Département code of INSEE commune/IRIS codes, QPV codes (QP035001 → 35, QP02A001 → 2A) or itself."""
-    dep = _departement_codes(pc.utf8_trim_whitespace(_arrow_text(values)), level)
-    return pd.Series(pd.arrays.ArrowExtensionArray(dep), index=values.index)
-
-
 def _departement_codes(s: pa.Array, level: str) -> pa.Array:
-    """`departement_of` on trimmed Arrow text."""
+    """Département code of trimmed INSEE commune/IRIS codes, QPV codes (QP035001 → 35, QP02A001 → 2A) or itself."""
     if level == "departement":
         dep = s
     elif level in ("commune", "iris"):
