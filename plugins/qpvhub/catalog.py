@@ -354,7 +354,8 @@ class Source(Strict):
     publisher: str
     licence: str
     landing_page: str | None = None
-    url: str | None = Field(default=None, description="production URL (https, http, file, s3)")
+    url: str | None = Field(default=None, description="production URL (https, http, file, s3); a series' may "
+                                                      "name {release}, filled with the release a run loads")
     datagouv: DataGouv | None = Field(default=None, description="or: a data.gouv.fr dataset resolved at fetch time")
     insee: InseePage | None = Field(default=None, description="or: an insee.fr page whose file is picked at fetch time")
     sample: str | None = Field(default=None, description="offline sample, relative to include/")
@@ -366,6 +367,9 @@ class Source(Strict):
     columns: dict[str, Column]
     row_filter: dict[str, list[str]] = Field(
         default_factory=dict, description="keep only rows whose source column has one of these values")
+    row_exclude: dict[str, list[str]] = Field(
+        default_factory=dict, description="leave out rows whose source column has one of these values (a "
+                                          "publisher's total line, e.g. SIG Ville's `Ensemble`)")
     geometry: Geometry | None = None
     region_filter: RegionFilter | None = None
     keys: list[str] = Field(default_factory=list)
@@ -436,6 +440,9 @@ class Source(Strict):
             raise ValueError("give 'url', 'datagouv' or 'insee' (production) and 'sample' (bundled file)")
         if len(given) > 1:
             raise ValueError(f"give one production location, not {' and '.join(given)}")
+        if self.url and RELEASE in self.url and not (self.series and self.series.current is not None):
+            raise ValueError("url names {release}: only a series' url can, and it needs series.current "
+                             "(the release a schedule loads)")
         if self.no_sample and (self.sample or (self.series and self.series.samples)):
             raise ValueError("'no_sample' says no file is bundled, but one is")
         return self
@@ -517,6 +524,8 @@ class Source(Strict):
         update: dict[str, Any] = {"columns": columns, "reader": {**self.reader, **layout.reader}}
         if layout.cog_year is not None and self.cog is not None:
             update["cog"] = self.cog.model_copy(update={"year": layout.cog_year})
+        if self.url:
+            update["url"] = self.url.replace(RELEASE, str(release))
         return self.model_copy(update=update)._as_part(
             self.series.column, release, release=release, millesime=str(release),
             sample=self.series.samples.get(release, self.sample if release == self.series.current else None))
@@ -556,7 +565,8 @@ class Source(Strict):
     def file_columns(self) -> list[str]:
         """The file's columns a load reads (mapped columns, row filters, x/y): what must be in the file,
         what the reader converts, what `sources check` looks for."""
-        names = [c.source for c in self.columns.values() if c.source] + list(self.row_filter)
+        names = [c.source for c in self.columns.values() if c.source] + list(self.row_filter) + [
+            c for c in self.row_exclude if c not in self.row_filter]
         if self.geometry and self.geometry.from_columns:
             names += [self.geometry.x, self.geometry.y]
         return list(dict.fromkeys(n for n in names if n))

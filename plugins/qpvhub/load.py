@@ -132,10 +132,13 @@ def convert_batch(df: pd.DataFrame, source: Source, filename: str, run_id: str,
                   departements: frozenset[str] | None = None) -> pd.DataFrame:
     """Map source columns to target columns with their declared types; a bad value names line and column.
 
-    Rows outside `row_filter` and, with a `region_filter`, outside `departements` are left out here.
+    Rows outside `row_filter`, in `row_exclude` and, with a `region_filter`, outside `departements` are left
+    out here.
     """
     for col, allowed in source.row_filter.items():
         df = df[df[col].isin(allowed)]
+    for col, dropped in source.row_exclude.items():
+        df = df[~df[col].isin(dropped)]
     rf = source.region_filter
     if rf and departements is not None:
         src_col = source.columns[rf.column].source or rf.column

@@ -99,8 +99,14 @@ def test_reload_all_and_health_dags(parsed) -> None:
     assert [t.task_id for t in health.tasks] == ["freshness"]
     check = bag.dags["qpvhub_sources_check"]
     assert [t.task_id for t in check.tasks] == ["check"] and type(check.timetable).__name__ != "NullTimetable"
-    # entries without a production location are not scheduled: a scheduled run could only fail
-    assert type(bag.dags["qpvhub_ingest_sigville_demo"].timetable).__name__ == "NullTimetable"
+    # every shipped entry has a production location, so each is scheduled (a series its current release) …
+    assert type(bag.dags["qpvhub_ingest_sigville_demo"].timetable).__name__ != "NullTimetable"
+    # … and one without would not be: a scheduled run could only fail
+    from qpvhub.airflow.factory import build_ingest_dag
+    from qpvhub.catalog import load_catalog
+
+    demo = load_catalog(ROOT / "include" / "sources")["sigville_demo"]
+    assert type(build_ingest_dag(demo.model_copy(update={"url": None})).timetable).__name__ == "NullTimetable"
     assert type(bag.dags["qpvhub_ingest_bpe"].timetable).__name__ != "NullTimetable"  # BPE24.zip now
     assert type(bag.dags["qpvhub_ingest_qpv_2024"].timetable).__name__ != "NullTimetable"
 

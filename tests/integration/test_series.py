@@ -217,3 +217,42 @@ def test_a_table_loaded_before_releases_were_kept_becomes_a_release(empty_db: st
     with psycopg.connect(empty_db) as conn:
         per_release = conn.execute("SELECT release, count(*) FROM src.sigville_ipro GROUP BY 1 ORDER BY 1").fetchall()
     assert per_release == [(2021, 78), (2022, 2)]  # the next release beside the converted one
+
+
+NATIONAL = ROOT / "tests" / "data"  # national files' heads: header, `Ensemble`, QPV of 01, 13 and 35 (PROVENANCE.md)
+MIRROR = "https://raw.githubusercontent.com/aubryprieur/streamlit_data_territoire/7618e8e946ed4a83af2706d48335db333f06e32b"
+
+
+def test_the_production_url_names_the_release_and_the_national_file_loads(env, catalog, http_source) -> None:
+    """The shipped entries, their host moved to loopback and nothing else changed: `--release 2019` fetches that
+    release's national file (the url's `{release}` filled), drops the national total line (`Ensemble`) and the
+    other regions, and loads Ille-et-Vilaine's QPV with the figures of the bundled cut of the same release."""
+    for sid in ("cog_communes", "qpv_2015"):
+        ingest(env, catalog[sid], sample=True)
+    for kind, sid in (("DEMO", "sigville_demo"), ("REVN", "sigville_revn"), ("IPRO", "sigville_ipro")):
+        src = catalog[sid]
+        assert src.url.startswith(MIRROR + "/") and src.url.endswith(f"/{kind}_{{release}}.csv")
+        path = src.url[len(MIRROR) + 1:].replace("{release}", "2019")
+        http_source.put(path, (NATIONAL / f"sigville_qpv2015_{kind}_2019_national_CUT.csv").read_bytes())
+        here = src.model_copy(update={"url": src.url.replace(MIRROR, http_source.base),
+                                      "quality": src.quality.model_copy(update={"min_rows": 1})})
+        res = ingest(env, here, release=2019)
+        assert res.status == "success" and res.rows_loaded == 7, (sid, res)
+        assert http_source.requests[-1][1] == path
+        with psycopg.connect(env.uri) as conn:
+            codes = [r[0] for r in conn.execute(f"SELECT code_qp FROM src.{sid} WHERE release = 2019 ORDER BY 1")]
+            urls = conn.execute("SELECT urls FROM meta.source_runs WHERE run_id = %s", (res.run_id,)).fetchone()[0]
+        assert len(codes) == 7 and all(c.startswith("QP035") for c in codes), codes
+        assert [u.rsplit("/", 1)[-1] for u in urls] == [f"{kind}_2019.csv"], urls
+    with psycopg.connect(env.uri) as conn:
+        rate = conn.execute("SELECT taux_emploi FROM src.sigville_ipro WHERE release = 2019 AND code_qp = 'QP035002'"
+                            ).fetchone()[0]
+    assert rate == pytest.approx(_column("IPRO", 2019, "QP035002", "TX_TOT_EMPL"))
+    # without the declared exclusion, the total line is not a QPV: the code check stops the load, and names it
+    ipro = catalog["sigville_ipro"]
+    bare = ipro.model_copy(update={"url": ipro.url.replace(MIRROR, http_source.base), "row_exclude": {},
+                                   "quality": ipro.quality.model_copy(update={"min_rows": 1})})
+    with pytest.raises(QpvhubError, match=r"'code_qp'.*e\.g\. \['Ensemble'\]"):
+        ingest(env, bare, release=2019, force=True)
+    with psycopg.connect(env.uri) as conn:  # the release loaded before stays whole
+        assert conn.execute("SELECT count(*) FROM src.sigville_ipro WHERE release = 2019").fetchone()[0] == 7

@@ -136,3 +136,22 @@ def test_no_sample_contradicting_a_bundled_file_is_refused(tmp_path: Path) -> No
         load_source(_write(tmp_path, "qpv_2015", _qpv_spec() | {"no_sample": "x"}))
     spec = {k: v for k, v in _qpv_spec().items() if k not in ("sample", "sample_provenance")}
     assert load_source(_write(tmp_path, "qpv_2015", spec | {"no_sample": "not public"})).no_sample == "not public"
+
+
+def test_every_shipped_entry_has_a_production_location() -> None:
+    """#12's acceptance: no entry is sample-only; a scheduled run always has somewhere real to fetch from."""
+    missing = [s.id for s in load_catalog(SOURCES).values() if not s.production]
+    assert missing == []
+
+
+def test_a_release_in_the_url_is_for_series_with_a_current_release(tmp_path: Path) -> None:
+    """`{release}` in a series' url is filled per run; elsewhere, or with no release a schedule loads, it is
+    refused where the file is named."""
+    sig = yaml.safe_load((SOURCES / "sigville_ipro.yml").read_text(encoding="utf-8"))
+    src = load_source(_write(tmp_path, "sigville_ipro", sig))
+    assert src.url.endswith("/IPRO_{release}.csv") and src.for_release(2019).url.endswith("/IPRO_2019.csv")
+    assert src.for_release(2019).for_release(2019).url == src.for_release(2019).url
+    with pytest.raises(ConfigError, match=r"(?s)sigville_ipro\.yml.*url names \{release\}: only a series' url can"):
+        load_source(_write(tmp_path, "sigville_ipro", sig | {"series": sig["series"] | {"current": None}}))
+    with pytest.raises(ConfigError, match=r"(?s)qpv_2015\.yml.*url names \{release\}"):
+        load_source(_write(tmp_path, "qpv_2015", _qpv_spec() | {"url": "https://example.org/qpv_{release}.zip"}))

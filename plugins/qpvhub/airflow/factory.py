@@ -17,7 +17,7 @@ from typing import Any
 
 from airflow.sdk import DAG, Asset, task
 
-from qpvhub.catalog import Region, Source, load_catalog, load_regions
+from qpvhub.catalog import RELEASE, Region, Source, load_catalog, load_regions
 from qpvhub.config import load_settings
 from qpvhub.redact import redact_url
 
@@ -138,8 +138,9 @@ def build_ingest_dag(source: Source) -> DAG:
            "`{\"force\": true}` to load even when unchanged.")
     on_failure = functools.partial(_fail_ingest_run, source)
     if source.series:
-        doc += (f"\n\nA series: each release is a partition, loaded on its own. `{{\"release\": 2019, \"url\": "
-                f"\"…\"}}` loads one; the schedule loads release {source.series.current or '(none set)'}.")
+        url = "" if RELEASE in (source.url or "") else " with `\"url\": \"…\"`"  # the url names each release's file
+        doc += (f"\n\nA series: each release is a partition, loaded on its own. `{{\"release\": 2019}}`{url} "
+                f"loads one; the schedule loads release {source.series.current or '(none set)'}.")
 
     def conf_of(context: dict) -> dict:
         return {**context["params"], **((context["dag_run"].conf or {}) if context.get("dag_run") else {})}
