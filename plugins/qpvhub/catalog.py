@@ -565,8 +565,7 @@ class Source(Strict):
     def file_columns(self) -> list[str]:
         """The file's columns a load reads (mapped columns, row filters, x/y): what must be in the file,
         what the reader converts, what `sources check` looks for."""
-        names = [c.source for c in self.columns.values() if c.source] + list(self.row_filter) + [
-            c for c in self.row_exclude if c not in self.row_filter]
+        names = [c.source for c in self.columns.values() if c.source] + list(self.row_filter) + list(self.row_exclude)
         if self.geometry and self.geometry.from_columns:
             names += [self.geometry.x, self.geometry.y]
         return list(dict.fromkeys(n for n in names if n))
