@@ -407,6 +407,12 @@ def is_direct(source: Source) -> bool:
     return source.geometry is None or source.geometry.from_columns
 
 
+# Staging tables are left alone by autovacuum: the pipeline runs ANALYZE itself, and a worker that starts on
+# a freshly COPYed table makes CREATE INDEX (and the promote's ALTER TABLE) wait deadlock_timeout (1 s) before
+# it is cancelled. Promote resets the option: the live table is autovacuum's.
+STAGING_STORAGE = sql.SQL("autovacuum_enabled = false")
+
+
 def create_final_staging(conn: psycopg.Connection, source: Source, table: str) -> list[str]:
     """The staging table in its final shape (typed columns, source_run_id, Point geometry); COPY columns."""
     cols = [sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(_pg_type(source, n))) for n in source.columns]
@@ -417,7 +423,8 @@ def create_final_staging(conn: psycopg.Connection, source: Source, table: str) -
         cols.append(sql.SQL("{} geometry(Point, {})").format(sql.Identifier(g.column), sql.Literal(g.srid)))
         names.append(g.column)
     conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier("staging", table)))
-    conn.execute(sql.SQL("CREATE TABLE {} ({})").format(sql.Identifier("staging", table), sql.SQL(", ").join(cols)))
+    conn.execute(sql.SQL("CREATE TABLE {} ({}) WITH ({})").format(
+        sql.Identifier("staging", table), sql.SQL(", ").join(cols), STAGING_STORAGE))
     return names
 
 
@@ -513,11 +520,12 @@ def build_final(conn: psycopg.Connection, source: Source, raw_table: str, final_
         "FROM {} r JOIN _geom_fix f USING (__feature) WHERE f.g IS NULL OR ST_IsEmpty(f.g)"
     ).format(raw, run=sql.Literal(run_id), src=sql.Literal(source.id))).rowcount
     conn.execute(sql.SQL(
-        "CREATE TABLE {final} AS SELECT {cols}, r.source_run_id, f.g::geometry({gtype}, {gsrid}) AS {gcol} "
+        "CREATE TABLE {final} WITH ({storage}) AS "
+        "SELECT {cols}, r.source_run_id, f.g::geometry({gtype}, {gsrid}) AS {gcol} "
         "FROM {raw} r JOIN _geom_fix f USING (__feature) WHERE f.g IS NOT NULL AND NOT ST_IsEmpty(f.g) "
         "ORDER BY r.__feature"
     ).format(final=final, cols=cols, raw=raw, gtype=sql.SQL(g.type), gsrid=sql.Literal(g.srid),
-             gcol=sql.Identifier(g.column)))
+             gcol=sql.Identifier(g.column), storage=STAGING_STORAGE))
     loaded = rows_read - rejected
     conn.execute(sql.SQL("DROP TABLE {}").format(raw))
     return StageResult(final_table, rows_read, loaded, rejected, repaired)
@@ -637,6 +645,7 @@ def promote(conn: psycopg.Connection, source: Source, final_table: str, run_id: 
                for name, col in source.columns.items() if col.required or name in source.keys]
     if source.geometry:
         actions.append(sql.SQL("ALTER COLUMN {} SET NOT NULL").format(sql.Identifier(source.geometry.column)))
+    actions.append(sql.SQL("RESET (autovacuum_enabled)"))  # live, the table is autovacuum's again
     if parent_cols is not None:
         checks = conn.execute(
             "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
@@ -644,8 +653,7 @@ def promote(conn: psycopg.Connection, source: Source, final_table: str, run_id: 
             (sql.Identifier(schema, t.table).as_string(conn),)).fetchall()
         actions += [sql.SQL("ADD CONSTRAINT {} {}").format(sql.Identifier(conname), sql.SQL(condef))
                     for conname, condef in checks]
-    if actions:
-        conn.execute(sql.SQL("ALTER TABLE {} {}").format(new, sql.SQL(", ").join(actions)))
+    conn.execute(sql.SQL("ALTER TABLE {} {}").format(new, sql.SQL(", ").join(actions)))
 
     if t.partition:
         (pcol, pval), = t.partition.items()

@@ -255,3 +255,29 @@ def test_two_generations_side_by_side(env, catalog, tmp_path) -> None:
     bad.write_text(text.replace('"QN03504M"', '"QP035004"'), encoding="utf-8")
     with pytest.raises(ValidationFailed, match=r"(?s)expect_column_values_to_match_regex on 'code_qp'.*QP035004"):
         ingest(env, gen2024, url=bad.as_uri())
+
+
+def _reloptions(uri: str, table: str) -> tuple[bool, list[str] | None]:
+    """Whether the table exists, and its storage options."""
+    with psycopg.connect(uri) as conn:
+        row = conn.execute("SELECT reloptions FROM pg_class WHERE oid = to_regclass(%s)", (table,)).fetchone()
+    return row is not None, row and row[0]
+
+
+@pytest.mark.parametrize("source_id", ["cog_communes", "qpv_2015"])  # a direct COPY, a file-geometry build
+def test_staging_is_left_alone_by_autovacuum_and_the_live_table_is_not(env, catalog, loaded, source_id) -> None:
+    """A worker vacuuming a fresh staging table would make CREATE INDEX wait deadlock_timeout; live, it is needed."""
+    from qpvhub import load
+    from qpvhub.pipeline import fetch_step, promote_step, stage_step, start_run, validate_step
+
+    src = catalog[source_id]
+    url = loaded[2] if source_id == "qpv_2015" else loaded[2].replace("QPV.geojson", "communes.csv")
+    run_id = start_run(env, src)
+    fetched = fetch_step(env, src, run_id, url, force=True)
+    stage_step(env, src, run_id, fetched["raw_key"])
+    staging = f"staging.{load.staging_names(src, run_id)[1]}"
+    assert _reloptions(env.uri, staging) == (True, ["autovacuum_enabled=false"])
+    validate_step(env, src, run_id)
+    promote_step(env, src, run_id)
+    assert _reloptions(env.uri, staging) == (False, None)  # renamed into place
+    assert _reloptions(env.uri, src.target.qualified) == (True, None)
