@@ -259,7 +259,7 @@ def stage_file(env: Env, source: Source, run_id: str, path: Path) -> load.StageR
                 df = df[keep]
             yield df
 
-    with connect(env.uri) as conn:
+    with connect(env.uri) as conn, load.frozen_heap():
         batches = in_regions(load.convert_batch(b, source, path.name, run_id, deps) for b in counted(reader.batches()))
         if load.is_direct(source):
             # attribute tables and x/y points: straight into the final staging table

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 from qpvhub.catalog import Source
 from qpvhub.errors import InputError
-from qpvhub.load import check_columns, convert_batch, srid_of
+from qpvhub.load import check_columns, convert_batch, frozen_heap, srid_of
 
 
 def _source(**cols) -> Source:
@@ -68,3 +68,14 @@ def test_region_filter_keeps_malformed_codes_for_the_suite() -> None:
     df = pd.DataFrame({"DEPCOM": ["01001", "1001", "35238", "2A004", None], "__feature": [2, 3, 4, 5, 6]})
     out = convert_batch(df, src, "f.csv", "r", frozenset({"01", "2A"}))
     assert [None if pd.isna(v) else v for v in out["insee_com"]] == ["01001", "1001", "2A004", None]
+
+
+def test_the_heap_is_frozen_while_a_file_streams_and_given_back_even_on_failure() -> None:
+    """A freeze left behind would hide every later object from the cyclic collector for good."""
+    import gc
+
+    before = gc.get_freeze_count()
+    with pytest.raises(InputError), frozen_heap():
+        assert gc.get_freeze_count() > before
+        raise InputError("bad value", source="s", file="f.csv", line=3, column="c")
+    assert gc.get_freeze_count() == before
