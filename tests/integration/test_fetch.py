@@ -30,6 +30,19 @@ def test_conditional_get_and_checksum(http_source, tmp_path: Path) -> None:
     assert again.not_modified and again.path is None
 
 
+def test_a_file_of_many_chunks_is_hashed_whole_and_in_order(http_source, tmp_path: Path) -> None:
+    """The SHA-256 is computed beside the write, chunk by chunk (1 MiB): over HTTP and from a file URL."""
+    body = COG_SAMPLE.read_bytes() * 60  # 11 MB: more chunks than the hasher's queue holds
+    assert len(body) > 9 * (1 << 20)
+    (tmp_path / "src").mkdir()
+    local = tmp_path / "src" / "big.csv"
+    local.write_bytes(body)
+    for i, url in enumerate((http_source.put("big.csv", body), local.as_uri())):
+        got = fetch(url, tmp_path / str(i))
+        assert got.sha256 == hashlib.sha256(body).hexdigest() and got.bytes == len(body)
+        assert got.path.read_bytes() == body
+
+
 def test_file_url_and_missing_file(tmp_path: Path) -> None:
     got = fetch(COG_SAMPLE.as_uri(), tmp_path)
     assert got.path.read_bytes() == COG_SAMPLE.read_bytes()
