@@ -427,11 +427,14 @@ def is_direct(source: Source) -> bool:
 STAGING_STORAGE = sql.SQL("autovacuum_enabled = false")
 
 
-def create_final_staging(conn: psycopg.Connection, source: Source, table: str) -> list[str]:
-    """The staging table in its final shape (typed columns, source_run_id, Point geometry); COPY columns."""
+def create_final_staging(conn: psycopg.Connection, source: Source, table: str, run_id: str) -> list[str]:
+    """The staging table in its final shape (typed columns, source_run_id, Point geometry); COPY columns.
+
+    source_run_id is the column's default, not sent: the same text on every row cost the client 0.1 s and the
+    server 0.05 s of CPU per million rows. Promote drops the default."""
     cols = [sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(_pg_type(source, n))) for n in source.columns]
-    cols.append(sql.SQL("source_run_id text"))
-    names = [*source.columns, "source_run_id"]
+    cols.append(sql.SQL("source_run_id text DEFAULT {}").format(sql.Literal(run_id)))
+    names = list(source.columns)
     if source.geometry:
         g = source.geometry
         cols.append(sql.SQL("{} geometry(Point, {})").format(sql.Identifier(g.column), sql.Literal(g.srid)))
@@ -646,6 +649,8 @@ def promote(conn: psycopg.Connection, source: Source, final_table: str, run_id: 
         (pcol, _), = t.partition.items()
         conn.execute(sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS) PARTITION BY LIST ({})").format(
             sql.Identifier(schema, t.table), new, sql.Identifier(pcol)))
+        conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN source_run_id DROP DEFAULT").format(
+            sql.Identifier(schema, t.table)))  # staging's default names this run only
         conn.execute(sql.SQL("GRANT SELECT ON {} TO qpvhub_analyst").format(sql.Identifier(schema, t.table)))
     parent_cols = columns_of(conn, schema, t.table) if _exists(conn, schema, t.table) else None
     new_cols = columns_of(conn, "staging", final_table)
@@ -660,6 +665,7 @@ def promote(conn: psycopg.Connection, source: Source, final_table: str, run_id: 
     if source.geometry:
         actions.append(sql.SQL("ALTER COLUMN {} SET NOT NULL").format(sql.Identifier(source.geometry.column)))
     actions.append(sql.SQL("RESET (autovacuum_enabled)"))  # live, the table is autovacuum's again
+    actions.append(sql.SQL("ALTER COLUMN source_run_id DROP DEFAULT"))  # a staging convenience only
     if parent_cols is not None:
         checks = conn.execute(
             "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "

@@ -263,7 +263,7 @@ def stage_file(env: Env, source: Source, run_id: str, path: Path) -> load.StageR
         batches = in_regions(load.convert_batch(b, source, path.name, run_id, deps) for b in counted(reader.batches()))
         if load.is_direct(source):
             # attribute tables and x/y points: straight into the final staging table
-            names = load.create_final_staging(conn, source, final_table)
+            names = load.create_final_staging(conn, source, final_table, run_id)
             conn.commit()  # visible to the COPY workers' connections
             rejected: list = []
             kinds = load.binary_kinds(source, names)  # COPY's binary format where every column has an encoder

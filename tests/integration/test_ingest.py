@@ -257,16 +257,20 @@ def test_two_generations_side_by_side(env, catalog, tmp_path) -> None:
         ingest(env, gen2024, url=bad.as_uri())
 
 
-def _reloptions(uri: str, table: str) -> tuple[bool, list[str] | None]:
-    """Whether the table exists, and its storage options."""
+def _reloptions(uri: str, table: str) -> tuple[bool, list[str] | None, str | None]:
+    """Whether the table exists, its storage options and source_run_id's default."""
     with psycopg.connect(uri) as conn:
-        row = conn.execute("SELECT reloptions FROM pg_class WHERE oid = to_regclass(%s)", (table,)).fetchone()
-    return row is not None, row and row[0]
+        row = conn.execute("SELECT c.reloptions, pg_get_expr(d.adbin, d.adrelid) FROM pg_class c "
+                           "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'source_run_id' "
+                           "LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum "
+                           "WHERE c.oid = to_regclass(%s)", (table,)).fetchone()
+    return (False, None, None) if row is None else (True, *row)
 
 
 @pytest.mark.parametrize("source_id", ["cog_communes", "qpv_2015"])  # a direct COPY, a file-geometry build
-def test_staging_is_left_alone_by_autovacuum_and_the_live_table_is_not(env, catalog, loaded, source_id) -> None:
-    """A worker vacuuming a fresh staging table would make CREATE INDEX wait deadlock_timeout; live, it is needed."""
+def test_staging_settings_stay_in_staging(env, catalog, loaded, source_id) -> None:
+    """Autovacuum off (a worker on a fresh staging table makes CREATE INDEX wait deadlock_timeout) and the run's
+    id as source_run_id's default: the live table has neither."""
     from qpvhub import load
     from qpvhub.pipeline import fetch_step, promote_step, stage_step, start_run, validate_step
 
@@ -276,8 +280,12 @@ def test_staging_is_left_alone_by_autovacuum_and_the_live_table_is_not(env, cata
     fetched = fetch_step(env, src, run_id, url, force=True)
     stage_step(env, src, run_id, fetched["raw_key"])
     staging = f"staging.{load.staging_names(src, run_id)[1]}"
-    assert _reloptions(env.uri, staging) == (True, ["autovacuum_enabled=false"])
+    # a direct COPY does not send source_run_id: the column's default gives it (the build copies it)
+    default = f"'{run_id}'::text" if source_id == "cog_communes" else None
+    assert _reloptions(env.uri, staging) == (True, ["autovacuum_enabled=false"], default)
     validate_step(env, src, run_id)
     promote_step(env, src, run_id)
-    assert _reloptions(env.uri, staging) == (False, None)  # renamed into place
-    assert _reloptions(env.uri, src.target.qualified) == (True, None)
+    assert _reloptions(env.uri, staging) == (False, None, None)  # renamed into place
+    assert _reloptions(env.uri, src.target.qualified) == (True, None, None)
+    with psycopg.connect(env.uri) as conn:
+        assert conn.execute(f"SELECT DISTINCT source_run_id FROM {src.target.qualified}").fetchall() == [(run_id,)]

@@ -61,6 +61,11 @@ def test_every_release_is_kept_and_the_mart_has_their_history(env, catalog) -> N
                               "AND indicator_id = 'taux_emploi'").fetchone()
         tables = conn.execute("SELECT inhrelid::regclass::text FROM pg_inherits WHERE inhparent = "
                               "'src.sigville_ipro'::regclass ORDER BY 1").fetchall()
+        # staging's source_run_id default (the run's id) stays in staging: not on the parent, not on a release
+        defaults = conn.execute("SELECT count(*) FROM pg_attrdef d JOIN pg_inherits i ON d.adrelid IN "
+                                "(i.inhrelid, i.inhparent) WHERE i.inhparent = 'src.sigville_ipro'::regclass"
+                                ).fetchone()[0]
+    assert defaults == 0
     assert parts == [(r, 78) for r in (2017, 2018, 2019, 2021, 2022)]
     assert [t[0] for t in tables] == [f"src.sigville_ipro_{r}" for r in (2017, 2018, 2019, 2021, 2022)]
     assert n >= 3
