@@ -112,6 +112,27 @@ def run_ogr2ogr(uri: str, path: Path, fields: list[str]) -> float:
     return time.perf_counter() - t
 
 
+BENCH_TABLES = ("src.bench_bpe", "src.bench_bpe__previous", "staging.bench_ogr", "staging.bench_gpd")
+
+
+def quiesce(uri: str, timeout: float = 120.0) -> None:
+    """A quiet server before each timed run, the same for every tool: the previous runs' million-row tables
+    vacuumed now (else an autovacuum worker takes them on during the next run, whichever tool it is, and
+    a swap waits for it), no autovacuum worker busy, dirty buffers checkpointed and the OS's flushed."""
+    import psycopg
+
+    with psycopg.connect(uri, autocommit=True) as conn:
+        for table in BENCH_TABLES:
+            if conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()[0]:
+                conn.execute(f"VACUUM (ANALYZE) {table}")
+        deadline = time.monotonic() + timeout
+        while conn.execute("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker' "
+                           "AND datname = current_database()").fetchone()[0] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        conn.execute("CHECKPOINT")
+    os.sync()
+
+
 def host(uri: str) -> dict[str, str | int | None]:
     """What the figures were measured on: ratios to ogr2ogr move with the host (GDAL's CSV parsing is not
     slowed by a CPU the way qpvhub's Arrow stages are), so a result names its CPU and versions."""
@@ -161,18 +182,23 @@ def run(args: argparse.Namespace, uri: str) -> None:
     fields = load_source(Path(spec)).file_columns()  # what the entry reads; the peers read the same
     q_times, q_rss, o_times, g_times, g_rss, steps, n_times = [], [], [], [], [], [], []
     for _ in range(args.repeat):
+        quiesce(uri)
         out, rss = run_child(CHILD_QPVHUB, spec, str(small))
         assert out["rows"] == args.rows, out
         q_times.append(out["seconds"])
         q_rss.append(rss)
         steps.append(_timings(uri, out["run_id"]))
+        quiesce(uri)
         o_times.append(run_ogr2ogr(uri, small, fields))
+        quiesce(uri)
         out, _ = run_child(CHILD_QPVHUB, spec, str(small), "without-gx")
         n_times.append(out["seconds"])
+        quiesce(uri)
         out, rss = run_child(CHILD_GEOPANDAS, uri, str(small), ",".join(fields))
         g_times.append(out["seconds"])
         g_rss.append(rss)
     big = generate(args.memory_rows, data / f"bpe_{args.memory_rows}.csv")
+    quiesce(uri)
     out_big, rss_big = run_child(CHILD_QPVHUB, spec, str(big))
     med = sorted
     res = {
