@@ -16,7 +16,6 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from qpvhub.catalog import CODE_PATTERNS, Check, Source
 
@@ -201,33 +200,23 @@ def check_expectations(source: Source, where: str | Path | None = None) -> None:
                               f"{detail}") from None
 
 
-def sqlalchemy_uri(uri: str, settings: dict[str, str] | None = None) -> str:
-    """GX's SQL datasource speaks SQLAlchemy: postgresql:// → postgresql+psycopg2://; `settings` become the
-    session's (libpq `options=-c name=value`), beside any options the URI already has."""
+def sqlalchemy_uri(uri: str) -> str:
+    """GX's SQL datasource speaks SQLAlchemy: postgresql:// → postgresql+psycopg2://."""
     for prefix in ("postgresql://", "postgres://"):
         if uri.startswith(prefix):
-            uri = "postgresql+psycopg2://" + uri[len(prefix):]
-            break
-    if not settings:
-        return uri
-    parts = urlsplit(uri)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    given = " ".join(v for k, v in query if k == "options")
-    options = " ".join([given, *(f"-c {k}={v}" for k, v in settings.items())]).strip()
-    query = [(k, v) for k, v in query if k != "options"] + [("options", options)]
-    return urlunsplit(parts._replace(query=urlencode(query, quote_via=quote)))
+            return "postgresql+psycopg2://" + uri[len(prefix):]
+    return uri
 
 
 def validate_table(
     uri: str, schema: str, table: str, suite_name: str, expectations: list[tuple[str, dict]], policy: str,
-    docs_dir: Path | None = None, serial: bool = False,
+    docs_dir: Path | None = None,
 ) -> ValidationReport:
     """Run the expectations with GX Core against `schema.table` in PostgreSQL.
 
     Two passes keep big tables fast: every expectation with result_format BOOLEAN_ONLY (about half the
     queries), then the failed ones and the row count again with SUMMARY, for counts and samples. With
-    `docs_dir`, GX's Data Docs (HTML) of both passes are built there. `serial`: GX's scans run without
-    parallel workers (when a single-process index build beside them is what the step waits for).
+    `docs_dir`, GX's Data Docs (HTML) of both passes are built there.
     """
     gx, ctx = _gx_context()
     if docs_dir is not None:
@@ -239,8 +228,7 @@ def validate_table(
             "site_section_builders": {name: {"view": page} for name in ("expectations", "validations", "profiling")},
             "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
         })
-    ds = ctx.data_sources.add_postgres("qpvhub", connection_string=sqlalchemy_uri(
-        uri, {"max_parallel_workers_per_gather": "0"} if serial else None))
+    ds = ctx.data_sources.add_postgres("qpvhub", connection_string=sqlalchemy_uri(uri))
     asset = ds.add_table_asset(table, table_name=table, schema_name=schema)
     batch_def = asset.add_batch_definition_whole_table("whole")
 

@@ -222,19 +222,6 @@ def test_a_passing_suite_and_its_stored_rows(probe: str) -> None:
     ]
 
 
-def test_serial_validation_runs_gx_s_scans_without_parallel_workers(probe: str) -> None:
-    """Beside the GiST build (one process, the validate step's critical path) GX's scans leave it a core."""
-    with psycopg.connect(probe) as conn:
-        default = conn.execute("SHOW max_parallel_workers_per_gather").fetchone()[0]
-    assert default != "0"  # else the second half proves nothing
-    suite = [("unexpected_rows_expectation", {
-        "unexpected_rows_query": "SELECT code FROM {batch} "
-                                 "WHERE current_setting('max_parallel_workers_per_gather') <> '0'",
-        "description": "GX's session runs without parallel workers"})]
-    assert validate_table(probe, "src", "probe", "serial", suite, "block", serial=True).success
-    assert not validate_table(probe, "src", "probe", "parallel", suite, "block").success
-
-
 def test_the_same_suite_on_a_frame() -> None:
     df = pd.DataFrame(ROWS, columns=["code", "n", "rate", "_geom_in_region", "_geom_where"])
     report = validate_frame(df, "frame_suite", [SUITE[1], SUITE[3], SUITE[4], SUITE[9]])
@@ -260,11 +247,6 @@ def test_uris_and_json_values() -> None:
     assert sqlalchemy_uri("postgresql://u@h/db") == "postgresql+psycopg2://u@h/db"
     assert sqlalchemy_uri("postgres://u@h/db") == "postgresql+psycopg2://u@h/db"
     assert sqlalchemy_uri("sqlite:///x") == "sqlite:///x"
-    # session settings go in libpq's options, beside those the URI already has
-    assert sqlalchemy_uri("postgresql://u:p%40w@h:5/db", {"a": "0"}) == \
-        "postgresql+psycopg2://u:p%40w@h:5/db?options=-c%20a%3D0"
-    assert sqlalchemy_uri("postgresql://u@h/db?sslmode=require&options=-c%20b%3D1", {"a": "0", "c": "x"}) == \
-        "postgresql+psycopg2://u@h/db?sslmode=require&options=-c%20b%3D1%20-c%20a%3D0%20-c%20c%3Dx"
     import datetime as dt
     import decimal
 
