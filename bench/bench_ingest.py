@@ -116,20 +116,17 @@ def run_ogr2ogr(uri: str, path: Path, fields: list[str]) -> float:
 BENCH_TABLES = ("src.bench_bpe", "src.bench_bpe__previous", "staging.bench_ogr", "staging.bench_gpd")
 
 
-def quiesce(uri: str, timeout: float = 120.0) -> None:
+def quiesce(uri: str) -> None:
     """A quiet server before each timed run, the same for every tool: the previous runs' million-row tables
-    vacuumed now (else an autovacuum worker takes them on during the next run, whichever tool it is, and
-    a swap waits for it), no autovacuum worker busy, dirty buffers checkpointed and the OS's flushed."""
+    vacuumed now (else an autovacuum worker takes them on during the next run, whichever tool it is, and a
+    swap waits for it; a worker already on one is cancelled once this VACUUM waits for its lock), dirty buffers
+    checkpointed and the OS's flushed."""
     import psycopg
 
     with psycopg.connect(uri, autocommit=True) as conn:
         for table in BENCH_TABLES:
             if conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()[0]:
                 conn.execute(f"VACUUM (ANALYZE) {table}")
-        deadline = time.monotonic() + timeout
-        while conn.execute("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker' "
-                           "AND datname = current_database()").fetchone()[0] and time.monotonic() < deadline:
-            time.sleep(0.2)
         with contextlib.suppress(psycopg.errors.InsufficientPrivilege):  # a non-superuser: the server's own pace
             conn.execute("CHECKPOINT")
     os.sync()
