@@ -312,13 +312,20 @@ def _binary_field(values: pa.Array, kind: str, column: str) -> list[pa.Array]:
     return [_fixed(np.where(valid, lengths, -1).astype(">i4"), 4), payload]
 
 
+def _arrow_column(values: pd.Series) -> pa.Array:
+    """A column as one Arrow array, without a pass through pandas' table conversion (zero-copy for Arrow-backed
+    columns; masked integers, floats and Python dates converted by Arrow)."""
+    arr = pa.array(values.array if isinstance(values.dtype, pd.api.extensions.ExtensionDtype) else values,
+                   from_pandas=True)
+    return arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+
+
 def _binary_bytes(df: pd.DataFrame, names: list[str], kinds: list[str]) -> memoryview:
     """A batch as COPY binary rows (without the signature), assembled by Arrow: no Python loop over rows."""
-    table = pa.Table.from_pandas(df[names], preserve_index=False)
-    n = table.num_rows
+    n = len(df)
     parts = [_fixed(np.full(n, len(names), dtype=">i2"), 2)]
-    for name, col, kind in zip(names, table.columns, kinds, strict=True):
-        parts += _binary_field(col.combine_chunks(), kind, name)
+    for name, kind in zip(names, kinds, strict=True):
+        parts += _binary_field(_arrow_column(df[name]), kind, name)
     rows = pc.binary_join_element_wise(*parts, b"")
     offsets = np.frombuffer(rows.buffers()[1], dtype=np.int32, count=n + 1, offset=rows.offset * 4)
     return memoryview(rows.buffers()[2])[offsets[0]:offsets[-1]]
@@ -472,8 +479,11 @@ def points_from_xy(df: pd.DataFrame, source: Source, source_srid: int, *, raw: b
     x = df["__x"].to_numpy(dtype="float64", na_value=np.nan)
     y = df["__y"].to_numpy(dtype="float64", na_value=np.nan)
     ok = np.isfinite(x) & np.isfinite(y)
-    kept, rejected = df[ok].copy(), df[~ok]
-    x, y = x[ok], y[ok]
+    if ok.all():  # the usual case: no row copied (a lazy copy under copy-on-write)
+        kept, rejected = df.copy(deep=False), df.iloc[:0]
+    else:
+        kept, rejected = df[ok].copy(), df[~ok]
+        x, y = x[ok], y[ok]
     if source_srid != g.srid:
         x, y = _transformer(source_srid, g.srid).transform(x, y)
     rec = np.empty(len(x), dtype=EWKB_POINT)
