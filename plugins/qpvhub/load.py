@@ -479,10 +479,12 @@ def points_from_xy(df: pd.DataFrame, source: Source, source_srid: int, *, raw: b
     x = df["__x"].to_numpy(dtype="float64", na_value=np.nan)
     y = df["__y"].to_numpy(dtype="float64", na_value=np.nan)
     ok = np.isfinite(x) & np.isfinite(y)
+    # rejected: taken, never sliced (the caller keeps it to the end: a slice would keep the whole batch alive)
+    rejected = df[~ok]
     if ok.all():  # the usual case: no row copied (a lazy copy under copy-on-write)
-        kept, rejected = df.copy(deep=False), df.iloc[:0]
+        kept = df.copy(deep=False)
     else:
-        kept, rejected = df[ok].copy(), df[~ok]
+        kept = df[ok].copy()
         x, y = x[ok], y[ok]
     if source_srid != g.srid:
         x, y = _transformer(source_srid, g.srid).transform(x, y)

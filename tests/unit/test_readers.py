@@ -43,6 +43,20 @@ def test_csv_real_cog_file_keeps_codes_as_text() -> None:
     assert df["__feature"].iloc[0] == 2 and df["__feature"].iloc[-1] == 2894
 
 
+def test_csv_blocks_are_joined_into_batches_without_losing_or_renumbering_a_row(monkeypatch) -> None:
+    """Arrow parses small blocks; the reader joins consecutive ones into batches of `batch_size` rows or more:
+    the rows, their order and their line numbers are those of a single-block read."""
+    whole = pd.concat(get_reader("csv")(COG_SAMPLE, "cog_communes", {"sep": ","}).batches())
+    reader = get_reader("csv")(COG_SAMPLE, "cog_communes", {"sep": ","}, batch_size=1000)
+    monkeypatch.setattr(reader, "block_size", 16 << 10)  # ~170 rows per block
+    batches = list(reader.batches())
+    assert len(batches) == 3 and all(len(b) >= 1000 for b in batches[:-1]), [len(b) for b in batches]
+    assert all(len(b) < 1000 + 400 for b in batches)  # no more than a block beyond batch_size
+    joined = pd.concat(batches, ignore_index=True)
+    pd.testing.assert_frame_equal(joined, whole.reset_index(drop=True))
+    assert list(joined["__feature"]) == list(range(2, 2895))
+
+
 def test_zipped_bpe24_reads_its_member_in_cp1252_and_only_the_columns_kept(tmp_path: Path) -> None:
     """INSEE's BPE24.zip layout: the member named by reader.member, 89 columns in the header;
     keep_only converts the ten the entry reads (the others are never parsed), in file order."""

@@ -63,4 +63,4 @@ class Reader(ABC):
 
     @abstractmethod
     def batches(self) -> Iterator[pd.DataFrame]:
-        """Stream the rows as DataFrames of at most `batch_size` rows."""
+        """Stream the rows as DataFrames of about `batch_size` rows (whole parsed blocks for CSV)."""
