@@ -72,6 +72,21 @@ def test_zipped_bpe24_reads_its_member_in_cp1252_and_only_the_columns_kept(tmp_p
     assert set(df["TYPEQU"].str[0]) <= set("ABCDEFG") and set(df["EPSG"]) == {"2154"}
 
 
+def test_a_record_longer_than_the_parse_block_names_the_option_that_reads_it(tmp_path: Path) -> None:
+    """A CSV whose one field (a WKT outline, say) outgrows Arrow's 1 MB block: a clear error naming the file,
+    the place and `reader.block_size`; with that option the same file reads whole."""
+    p = tmp_path / "contours.csv"
+    outline = "MULTIPOLYGON(((" + ",".join(f"{351000 + i} {6789000 + i}" for i in range(250_000)) + ")))"
+    p.write_text(f"code;wkt\nQN03500101;x\nQN03500102;{outline}\nQN03500103;y\n", encoding="utf-8")
+    assert p.stat().st_size > 3 << 20  # Arrow takes a record over two blocks, not three
+    with pytest.raises(InputError, match=r"longer than the parser's block of 1048576 bytes: set reader.block_size"
+                       ) as err:
+        list(get_reader("csv")(p, "contours", {"sep": ";"}).batches())
+    assert "contours.csv" in str(err.value) and "line 2" in str(err.value), err.value
+    df = pd.concat(get_reader("csv")(p, "contours", {"sep": ";", "block_size": 4 << 20}).batches())
+    assert list(df["code"]) == ["QN03500101", "QN03500102", "QN03500103"] and len(df["wkt"].iloc[1]) == len(outline)
+
+
 def test_csv_separator_and_encoding_are_sniffed(tmp_path: Path) -> None:
     p = tmp_path / "x.csv"
     p.write_bytes("CODGEO;LIBGEO;POP\r\nQP02A001;Les Jardins de l'Empereur;2 345\r\n".encode("cp1252"))
