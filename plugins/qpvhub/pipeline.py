@@ -92,19 +92,25 @@ def source_url(env: Env, source: Source, *, sample: bool = False, url: str | Non
     return locate(env, source, sample=sample, url=url).url
 
 
-def _update(env: Env, run_id: str, **fields) -> None:
-    sets = ", ".join(f"{k} = %({k})s" for k in fields)
+def _record(conn: psycopg.Connection, run_id: str, *, timings: dict[str, float] | None = None, **fields) -> None:
+    """Set fields of the run's meta.source_runs row and add step timings (seconds), in one UPDATE on `conn`."""
+    sets = [f"{k} = %({k})s" for k in fields]  # keys are ours
+    params = {**{k: Jsonb(v) if isinstance(v, dict) else v for k, v in fields.items()}, "run_id": run_id}
+    if timings:
+        sets.append("timings = timings || %(timings)s")
+        params["timings"] = Jsonb({step: round(seconds, 3) for step, seconds in timings.items()})
+    conn.execute(f"UPDATE meta.source_runs SET {', '.join(sets)} WHERE run_id = %(run_id)s", params)
+
+
+def _update(env: Env, run_id: str, *, timings: dict[str, float] | None = None, **fields) -> None:
+    """`_record` on a connection of its own, committed."""
     with connect(env.uri) as conn:
-        conn.execute(f"UPDATE meta.source_runs SET {sets} WHERE run_id = %(run_id)s",  # keys are ours
-                     {**{k: Jsonb(v) if isinstance(v, dict) else v for k, v in fields.items()}, "run_id": run_id})
+        _record(conn, run_id, timings=timings, **fields)
         conn.commit()
 
 
 def _add_timing(env: Env, run_id: str, step: str, seconds: float) -> None:
-    with connect(env.uri) as conn:
-        conn.execute("UPDATE meta.source_runs SET timings = timings || jsonb_build_object(%s::text, %s::float) "
-                      "WHERE run_id = %s", (step, round(seconds, 3), run_id))
-        conn.commit()
+    _update(env, run_id, timings={step: seconds})
 
 
 STALE_RUN_HOURS = float(os.environ.get("QPVHUB_STALE_RUN_HOURS", "6"))
@@ -221,8 +227,7 @@ def fetch_step(env: Env, source: Source, run_id: str, url: str, *, force: bool =
         env.store.put_bytes(raw_key + ".sha256", f"{got.sha256}  {got.filename}\n".encode())
         _update(env, run_id, urls=[shown], located=located, etag=got.etag, last_modified=got.last_modified,
                 sha256=got.sha256,
-                bytes=got.bytes, raw_key=raw_key)
-        _add_timing(env, run_id, "fetch", time.monotonic() - t0)
+                bytes=got.bytes, raw_key=raw_key, timings={"fetch": time.monotonic() - t0})
         return {"status": "fetched", "raw_key": raw_key, "sha256": got.sha256, "bytes": got.bytes}
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -313,8 +318,8 @@ def stage_step(env: Env, source: Source, run_id: str, raw_key: str) -> load.Stag
         _update(env, run_id, rows_read=result.rows_read, rows_loaded=result.rows_loaded,
                 rows_rejected=result.rows_rejected, rows_repaired=result.rows_repaired,
                 data_from=result.period[0] if result.period else None,
-                data_until=result.period[1] if result.period else None, cog_translation=result.translation)
-        _add_timing(env, run_id, "stage", time.monotonic() - t0)
+                data_until=result.period[1] if result.period else None, cog_translation=result.translation,
+                timings={"stage": time.monotonic() - t0})
         log.info("source %s: %d rows read, %d staged, %d rejected, %d geometries repaired", source.id,
                  result.rows_read, result.rows_loaded, result.rows_rejected, result.rows_repaired)
         return result
@@ -395,19 +400,17 @@ def validate_step(env: Env, source: Source, run_id: str) -> quality.ValidationRe
                                             docs_dir=docs)
             gx_s = time.monotonic() - t_gx
             index_s, analyze_s = indexing.result()
-        # they run side by side: GX's own wall time, the index's and ANALYZE's are recorded apart
-        _add_timing(env, run_id, "gx", gx_s)
-        _add_timing(env, run_id, "index", index_s)
-        _add_timing(env, run_id, "analyze", analyze_s)
         upload_tree(env.store, docs_prefix(source.id, run_id), docs)  # GX Data Docs of this run
     finally:
         shutil.rmtree(docs, ignore_errors=True)
     with connect(env.uri) as conn:
         quality.record_results(conn, run_id, report)
+        # they ran side by side: GX's own wall time, the index's and ANALYZE's are recorded apart
+        _record(conn, run_id, validation=report.summary(),
+                timings={"gx": gx_s, "index": index_s, "analyze": analyze_s})
         conn.commit()
     report_json = json.dumps(report.to_json(), ensure_ascii=False, indent=2).encode()
     env.store.put_bytes(f"quality/sources/{source.id}/{run_id}/validation.json", report_json, "application/json")
-    _update(env, run_id, validation=report.summary())
     _add_timing(env, run_id, "validate", time.monotonic() - t0)
     if not report.success:
         if source.quality.policy == "block":
