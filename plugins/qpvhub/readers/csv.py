@@ -100,22 +100,30 @@ class CsvReader(Reader):
         convert = pacsv.ConvertOptions(column_types=dict.fromkeys(self.all_fields, pa.string()),
                                        include_columns=self._kept(), strings_can_be_null=True, null_values=[""],
                                        quoted_strings_can_be_null=False)
-        record = 1
+        record = 1  # records numbered so far (the header is 1)
+        parsed = [1]  # records the parser has delivered: where a parse error is, batches being joined included
+
+        def tracked(blocks: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+            for block in blocks:
+                parsed[0] += block.num_rows
+                yield block
+
         try:
             with pacsv.open_csv(self.path, read_options=read, parse_options=parse, convert_options=convert) as rd:
-                for blocks in self._joined(rd):
+                for blocks in self._joined(tracked(rd)):
                     df = pa.Table.from_batches(blocks).to_pandas(types_mapper=pd.ArrowDtype)
-                    df["__feature"] = range(record + 1, record + len(df) + 1)  # records; header is 1
+                    df["__feature"] = range(record + 1, record + len(df) + 1)
                     record += len(df)
                     yield df
         except pa.ArrowInvalid as exc:
             if "UTF8" in str(exc) or "utf8" in str(exc) or "decode" in str(exc):
                 raise self._decode_error() from None
-            if "straddl" in str(exc):  # one record longer than a block (a long WKT field, say)
-                raise self.error(f"a record after record {record} is longer than the parser's block of "
+            after = parsed[0]
+            if "straddl" in str(exc):  # one record longer than two blocks (a long WKT field, say)
+                raise self.error(f"a record after record {after} is longer than the parser's block of "
                                  f"{block_size} bytes: set reader.block_size in the entry (e.g. {4 * block_size})",
-                                 line=record + 1) from None
-            raise self.error(f"malformed CSV after record {record}: {exc}", line=record + 1) from None
+                                 line=after + 1) from None
+            raise self.error(f"malformed CSV after record {after}: {exc}", line=after + 1) from None
         except UnicodeDecodeError:
             raise self._decode_error() from None
 
