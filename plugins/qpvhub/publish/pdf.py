@@ -2,9 +2,10 @@
 
 Chromium rather than WeasyPrint: the PDF is then exactly what a partner gets when printing the page from a
 browser (same layout engine, same CSS), it writes a tagged PDF (accessible structure), and the tests already
-need it. Its creation and modification dates are set to the data's date. Chromium is still not byte-reproducible
-everywhere (CI once printed an unchanged fiche to other bytes), so a fiche whose HTML is the one already
-published keeps its published PDF (`Printed`): a re-publish of the same data is the same version.
+need it. Its creation and modification dates are set to the data's date, and its structure-element IDs (DOM node
+numbers, which shifted by one between two CI prints of one page) renumbered by rank. A fiche whose HTML is the one
+already published still keeps its published PDF (`Printed`): a re-publish of the same data is the same version
+even if Chromium varies in another way.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--dis
          "--run-all-compositor-stages-before-draw"]
 _HREF = re.compile(r'<a href="[^"]*"')
 _DATES = re.compile(rb"/(CreationDate|ModDate) \(D:\d{14}([^)]*)\)")
+_NODE_IDS = re.compile(rb"\(node(\d{8})\)")
 
 
 def browser() -> str | None:
@@ -43,6 +45,14 @@ def _fixed_dates(pdf: bytes, stamp: str) -> bytes:
     """The PDF with its two dates set to `stamp` (YYYY-MM-DD…): same length, so offsets stay valid."""
     digits = re.sub(r"\D", "", stamp)[:8].ljust(8, "0") + "000000"
     return _DATES.sub(lambda m: b"/" + m.group(1) + b" (D:" + digits.encode() + m.group(2) + b")", pdf)
+
+
+def _stable_ids(pdf: bytes) -> bytes:
+    """The tagged PDF's structure-element IDs (`(node00000033)`, Chromium's DOM node numbers, which can shift by
+    one between two prints of the same page) renumbered by rank: same width, so offsets stay valid, and same
+    order, so the ID tree stays sorted."""
+    rank = {old: b"%08d" % i for i, old in enumerate(sorted(set(_NODE_IDS.findall(pdf))), start=1)}
+    return _NODE_IDS.sub(lambda m: b"(node" + rank[m.group(1)] + b")", pdf)
 
 
 class Printed:
@@ -94,7 +104,7 @@ def print_pdfs(pages: dict[str, Path], out_dir: Path, stamp: str, *, exe: str | 
         if run.returncode != 0 or not target.is_file() or target.stat().st_size == 0:
             raise QpvhubError(f"Chromium could not print {page.name} to PDF (exit {run.returncode}): "
                               f"{run.stderr.strip()[-400:]}")
-        target.write_bytes(_fixed_dates(target.read_bytes(), stamp))
+        target.write_bytes(_stable_ids(_fixed_dates(target.read_bytes(), stamp)))
         return name, target
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
