@@ -21,9 +21,9 @@ help:
 	@echo "make demo   - install what is needed, run the whole chain on the bundled real data"
 	@echo "make test   - install what is needed, run every test (unit, PostGIS, S3, Airflow)"
 	@echo "make bench  - ingestion benchmark vs ogr2ogr, indicator refresh at national size (bench/results.json)"
-	@echo "make mutation - mutation testing of secrecy, promote, quality, registry (bench/mutation.json)"
+	@echo "make mutation - mutation testing of secrecy, promote, quality, registry, INSEE reader (bench/mutation.json)"
 	@echo "make api [PORT=8081] - OGC API (Features, vector Tiles) over the published layers, for QGIS"
-	@echo "make lint   - ruff"
+	@echo "make lint   - ruff and the architecture's import contracts (import-linter)"
 	@echo "make airflow / airflow-stop - Airflow 3 on this machine (api-server, scheduler, dag-processor)"
 
 setup: system-deps $(TEST_STAMP) $(API_STAMP)
@@ -77,6 +77,7 @@ $(TEST_STAMP): $(STAMP)
 	touch $(TEST_STAMP)
 
 demo: setup-demo
+	$(VENV)/bin/qpvhub migrate
 	$(VENV)/bin/qpvhub demo
 
 test: setup
@@ -85,8 +86,10 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest -m "not slow"
 
+# ruff, then import-linter's contracts (pyproject.toml [tool.importlinter]): layers, no cycles, thin DAG files
 lint: setup
 	$(VENV)/bin/ruff check plugins dags tests bench
+	PYTHONPATH=. $(VENV)/bin/lint-imports
 
 # Airflow without Docker: PostgreSQL metadata database, LocalExecutor; waits until healthy.
 airflow: setup
@@ -101,6 +104,7 @@ bench: setup $(API_STAMP)
 	$(PY) bench/bench_series.py
 	$(PY) bench/bench_gtfs.py
 	$(PY) bench/bench_api.py
+	$(PY) bench/bench_locate.py
 
 # Not part of `make test` (it takes minutes): mutmut on the core, bench/mutation.json with the survivors.
 mutation: setup
@@ -114,5 +118,5 @@ constraints:
 
 # Stops the embedded cluster and removes it, wherever it lives (/var/lib/qpvhub/<id> for a root-only clone).
 clean:
-	-[ -d .qpvhub/pg ] && $(PY) -m qpvhub.embedded destroy .qpvhub/pg
+	-[ -d .qpvhub/pg ] && $(PY) -m qpvhub.platform.embedded destroy .qpvhub/pg
 	rm -rf .qpvhub .pytest_cache .ruff_cache

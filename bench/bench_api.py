@@ -50,7 +50,8 @@ def _burst(urls: list[str]) -> dict:
 def main() -> None:
     sys.path.insert(0, str(ROOT / "plugins"))
     import psycopg
-    from qpvhub.pipeline import Env
+
+    from qpvhub.platform.env import Env
 
     env = Env.from_settings()
     with psycopg.connect(env.uri) as conn:

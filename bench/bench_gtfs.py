@@ -32,8 +32,11 @@ CHILD = r"""
 import json, logging, sys, time
 logging.basicConfig(level=logging.WARNING)
 from pathlib import Path
-from qpvhub.catalog import Collection, Feed, load_source
-from qpvhub.pipeline import Env, ingest, ingest_collection
+from qpvhub.catalog.loader import load_source
+from qpvhub.catalog.model import Collection, Feed
+from qpvhub.ingest.parts import ingest_collection
+from qpvhub.ingest.pipeline import ingest
+from qpvhub.platform.env import Env
 import great_expectations  # imported before the clock starts
 src = load_source(Path(sys.argv[1]))
 paths = sorted(Path(sys.argv[2]).glob("*.zip"))

@@ -104,14 +104,19 @@ def main() -> None:
     ap.add_argument("--points", type=int, default=1_000_000)
     ap.add_argument("--stops", type=int, default=100_000)
     args = ap.parse_args()
-    from qpvhub.indicators import run_indicators
+    import tempfile
+
+    from qpvhub.indicators.runner import run_indicators
+    from qpvhub.platform.env import Env
+    from qpvhub.platform.settings import Settings
+    from qpvhub.platform.store import LocalStore
 
     with scratch_database("qpvhub_bench_ind_") as uri:
         t = time.perf_counter()
         load_synthetic(uri, args.qpv, args.points, args.stops)
         load_s = time.perf_counter() - t
         t = time.perf_counter()
-        written = run_indicators(uri, ROOT / "sql")
+        written = run_indicators(Env(Settings.load(), uri, LocalStore(Path(tempfile.mkdtemp(prefix="qpvhub-bench-")))))
         indicators_s = time.perf_counter() - t
     path = ROOT / "bench" / "results.json"
     res = json.loads(path.read_text()) if path.exists() else {}

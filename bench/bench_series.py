@@ -28,7 +28,7 @@ from bench.scratch import scratch_database  # noqa: E402
 
 def synthetic(n_qpv: int, n_ind: int, n_rel: int, seed: int = 2024) -> tuple[pd.DataFrame, dict]:
     """The long table of every release, and the indicator definitions (units, a definition change)."""
-    from qpvhub.indicators import IndicatorDef
+    from qpvhub.indicators.families import IndicatorDef
 
     rng = np.random.default_rng(seed)
     codes = [f"QP{d:03d}{k:03d}" for d in range(1, 96) for k in range(1, 16)][:n_qpv]
@@ -58,7 +58,7 @@ def main() -> None:
     ap.add_argument("--indicators", type=int, default=40)
     ap.add_argument("--releases", type=int, default=10)
     args = ap.parse_args()
-    from qpvhub.indicators import _write_series, evolutions, fold_repeats
+    from qpvhub.indicators.series import evolutions, fold_repeats, write_series
 
     long, defs = synthetic(args.qpv, args.indicators, args.releases)
     with scratch_database("qpvhub_bench_series_") as uri:
@@ -74,7 +74,7 @@ def main() -> None:
         evo = evolutions(folded, defs)
         evolutions_s = time.perf_counter() - t - fold_s
         with psycopg.connect(uri) as conn:
-            _write_series(conn, folded, evo, list(defs))
+            write_series(conn, folded, evo, list(defs))
             conn.commit()
         series_s = time.perf_counter() - t
         with psycopg.connect(uri) as conn:

@@ -1,8 +1,9 @@
 """Mutation testing of the core (`make mutation`): mutmut 3 on the code partners' trust rests on.
 
-Scopes: statistical secrecy (`publish/secrecy.py`), the promote path of `load.py` (promote and the two
-helpers it reads the live table with), `quality.py`, and the indicator registry loader of
-`indicators.py`. Each scope runs with the tests that cover it. mutmut names mutants by module, so the
+Scopes: statistical secrecy (`publish/secrecy.py` and the history's cross-release rules), the promote path
+(`ingest/promote.py` and the two helpers it reads the live table with), `quality/`, the indicator registry
+loader (`indicators/families.py`) and INSEE's archive reader (`ingest/readers/insee.py`: its dictionary
+handling). Each scope runs with the tests that cover it. mutmut names mutants by module, so the
 package is laid out flat (`qpvhub/`) in a work copy under `.qpvhub/mutation/`; one PostgreSQL cluster
 serves every mutant's tests. Writes `bench/mutation.json`: killed / survived / timeout / untested per
 scope, the score (killed + timeout) / all, the survivors' names and diffs, and the time it took.
@@ -26,17 +27,23 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "plugins"))
 
 SCOPES = {
-    "secrecy": {"patterns": ["qpvhub.publish.secrecy.*"], "target": 0.90,
-                "tests": ["tests/unit/test_secrecy.py", "tests/unit/test_secrecy_attacker.py"]},
-    "promote": {"patterns": ["qpvhub.load.x_promote__mutmut_*", "qpvhub.load.x_columns_of__mutmut_*",
-                             "qpvhub.load.x__exists__mutmut_*"], "target": 0.80,
+    "secrecy": {"patterns": ["qpvhub.publish.secrecy.*",
+                             *(f"qpvhub.publish.series.x_{f}__mutmut_*" for f in
+                               ("published", "check", "hidden_counts", "_unit"))], "target": 0.90,
+                "tests": ["tests/unit/test_secrecy.py", "tests/unit/test_secrecy_attacker.py",
+                          "tests/unit/test_series_secrecy.py"]},
+    "promote": {"patterns": ["qpvhub.ingest.promote.x_promote__mutmut_*", "qpvhub.platform.db.x_columns_of__mutmut_*",
+                             "qpvhub.platform.db.x_table_exists__mutmut_*"], "target": 0.80,
                 "tests": ["tests/faults/test_promote_steps.py"]},
     "quality": {"patterns": ["qpvhub.quality.*"], "target": 0.80,
                 "tests": ["tests/unit/test_quality.py", "tests/unit/test_catalog.py",
                           "tests/integration/test_quality_gate.py"]},
-    "registry": {"patterns": [f"qpvhub.indicators.x_{f}__mutmut_*" for f in
-                              ("_split_header", "parse_family", "_ordered", "load_families")], "target": 0.80,
+    "registry": {"patterns": [f"qpvhub.indicators.families.x_{f}__mutmut_*" for f in
+                              ("split_header", "parse_family", "_ordered", "load_families")], "target": 0.80,
                  "tests": ["tests/unit/test_registry.py"]},
+    # INSEE's archives read through their own dictionary: the whole reader (dictionary, levels, markers, numbers)
+    "insee_reader": {"patterns": ["qpvhub.ingest.readers.insee.*"], "target": 0.80,
+                     "tests": ["tests/unit/test_insee_reader.py"]},
 }
 KILLED = {"killed", "timeout"}  # a mutant that hangs the tests is caught too
 
@@ -83,7 +90,7 @@ def main() -> int:
     ap.add_argument("--max-children", type=int, default=os.cpu_count() or 2)
     args = ap.parse_args()
     scopes = {k: v for k, v in SCOPES.items() if not args.scope or k in args.scope}
-    from qpvhub.embedded import EmbeddedCluster
+    from qpvhub.platform.embedded import EmbeddedCluster
 
     work = ROOT / ".qpvhub" / "mutation"
     t0 = time.monotonic()

@@ -14,15 +14,17 @@ from psycopg import sql
 @contextmanager
 def scratch_database(prefix: str) -> Iterator[str]:
     """Create `<prefix><random>` on the configured (or embedded) server, migrate it, yield its URI, drop it."""
-    from qpvhub.db import migrate, resolve_uri
+    from qpvhub.platform.db import migrate, resolve_uri
+    from qpvhub.platform.settings import Settings
 
-    admin = resolve_uri()
+    settings = Settings.load()
+    admin = resolve_uri(settings)
     name = prefix + uuid.uuid4().hex[:6]
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     uri = urlunsplit(urlsplit(admin)._replace(path="/" + name))
     try:
-        migrate(uri)
+        migrate(uri, settings.sql_dir)
         yield uri
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from qpvhub.errors import QpvhubError
+from qpvhub.platform.errors import QpvhubError
+from qpvhub.platform.settings import Settings, quiet_libraries
 
 log = logging.getLogger("qpvhub")
 
@@ -24,89 +24,65 @@ def _setup_logging(verbose: bool) -> None:
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for noisy in ("great_expectations", "pyogrio", "urllib3", "botocore", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+    quiet_libraries()
 
 
-def _env():
-    from qpvhub.pipeline import Env
+def _env(args: argparse.Namespace):
+    """The command's environment: its settings (read once by `main`), PostGIS (schema current) and the store."""
+    from qpvhub.platform.env import Env
 
-    return Env.from_settings()
+    return Env.from_settings(args.settings)
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """Apply pending migrations (an explicit step: no command or task migrates on its own)."""
+    from qpvhub.platform.db import migrate, resolve_uri
+
+    applied = migrate(resolve_uri(args.settings), args.settings.sql_dir)
+    print(f"migrations applied: {', '.join(applied)}" if applied else "schema up to date, nothing to apply")
+    return 0
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from qpvhub.catalog import load_catalog, load_order, resolve_source
-    from qpvhub.pipeline import ingest
+    from qpvhub.catalog.loader import load_catalog, load_order, resolve_source
+    from qpvhub.ingest.parts import run_parts
 
-    env = _env()
+    env = _env(args)
     if args.all:
         sources = load_order(load_catalog(env.settings.sources_dir))
     else:
         if not args.source:
             raise QpvhubError("name a source id or spec file, or use --all")
         sources = [resolve_source(args.source, env.settings.sources_dir)]
-    release = getattr(args, "release", None)
-    failed = 0
-    runs = []
+    failed = []
     for source in sources:  # in dependency order
         if args.sample and source.no_sample:
             print(f"→ {source.id}: no offline sample, not loaded: {source.no_sample}")
             continue
-        if source.series and args.sample and release is None:
-            runs += [(source, r) for r in sorted(source.series.samples)]  # every bundled release, oldest first
-        else:
-            runs.append((source, release))
-    for source, rel in runs:
-        if source.collection:  # every feed, each its own run; one failing does not stop the others
-            failed += _ingest_feeds(env, source, args)
+        if args.sample and getattr(args, "real_only", False) and source.sample_is_fixture:
+            print(f"→ {source.id}: its bundled file is a FIXTURE (invented figures or positions), not loaded "
+                  "for the demo's products")
             continue
-        t0 = time.monotonic()
-        what = f"{source.id} release {rel}" if rel is not None else source.id
-        print(f"→ {what}: ingesting into {source.target.qualified} …", flush=True)
-        res = ingest(env, source, url=args.url, sample=args.sample, force=args.force, release=rel)
-        took = time.monotonic() - t0
-        if res.status == "skipped" and res.reason:
-            print(f"  {what}: skipped (run {res.run_id}, {took:.1f}s): {res.reason}")
-        elif res.status == "skipped":
-            print(f"  {what}: unchanged since the last successful load, skipped (run {res.run_id}, {took:.1f}s)")
-        else:
-            print(f"  {what}: {res.rows_loaded} rows loaded, {res.rows_rejected} rejected, "
-                  f"{res.rows_repaired} geometries repaired, "
-                  f"{res.validation['evaluated'] - res.validation['failed']}/{res.validation['evaluated']} "
-                  f"expectations passed (run {res.run_id}, {took:.1f}s)")
-            if res.translation:
-                from qpvhub.cog import summary
-
-                print(f"  {what}: {summary(res.translation)}")
+        print(f"→ {source.id}: ingesting into {source.target.qualified} …", flush=True)
+        run = run_parts(env, source, url=args.url, sample=args.sample, force=args.force,
+                        release=getattr(args, "release", None), feed=getattr(args, "feed", None))
+        for line in run.lines():
+            print("  " + line.replace("\n", "\n  "))
+        if run.failed and not source.collection:
+            run.raise_if_failed()  # what depends on it would fail too: stop here, with its own error
+        failed += run.failed
     if failed:
-        raise QpvhubError(f"{failed} feed(s) failed (see above); the others were loaded")
+        raise QpvhubError(f"{len(failed)} part(s) failed (see above); the others were loaded")
     return 0
-
-
-def _ingest_feeds(env, source, args: argparse.Namespace) -> int:
-    """Load a collection's feeds; print one line per feed; return how many failed."""
-    from qpvhub.pipeline import ingest_collection
-
-    t0 = time.monotonic()
-    print(f"→ {source.id}: ingesting every part (feed, département) into {source.target.qualified} …", flush=True)
-    results = ingest_collection(env, source, sample=args.sample, force=args.force, only=getattr(args, "feed", None))
-    for feed, res in results:
-        if isinstance(res, BaseException):
-            print(f"  {source.id}/{feed.id}: FAILED: {str(res).splitlines()[0]}")
-        elif res.status == "skipped":
-            print(f"  {source.id}/{feed.id}: skipped (run {res.run_id}): {res.reason or 'unchanged'}")
-        else:
-            print(f"  {source.id}/{feed.id}: {res.rows_loaded} rows loaded (run {res.run_id})")
-    print(f"  {source.id}: {len(results)} part(s) in {time.monotonic() - t0:.1f}s")
-    return sum(isinstance(r, BaseException) for _, r in results)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """Check a source's file against its suite without loading it; exit 1 when it fails."""
 
-    from qpvhub.catalog import resolve_source
-    from qpvhub.pipeline import validate_only
+    from qpvhub.catalog.loader import resolve_source
+    from qpvhub.ingest.pipeline import validate_only
 
-    env = _env()
+    env = _env(args)
     source = resolve_source(args.source, env.settings.sources_dir)
     path = Path(args.file).resolve() if args.file else None
     if path is not None and not path.is_file():
@@ -116,7 +92,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     print(f"{source.id}: {staged.rows_read} rows read, {staged.rows_loaded} would load, "
           f"{staged.rows_rejected} rejected, {staged.rows_repaired} geometries repaired")
     if staged.translation:
-        from qpvhub.cog import summary
+        from qpvhub.ingest.cog import summary
 
         print(f"{source.id}: {summary(staged.translation)}")
     print(report.text())
@@ -129,21 +105,61 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_indicators(args: argparse.Namespace) -> int:
-    from qpvhub.indicators import run_indicators
+    from qpvhub.indicators.runner import run_indicators
 
-    env = _env()
-    written = run_indicators(env.uri, env.settings.sql_dir, only=args.family or None, store=env.store)
+    written = run_indicators(_env(args), only=args.family or None, force=getattr(args, "force", False))
     for ind, n in written.items():
-        print(f"  {ind}: {n} values" + ("" if n else " (sources missing: indicator absent)"))
+        print(f"  {ind}: {n} values" + ("" if n else f" (absent: {written.absent.get(ind, 'no value')})"))
+    for check in written.checks:
+        print(f"  check {check.line()}")
+    return 0
+
+
+def cmd_locate(args: argparse.Namespace) -> int:
+    """Locate every row of a CSV (coordinates or addresses) against the QPV perimeters; counts only are printed."""
+    from qpvhub.locate.geocode import Geocoder
+    from qpvhub.locate.job import Spec, locate_file
+    from qpvhub.platform.db import connect
+
+    env = _env(args)
+    cfg = env.settings.locate
+    src = Path(args.input).resolve()
+    if not src.is_file():
+        raise QpvhubError(f"no such file: {src}")
+    lists = [2024, *([2015] if args.liste_2015 else [])]
+    spec = Spec(lon=args.lon, lat=args.lat, x=args.x, y=args.y, crs=args.crs, address=args.address or [],
+                postcode=args.postcode, citycode=args.citycode, lists=lists,
+                score_min=cfg.score_min if args.score_min is None else args.score_min,
+                margin_m=cfg.margin_m if args.marge is None else args.marge)
+    geocoder = Geocoder(cfg.geocoder_url, chunk_lines=cfg.chunk_lines, chunk_bytes=cfg.chunk_bytes,
+                        rate=cfg.rate_per_s, timeout=env.settings.http.timeout) if spec.address else None
+    dest = Path(args.output).resolve()
+    with connect(env.uri) as conn:
+        summary = locate_file(conn, src, dest, spec, geocoder=geocoder)
+    print(f"{dest} : {summary.line()}")
+    return 0
+
+
+def cmd_partner_policy(args: argparse.Namespace) -> int:
+    """Print a partner's MinIO policy: write its inbox, read its outbox, nothing else (`mc admin policy create`)."""
+    from qpvhub.locate.partners import policy
+
+    store = args.settings.store
+    if store.kind != "s3":
+        raise QpvhubError("a partner policy is for an S3 store (MinIO): AIRFLOW_CONN_QPVHUB_STORE of type aws")
+    print(policy(store.bucket or "", args.partner, store.prefix))
     return 0
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    from qpvhub.catalog import load_regions
+    from qpvhub.catalog.qpv_lists import load_qpv_lists
+    from qpvhub.catalog.regions import deployment_regions
     from qpvhub.publish import publish_region
 
-    env = _env()
-    regions = load_regions(env.settings.regions_dir)
+    env = _env(args)
+    regions = deployment_regions(env.settings)
+    if getattr(args, "generation", None) is not None:
+        load_qpv_lists(env.settings.qpv_lists_path).get(args.generation)  # a list the registry knows
     wanted = args.region or sorted(regions)
     for code in wanted:
         if code not in regions:
@@ -153,7 +169,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
         for r in [res, *res.parts]:
             where = env.store.describe(f"published/{code}/{r.product}/latest/")
             label = f"region {code}" if r is res else f"  {r.product}"
-            print(f"  {label}: {r.status} version {r.version} → {where}")
+            print(f"  {label}: {r.status} version {r.version}, QPV list {r.generation} → {where}")
             for v in r.withdrawn:
                 print(f"    withdrawn version {v}: published under a weaker secrecy rule than threshold "
                       f"{args.secrecy_threshold or 'default'} now applies")
@@ -162,7 +178,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 def cmd_share(args: argparse.Namespace) -> int:
     """Print time-limited download URLs (S3 presigned, at most 7 days) for a product's latest files or a key."""
-    env = _env()
+    env = _env(args)
     presign = getattr(env.store, "presigned_get", None)
     if presign is None:
         raise QpvhubError("qpvhub share needs an S3 object store (AIRFLOW_CONN_QPVHUB_STORE of type aws): "
@@ -184,10 +200,9 @@ def cmd_share(args: argparse.Namespace) -> int:
 
 def cmd_region_add(args: argparse.Namespace) -> int:
     """Scaffold include/regions/<code>.yml from the COG (name, départements) and a bounding box."""
-    from qpvhub.config import load_settings
-    from qpvhub.regions import scaffold_region
+    from qpvhub.catalog.regions import scaffold_region
 
-    settings = load_settings()
+    settings = args.settings
     bbox = None
     if args.bbox:
         try:
@@ -196,8 +211,9 @@ def cmd_region_add(args: argparse.Namespace) -> int:
             raise QpvhubError(f"--bbox {args.bbox!r}: expected lon_min,lat_min,lon_max,lat_max") from None
         if len(bbox) != 4:
             raise QpvhubError(f"--bbox {args.bbox!r}: expected four numbers")
-    uri = None if bbox else _env().uri
-    path = scaffold_region(args.code, settings.regions_dir, bbox=bbox, contact=args.contact, uri=uri)
+    uri = None if bbox else _env(args).uri
+    path = scaffold_region(args.code, settings.regions_dir, settings.reference_dir, bbox=bbox, contact=args.contact,
+                           uri=uri)
     print(f"wrote {path}:\n{path.read_text(encoding='utf-8')}")
     print("Next: add or reuse sources for its départements (include/sources/), then `qpvhub ingest --all`; "
           "the Airflow dag-processor picks up the new publish DAG.")
@@ -206,11 +222,11 @@ def cmd_region_add(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Freshness of every source against its schedule: state, last run, last confirmed load, age, rows."""
-    from qpvhub.catalog import load_catalog
-    from qpvhub.monitor import freshness, status_table
+    from qpvhub.catalog.loader import load_catalog
+    from qpvhub.ops.monitor import freshness, status_table
 
-    env = _env()
-    rows = freshness(env.uri, load_catalog(env.settings.sources_dir))
+    env = _env(args)
+    rows = freshness(env.uri, load_catalog(env.settings.sources_dir), stale_factor=env.settings.monitoring.stale_factor)
     print(status_table(rows))
     bad = [f for f in rows if f.state in ("stale", "never", "failing", "expired", "outdated", "unchanged")]
     if bad:
@@ -220,11 +236,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_sources_check(args: argparse.Namespace) -> int:
     """Probe every production location and compare its layout with the catalogue; exit 1 on any problem."""
-    from qpvhub.catalog import load_catalog
-    from qpvhub.config import load_settings
-    from qpvhub.probe import check_sources
+    from qpvhub.catalog.loader import load_catalog
+    from qpvhub.catalog.regions import region_departements
+    from qpvhub.ops.sources_check import check_sources
 
-    settings = load_settings()
+    settings = args.settings
     sources = load_catalog(settings.sources_dir)
     if args.source:
         unknown = sorted(set(args.source) - set(sources))
@@ -233,16 +249,15 @@ def cmd_sources_check(args: argparse.Namespace) -> int:
         sources = {k: v for k, v in sources.items() if k in args.source}
     previous = {}
     try:  # the last loads, to say what changed since; the check itself needs no database
-        from qpvhub.pipeline import Env, last_success
+        from qpvhub.ingest.runs import last_success
+        from qpvhub.platform.env import Env
 
-        env = Env.from_settings(settings, migrate_db=False)
+        env = Env.from_settings(settings)
         previous = {sid: p for sid in sources if (p := last_success(env, sid))}
     except Exception as exc:
         log.info("no database for the comparison with the last loads: %s", exc)
-    from qpvhub.catalog import load_regions
-
-    departements = sorted({d for r in load_regions(settings.regions_dir).values() for d in r.departements})
-    probes = check_sources(sources, timeout=args.timeout, previous=previous, departements=departements)
+    probes = check_sources(sources, settings.publishers, timeout=args.timeout, previous=previous,
+                           departements=sorted(region_departements(settings)))
     for p in probes:
         print(p.line() if p.reachable else f"{p.source_id:<20}  UNREACHABLE  {p.status}"
               + (f"  ({p.location})" if p.location else ""))
@@ -253,11 +268,12 @@ def cmd_sources_check(args: argparse.Namespace) -> int:
 
 def cmd_health(args: argparse.Namespace) -> int:
     """Exit 1 when a source is stale (or never loaded, unless --ignore-never): for cron and monitoring."""
-    from qpvhub.catalog import load_catalog
-    from qpvhub.monitor import freshness
+    from qpvhub.catalog.loader import load_catalog
+    from qpvhub.ops.monitor import freshness
 
-    env = _env()
-    bad = [f for f in freshness(env.uri, load_catalog(env.settings.sources_dir))
+    env = _env(args)
+    bad = [f for f in freshness(env.uri, load_catalog(env.settings.sources_dir),
+                                stale_factor=env.settings.monitoring.stale_factor)
            if f.state in ("stale", "expired", "outdated", "unchanged")
            or (f.state == "never" and not args.ignore_never)]
     for f in bad:
@@ -269,25 +285,78 @@ def cmd_health(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Everything on the bundled real data with the configured (or embedded) PostGIS and store."""
+    from qpvhub.catalog.qpv_lists import load_qpv_lists
+    from qpvhub.catalog.regions import deployment_regions
     t0 = time.monotonic()
-    env = _env()
+    env = _env(args)
     print(f"PostGIS: {_safe(env.uri)}\nStore:   {env.store.describe('')}\n")
-    cmd_ingest(argparse.Namespace(all=True, source=None, url=None, sample=True, force=False, release=None))
+    base = {"settings": args.settings}
+    cmd_ingest(argparse.Namespace(**base, all=True, source=None, url=None, sample=True, force=False, release=None,
+                                  real_only=True))
     print("→ indicators")
-    cmd_indicators(argparse.Namespace(family=None))
+    cmd_indicators(argparse.Namespace(**base, family=None, force=False))
     print("→ publish")
-    cmd_publish(argparse.Namespace(region=["53"], keep=10, secrecy_threshold=None))
-    from qpvhub.db import connect
+    cmd_publish(argparse.Namespace(**base, region=["53"], keep=10, secrecy_threshold=None))
+    from qpvhub.platform.db import connect
 
     with connect(env.uri) as conn:
         n_qpv = conn.execute("SELECT count(*) FROM ref.qpv").fetchone()[0]
         n_com = conn.execute("SELECT count(*) FROM ref.commune").fetchone()[0]
         n_ind = conn.execute("SELECT count(*) FROM mart.qpv_indicator").fetchone()[0]
-    print(f"\nLoaded: ref.qpv {n_qpv} rows, ref.commune {n_com} rows, mart.qpv_indicator {n_ind} values.")
-    print(f"Extracts: {env.store.describe('published/53/qpv_profil/latest/')}")
-    print(f"Query:    psql '{_analyst(env)}' -c 'SELECT * FROM mart.qpv_profile'")
-    print(f"Done in {time.monotonic() - t0:.1f}s.")
+        region = deployment_regions(env.settings)["53"]
+        gen = conn.execute("SELECT max(generation) FROM ref.qpv WHERE dep = ANY(%s)",
+                           (region.departements,)).fetchone()[0]
+    took = f"{time.monotonic() - t0:.1f}".replace(".", ",")
+    print(f"\nTerminé en {took} s : {n_qpv} QPV, {n_com} communes, {n_ind} valeurs d'indicateurs.")
+    if gen is not None:
+        note = load_qpv_lists(env.settings.qpv_lists_path).get(gen).note_fr
+        print(f"Les produits de la région {region.name} décrivent la {note} : ce sont les seuls périmètres de la "
+              "région disponibles hors ligne (la liste 2024 de Provence-Alpes-Côte d'Azur ne sert qu'aux tests).")
+    print("\n".join(["", "À ouvrir maintenant :", *next_steps(env, "53")]))
     return 0
+
+
+def _where(env, key: str) -> str:
+    """An object of the store as a person opens it: a file:// address for the local store, else its URL."""
+    shown = env.store.describe(key)
+    return Path(shown).as_uri() if shown.startswith("/") else shown
+
+
+def next_steps(env, region: str) -> list[str]:
+    """What a newcomer opens after the demo, in French: the region page, a fiche, the extracts, the analysts'
+    connection (never its password: where its secret file is), the API and Airflow."""
+    latest = f"published/{region}/qpv_profil/latest/"
+    fiches = sorted(k for k in env.store.list(latest + "qpv/") if k.endswith(".html"))
+    lines = [f"  page de la région         {_where(env, f'published/{region}/index.html')}"]
+    if fiches:
+        lines.append(f"  une fiche quartier        {_where(env, fiches[0])} (et sa version PDF)")
+    lines.append(f"  les extraits              {env.store.describe(latest)} (CSV, GeoJSON, GeoPackage, GeoParquet ; "
+                 "vérifier : sha256sum -c SHA256SUMS)")
+    lines += [f"  la base, en lecture       {line}" for line in _analyst_access(env)]
+    lines += ["  l'API OGC, pour QGIS      make api (puis « Ajouter une couche WFS / OGC API – Features »)",
+              "  Airflow                   make airflow (l'adresse et l'identifiant s'affichent)"]
+    return lines
+
+
+def _analyst_access(env) -> list[str]:
+    """How to connect as the read-only analyst, without printing the password: the embedded cluster's is in a
+    secret file (mode 0600) the command reads; a configured server's is the administrator's to give."""
+    import re
+    from urllib.parse import urlsplit
+
+    if not env.settings.postgis_uri:
+        from qpvhub.platform.embedded import EmbeddedCluster
+
+        cluster = EmbeddedCluster(env.settings.home / "pg", env.settings)
+        secret = cluster.password_file("qpvhub_analyst")
+        cluster.password("qpvhub_analyst")  # created if missing, never printed
+        return [f'PGPASSWORD="$(cat {secret})" psql "host=127.0.0.1 port={cluster.port()} dbname=qpvhub '
+                'user=qpvhub_analyst"',
+                f"(mot de passe dans {secret}, lisible par vous seul)"]
+    parts = urlsplit(env.uri)
+    host = re.sub(r"^.*@", "", parts.netloc)
+    return [f'psql "postgresql://qpvhub_analyst@{host}{parts.path}" (mot de passe : celui que l\'administrateur '
+            "a donné au rôle qpvhub_analyst)"]
 
 
 def cmd_api(args: argparse.Namespace) -> int:
@@ -295,16 +364,12 @@ def cmd_api(args: argparse.Namespace) -> int:
 
     Served by tipg from its own virtualenv (`.venv-api`, made by `make api`: its FastAPI is newer than
     Airflow's, which must not be changed for it), connecting as `qpvhub_api`, which reads `pub` only."""
-    import os
-    import signal
     import socket
-    import subprocess
-    import tempfile
 
-    from qpvhub.api import api_environment
+    from qpvhub.serve.api import serve
 
-    env = _env()  # the database is up and migrated
-    python = os.environ.get("QPVHUB_API_PYTHON") or str(env.settings.project / ".venv-api" / "bin" / "python")
+    env = _env(args)  # the database is up and migrated
+    python = str(env.settings.api.python or env.settings.project / ".venv-api" / "bin" / "python")
     if not Path(python).exists():
         raise QpvhubError(f"no API server environment at {python}: run `make api` (it creates .venv-api with tipg)")
     port = args.port
@@ -315,40 +380,13 @@ def cmd_api(args: argparse.Namespace) -> int:
     host = args.host
     print(f"OGC API on http://{host}:{port}/ (collections: /collections, health: /healthz); Ctrl-C stops it",
           flush=True)
-    with tempfile.TemporaryDirectory(prefix="qpvhub-api-") as cwd:  # tipg reads a .env in its directory
-        app_dir = env.settings.project / "include" / "api"
-        with subprocess.Popen([python, "-m", "uvicorn", "qpvhub_api_app:app", "--app-dir", str(app_dir), "--host",
-                               host, "--port", str(port), "--log-level", "warning"], env=api_environment(env),
-                              cwd=cwd) as proc:
-            # A supervisor (systemd, a test, docker stop) stops `qpvhub api` with SIGTERM: passed on to the
-            # server, which would otherwise outlive this process and keep its port and connections.
-            previous = signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
-            try:
-                while True:
-                    try:
-                        return proc.wait()
-                    except KeyboardInterrupt:  # Ctrl-C reached the server too: let it finish
-                        continue
-            finally:
-                signal.signal(signal.SIGTERM, previous)
+    return serve(env, Path(python), host, port)
 
 
 def _safe(uri: str) -> str:
     import re
 
     return re.sub(r"//([^:@/]+):[^@/]*@", r"//\1:***@", uri)
-
-
-def _analyst(env) -> str:
-    """The analyst's connection string: with its password from the secret file for the embedded cluster;
-    for a configured server, the same host without a password (psql asks for it)."""
-    import re
-
-    if not env.settings.postgis_uri:
-        from qpvhub.embedded import EmbeddedCluster
-
-        return EmbeddedCluster(env.settings.home / "pg").uri("qpvhub", "qpvhub_analyst")
-    return re.sub(r"//[^@/]*@", "//qpvhub_analyst@", env.uri)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -376,8 +414,37 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--release", help="for a series: the release (year) the file is")
     s.set_defaults(func=cmd_validate)
 
+    s = sub.add_parser("locate", help="is this address in a QPV? every row of a CSV, with its QPV and statut",
+                       description="Every row of IN.csv written to OUT.csv with, for the 2024 list (and the 2015 one "
+                                   "with --liste-2015), the QPV holding it, its name, the signed distance to the "
+                                   "nearest boundary (m, positive inside) and a statut: dans_qpv, hors_qpv, "
+                                   "a_verifier, non_localise. Addresses go to IGN's Géoplateforme geocoder; "
+                                   "nothing of the file is kept anywhere else.")
+    s.add_argument("input", metavar="IN.csv")
+    s.add_argument("-o", "--output", metavar="OUT.csv", required=True)
+    s.add_argument("--lon", help="longitude column (WGS84)")
+    s.add_argument("--lat", help="latitude column (WGS84)")
+    s.add_argument("--x", help="x column, in --crs")
+    s.add_argument("--y", help="y column, in --crs")
+    s.add_argument("--crs", type=int, default=2154, help="EPSG code of --x/--y (default 2154, Lambert-93)")
+    s.add_argument("--address", nargs="+", metavar="COL", help="address column(s), joined by the geocoder")
+    s.add_argument("--postcode", metavar="COL", help="postcode column (a filter of the geocoder)")
+    s.add_argument("--citycode", metavar="COL", help="INSEE commune code column (a filter of the geocoder)")
+    s.add_argument("--liste-2015", action="store_true", help="answer for the 2015 list too")
+    s.add_argument("--score-min", type=float, help="geocoding score under which a row is a_verifier (default 0.7)")
+    s.add_argument("--marge", type=float, help="distance to a boundary under which a row is a_verifier (m, default 20)")
+    s.set_defaults(func=cmd_locate)
+
+    s = sub.add_parser("partner", help="partners' inbox and outbox in the store")
+    psub = s.add_subparsers(dest="partner_command", required=True)
+    ps = psub.add_parser("policy", help="print the partner's MinIO policy (its inbox and outbox only)")
+    ps.add_argument("partner", help="partner id: lower-case letters, digits, - and _ (its prefix partners/<id>/)")
+    ps.set_defaults(func=cmd_partner_policy)
+
     s = sub.add_parser("indicators", help="compute the indicators mart")
     s.add_argument("--family", action="append", help="only this family (repeatable)")
+    s.add_argument("--force", action="store_true", help="swap the mart in even if it loses QPV or indicators a "
+                                                        "region had (a source withdrawn on purpose)")
     s.set_defaults(func=cmd_indicators)
 
     s = sub.add_parser("sources", help="the catalogue's production locations")
@@ -392,8 +459,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--keep", type=int, default=10, help="versions to keep (default 10)")
     s.add_argument("--secrecy-threshold", type=int, default=None,
                    help="statistical secrecy threshold for counts (default QPVHUB_SECRECY_THRESHOLD or 11)")
-    s.add_argument("--generation", type=int, choices=[2015, 2024], default=None,
-                   help="QPV list to describe (default: the newest loaded for the region)")
+    s.add_argument("--generation", type=int, default=None,
+                   help="QPV list to describe, by its year (include/qpv_lists.yml; default: the newest loaded for "
+                        "the region)")
     s.set_defaults(func=cmd_publish)
 
     s = sub.add_parser("share", help="time-limited download URLs (S3 presigned) for restricted products")
@@ -425,13 +493,42 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("demo", help="the whole chain on the bundled real data")
     s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("migrate", help="apply the database migrations (the deployment's init step)")
+    s.set_defaults(func=cmd_migrate)
+
+    s = sub.add_parser("config", help="the configuration: its reference, the JSON Schemas of the YAML files")
+    csub = s.add_subparsers(dest="config_command", required=True)
+    c = csub.add_parser("docs", help="print docs/configuration.md (every variable, from the settings classes)")
+    c.set_defaults(func=cmd_config_docs)
+    c = csub.add_parser("schemas", help="write the JSON Schemas of the catalogue and QPV lists files")
+    c.add_argument("--check", action="store_true", help="exit 1 when a written schema is not current")
+    c.set_defaults(func=cmd_config_schemas)
     return p
+
+
+def cmd_config_docs(args: argparse.Namespace) -> int:
+    from qpvhub.platform.settings import reference_markdown
+
+    print(reference_markdown(), end="")
+    return 0
+
+
+def cmd_config_schemas(args: argparse.Namespace) -> int:
+    """include/sources/schema.json and include/qpv_lists.schema.json, generated from the pydantic models."""
+    from qpvhub.catalog.schema import write_schemas
+
+    stale = write_schemas(args.settings.include_dir, check=args.check)
+    for path in stale:
+        print(f"{path}: {'not current' if args.check else 'written'}")
+    return 1 if args.check and stale else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args.verbose)
     try:
+        args.settings = Settings.load()  # read once, here; passed down
         return args.func(args)
     except QpvhubError as exc:
         if args.debug:

@@ -46,9 +46,10 @@
 WITH d AS (
     SELECT s.*, meta.millesime_of(s.source_run_id) AS mil
     FROM src.sigville_demo s
-    JOIN ref.qpv q ON q.generation = 2015 AND q.code_qp = s.code_qp
+    JOIN ref.qpv q ON q.generation = %(generation)s AND q.code_qp = s.code_qp
+    WHERE s.release = %(release_sigville_demo)s
 )
-SELECT i.indicator_id, d.code_qp, 2015::smallint AS generation, i.scope, i.value,
+SELECT i.indicator_id, d.code_qp, %(generation)s::smallint AS generation, i.scope, i.value,
        NULL::double precision AS numerator, NULL::double precision AS denominator,
        d.mil AS millesime, ARRAY[d.source_run_id] AS source_run_ids
 FROM d

@@ -36,9 +36,10 @@
 WITH e AS (
     SELECT s.*, meta.millesime_of(s.source_run_id) AS mil
     FROM src.sigville_ipro s
-    JOIN ref.qpv q ON q.generation = 2015 AND q.code_qp = s.code_qp
+    JOIN ref.qpv q ON q.generation = %(generation)s AND q.code_qp = s.code_qp
+    WHERE s.release = %(release_sigville_ipro)s
 )
-SELECT i.indicator_id, e.code_qp, 2015::smallint AS generation, 'qpv' AS scope, i.value,
+SELECT i.indicator_id, e.code_qp, %(generation)s::smallint AS generation, 'qpv' AS scope, i.value,
        NULL::double precision AS numerator, NULL::double precision AS denominator,
        e.mil AS millesime, ARRAY[e.source_run_id] AS source_run_ids
 FROM e

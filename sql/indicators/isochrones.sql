@@ -2,6 +2,7 @@
 -- family: isochrones
 -- sources: [isochrones, rennes_job_offers]
 -- requires: [src.isochrones, src.rennes_job_offers]
+-- generation: 2015
 -- absent_fr: "aucune isochrone de transport chargée ne part de ce quartier"
 -- indicators:
 --   - id: offres_emploi_tc_30min
@@ -36,7 +37,7 @@ WITH iso AS (
            (SELECT count(*) FROM src.rennes_job_offers o WHERE ST_DWithin(o.geom, q.geom, 5000)) AS near,
            (SELECT count(*) FROM src.rennes_job_offers o
              WHERE ST_DWithin(o.geom, q.geom, 5000) AND ST_Intersects(o.geom, iso.geom)) AS near_in_iso
-    FROM iso JOIN ref.qpv q ON q.generation = 2015 AND q.code_qp = iso.code_qp
+    FROM iso JOIN ref.qpv q ON q.generation = %(generation)s AND q.code_qp = iso.code_qp
 )
 SELECT 'offres_emploi_tc_30min' AS indicator_id, code_qp, generation, 'qpv' AS scope,
        in_iso::double precision AS value, NULL::double precision AS numerator, NULL::double precision AS denominator,

@@ -17,13 +17,13 @@
 --     range: [0, 100000]
 --     secrecy: {rate_of: demandeurs_emploi_abc, numerator: demandeurs_emploi_abc, denominator: offres_emploi_5km}
 -- ---
--- Computed from indicators of this run ({computed}), so the ratio always matches its parts.
+-- Computed from indicators of this run (staging.qpv_indicator_next), so the ratio always matches its parts.
 SELECT 'demandeurs_par_offre_5km' AS indicator_id, d.code_qp, d.generation, 'qpv' AS scope,
        round((d.value / o.value)::numeric, 2)::double precision AS value,
        d.value AS numerator, o.value AS denominator,
        d.millesime || ' ; offres ' || o.millesime AS millesime,
        ARRAY(SELECT DISTINCT unnest(d.source_run_ids || o.source_run_ids) ORDER BY 1) AS source_run_ids
-FROM {computed} d
-JOIN {computed} o ON o.code_qp = d.code_qp AND o.generation = d.generation AND o.scope = 'qpv'
+FROM staging.qpv_indicator_next d
+JOIN staging.qpv_indicator_next o ON o.code_qp = d.code_qp AND o.generation = d.generation AND o.scope = 'qpv'
                  AND o.indicator_id = 'offres_emploi_5km'
 WHERE d.indicator_id = 'demandeurs_emploi_abc' AND d.scope = 'qpv' AND o.value > 0

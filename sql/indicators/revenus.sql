@@ -27,9 +27,10 @@
 WITH r AS (
     SELECT s.*, meta.millesime_of(s.source_run_id) AS mil
     FROM src.sigville_revn s
-    JOIN ref.qpv q ON q.generation = 2015 AND q.code_qp = s.code_qp
+    JOIN ref.qpv q ON q.generation = %(generation)s AND q.code_qp = s.code_qp
+    WHERE s.release = %(release_sigville_revn)s
 )
-SELECT i.indicator_id, r.code_qp, 2015::smallint AS generation, 'qpv' AS scope, i.value,
+SELECT i.indicator_id, r.code_qp, %(generation)s::smallint AS generation, 'qpv' AS scope, i.value,
        NULL::double precision AS numerator, NULL::double precision AS denominator,
        r.mil AS millesime, ARRAY[r.source_run_id] AS source_run_ids
 FROM r

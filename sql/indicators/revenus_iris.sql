@@ -34,6 +34,7 @@ WITH c AS (
            count(f.revenu_disponible_median) AS n_med,
            min(f.source_run_id) AS run_id
     FROM src.filosofi_iris f
+    WHERE f.release = %(release_filosofi_iris)s
     GROUP BY f.insee_com
 )
 SELECT i.indicator_id, q.code_qp, q.generation, 'commune' AS scope, round(i.value::numeric, 1)::double precision AS value,

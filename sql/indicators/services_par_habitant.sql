@@ -32,7 +32,8 @@ WITH run AS (
     SELECT q.generation, q.code_qp, q.insee_com, q.geom, q.source_run_id AS qpv_run,
            d.pop_qp, d.pop_com, d.pop_com - d.pop_com_qp AS pop_hors, d.source_run_id AS demo_run
     FROM ref.qpv q
-    JOIN src.sigville_demo d ON q.generation = 2015 AND d.code_qp = q.code_qp
+    JOIN src.sigville_demo d ON q.generation = %(generation)s AND d.code_qp = q.code_qp
+                            AND d.release = %(release_sigville_demo)s
     WHERE q.dep = ANY ((SELECT deps FROM run)::text[])
 ), inside AS (
     SELECT qpv.generation, qpv.code_qp,

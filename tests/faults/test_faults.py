@@ -16,10 +16,20 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from qpvhub.errors import ConcurrentRunError, ConfigError, DatabaseError, FetchError, InputError, ValidationFailed
-from qpvhub.pipeline import Env, fetch_step, ingest, promote_step, stage_step, start_run, validate_step
-from qpvhub.store import StoreError
 
+from qpvhub.ingest.pipeline import ingest
+from qpvhub.ingest.runs import start_run
+from qpvhub.ingest.steps import fetch_step, promote_step, stage_step, validate_step
+from qpvhub.platform.env import Env
+from qpvhub.platform.errors import (
+    ConcurrentRunError,
+    ConfigError,
+    DatabaseError,
+    FetchError,
+    InputError,
+    ValidationFailed,
+)
+from qpvhub.platform.store import StoreError
 from tests.conftest import COG_SAMPLE, QPV_SAMPLE, ROOT
 
 pytestmark = [pytest.mark.postgis, pytest.mark.faults]
@@ -58,6 +68,7 @@ def _changed_qpv() -> bytes:
 # 1 ---------------------------------------------------------------------------------------------
 def test_01_http_500_then_success_on_retry(env, catalog, loaded, http_source, monkeypatch) -> None:
     monkeypatch.setenv("QPVHUB_HTTP_BACKOFF", "0.01")
+    env = Env.from_settings()  # settings are read once: this test's
     url = http_source.put("QPV2.geojson", _changed_qpv())
     http_source.fail["QPV2.geojson"] = [500, 503]
     res = ingest(env, catalog["qpv_2015"], url=url)
@@ -69,6 +80,7 @@ def test_01_http_500_then_success_on_retry(env, catalog, loaded, http_source, mo
 def test_01b_http_500_every_time_fails_clearly_and_keeps_previous(env, catalog, loaded, http_source,
                                                                   monkeypatch) -> None:
     monkeypatch.setenv("QPVHUB_HTTP_BACKOFF", "0.01")
+    env = Env.from_settings()  # settings are read once: this test's
     url = http_source.put("QPV2.geojson", _changed_qpv())
     http_source.fail["QPV2.geojson"] = [500, 500, 500]
     with pytest.raises(FetchError, match=r"QPV2.geojson: HTTP 500"):
@@ -82,6 +94,7 @@ def test_02_source_times_out(env, catalog, loaded, http_source, monkeypatch) -> 
     monkeypatch.setenv("QPVHUB_HTTP_TIMEOUT", "0.5")
     monkeypatch.setenv("QPVHUB_HTTP_RETRIES", "2")
     monkeypatch.setenv("QPVHUB_HTTP_BACKOFF", "0.01")
+    env = Env.from_settings()  # settings are read once: this test's
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(8)  # accepts, never answers
@@ -101,6 +114,7 @@ def test_03_download_truncated_mid_body(env, catalog, loaded, http_source, monke
     import http.server
 
     monkeypatch.setenv("QPVHUB_HTTP_BACKOFF", "0.01")
+    env = Env.from_settings()  # settings are read once: this test's
     body = _changed_qpv()
 
     class Liar(http.server.BaseHTTPRequestHandler):
@@ -188,9 +202,10 @@ def test_05_postgresql_down_when_the_run_starts(env, catalog, loaded, http_sourc
 def test_06_object_store_down_during_publication(db_uri, qpvhub_home, catalog, regions, monkeypatch) -> None:
     """The store dies while a new version is uploaded: latest/ still serves the previous version."""
     from moto.server import ThreadedMotoServer
-    from qpvhub.indicators import run_indicators
+
+    from qpvhub.indicators.runner import run_indicators
+    from qpvhub.platform.store import S3Store
     from qpvhub.publish import publish_region
-    from qpvhub.store import S3Store
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -205,13 +220,13 @@ def test_06_object_store_down_during_publication(db_uri, qpvhub_home, catalog, r
         env = Env.from_settings()
         for sid in ("cog_communes", "qpv_2015"):
             assert ingest(env, catalog[sid], sample=True).status == "success"
-        run_indicators(env.uri, env.settings.sql_dir)
+        run_indicators(env)
         first = publish_region(env, regions["53"])
         base = "published/53/qpv_profil/latest/"
         latest = {k: env.store.get_bytes(k) for k in env.store.list(base)}
         # new data: the mart gains the population indicators, so a new version is due
         assert ingest(env, catalog["sigville_demo"], sample=True).status == "success"
-        run_indicators(env.uri, env.settings.sql_dir)
+        run_indicators(env)
         puts: list[str] = []
         real_put = S3Store.put_file
 
@@ -279,7 +294,7 @@ def test_08_two_runs_of_the_same_source_at_once(env, catalog, loaded, http_sourc
         ingest(env, catalog["qpv_2015"], url=url)
     assert _snapshot(env.uri) == loaded
     # truly concurrent: two threads start together; one runs, the other is refused cleanly
-    from qpvhub.pipeline import fail_run
+    from qpvhub.ingest.runs import fail_run
 
     fail_run(env, catalog["qpv_2015"], other, "worker died")
     results: list[object] = []
@@ -326,7 +341,7 @@ def test_09_disk_full_during_promote(env, catalog, loaded, http_source, pg_admin
         with psycopg.connect(env.uri, autocommit=True) as admin:
             admin.execute(f"DROP EVENT TRIGGER {fn}")
             admin.execute(f"DROP FUNCTION public.{fn}()")
-    from qpvhub.pipeline import fail_run
+    from qpvhub.ingest.runs import fail_run
 
     fail_run(env, source, run_id, "disk full")  # what the DAG's failure callback does
     assert _snapshot(env.uri) == loaded and _staging_left(env.uri) == []

@@ -10,10 +10,13 @@ from __future__ import annotations
 import psycopg
 import pytest
 from psycopg import sql
-from qpvhub import load
-from qpvhub.db import connect
-from qpvhub.load import PromoteError
-from qpvhub.pipeline import fetch_step, ingest, promote_step, stage_step, start_run, validate_step
+
+from qpvhub.ingest import promote, stage
+from qpvhub.ingest.pipeline import ingest
+from qpvhub.ingest.promote import PromoteError
+from qpvhub.ingest.runs import start_run
+from qpvhub.ingest.steps import fetch_step, promote_step, stage_step, validate_step
+from qpvhub.platform.db import connect
 
 pytestmark = [pytest.mark.postgis, pytest.mark.faults, pytest.mark.slow]
 
@@ -69,7 +72,7 @@ def test_a_failure_at_every_ddl_statement_of_promote_changes_nothing(env, catalo
     fetched = fetch_step(env, source, run_id, source_url(env, source), force=True)
     stage_step(env, source, run_id, fetched["raw_key"])
     validate_step(env, source, run_id)
-    _, final_table = load.staging_names(source, run_id)
+    _, final_table = stage.staging_names(source, run_id)
     with psycopg.connect(env.uri, autocommit=True) as admin:
         admin.execute(FAULT)
     try:
@@ -82,8 +85,8 @@ def test_a_failure_at_every_ddl_statement_of_promote_changes_nothing(env, catalo
                 conn.execute(sql.SQL("SET qpvhub.fault_at = {}").format(sql.Literal(str(at))))
                 conn.commit()
                 try:
-                    load.drop_check_view(conn, final_table)
-                    load.promote(conn, source, final_table, run_id)
+                    stage.drop_check_view(conn, final_table)
+                    promote.promote(conn, source, final_table, run_id)
                 finally:
                     conn.rollback()  # what promote_step does on an error: nothing is committed
 
@@ -129,6 +132,6 @@ def test_a_staging_table_that_does_not_match_the_live_one_is_refused(env, catalo
 
 
 def source_url(env, source) -> str:
-    from qpvhub.pipeline import source_url as url_of
+    from qpvhub.ingest.steps import source_url as url_of
 
     return url_of(env, source, sample=True)

@@ -12,9 +12,9 @@ import urllib.request
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from qpvhub.pipeline import Env
-from qpvhub.store import StoreError
 
+from qpvhub.platform.env import Env
+from qpvhub.platform.store import StoreError
 from tests.conftest import ROOT
 
 pytestmark = [pytest.mark.s3, pytest.mark.postgis]

@@ -3,6 +3,7 @@ driver, OWSLib's Features client, a decoded vector tile — and what the API's r
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -16,10 +17,11 @@ from collections.abc import Iterator
 import geopandas as gpd
 import psycopg
 import pytest
-from qpvhub.indicators import run_indicators
-from qpvhub.pipeline import ingest_samples
-from qpvhub.publish import publish_region
 
+from qpvhub.indicators.runner import run_indicators
+from qpvhub.ingest.parts import ingest_samples
+from qpvhub.platform.env import Env
+from qpvhub.publish import publish_region
 from tests.conftest import ROOT, as_role
 
 pytestmark = [pytest.mark.postgis, pytest.mark.slow]
@@ -32,15 +34,30 @@ def _get(url: str) -> bytes:
         return r.read()
 
 
-@pytest.fixture
-def api(env, catalog, regions, monkeypatch) -> Iterator[str]:
-    """The demo published at threshold 1,500 (so that some cells are secret), and `qpvhub api` serving it."""
-    assert API_PYTHON.exists(), "the API server's virtualenv is made by `make setup` (make api-deps)"
+def publish_demo(env, catalog, regions) -> None:
+    """The demo published at threshold 1,500 (so that some cells are secret)."""
     for sid in ("cog_communes", "cog_mouvements", "epci_names", "qpv_2015", "commune_contours", "sigville_demo",
                 "sigville_revn", "gtfs"):
         ingest_samples(env, catalog[sid])
-    run_indicators(env.uri, env.settings.sql_dir)
+    run_indicators(env)
     publish_region(env, regions["53"], threshold=1500)
+
+
+def healthy(base: str, attempts: int = 120) -> bool:
+    """The server answers /healthz (waiting for it to start, polling every quarter of a second)."""
+    for _ in range(attempts):
+        try:
+            if json.loads(_get(base + "/healthz")) == {"ping": "pong!"}:
+                return True
+        except OSError:
+            time.sleep(0.25)
+    return False
+
+
+@contextlib.contextmanager
+def serving(env) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`qpvhub api` serving the published layers as qpvhub_api: (its base URL, the `qpvhub api` process)."""
+    assert API_PYTHON.exists(), "the API server's virtualenv is made by `make setup` (make api-deps)"
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -49,16 +66,10 @@ def api(env, catalog, regions, monkeypatch) -> Iterator[str]:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(120):
-            try:
-                if json.loads(_get(base + "/healthz")) == {"ping": "pong!"}:
-                    break
-            except OSError:
-                time.sleep(0.25)
-        else:
+        if not healthy(base):
             proc.terminate()
             raise AssertionError(f"the API did not start: {proc.communicate(timeout=10)[0][-3000:]}")
-        yield base
+        yield base, proc
     finally:
         proc.terminate()
         proc.wait(timeout=20)
@@ -66,6 +77,14 @@ def api(env, catalog, regions, monkeypatch) -> Iterator[str]:
         with socket.socket() as s, pytest.raises(OSError):
             s.settimeout(2)
             s.connect(("127.0.0.1", port))
+
+
+@pytest.fixture
+def api(env, catalog, regions) -> Iterator[str]:
+    """The demo published at threshold 1,500 and `qpvhub api` serving it."""
+    publish_demo(env, catalog, regions)
+    with serving(env) as (base, _proc):
+        yield base
 
 
 def test_gdal_reads_the_collections_and_the_profile(api: str, env) -> None:
@@ -224,9 +243,10 @@ def test_the_api_role_reads_pub_only_and_writes_nothing(env) -> None:
 
 def test_region_page_says_how_to_add_the_api_in_qgis(env, catalog, regions, monkeypatch) -> None:
     monkeypatch.setenv("QPVHUB_API_URL", "https://api.pole-qpv.example/")
+    env = Env.from_settings()  # settings are read once: this run's, with the API's address
     for sid in ("cog_communes", "qpv_2015"):
         ingest_samples(env, catalog[sid])
-    run_indicators(env.uri, env.settings.sql_dir)
+    run_indicators(env)
     publish_region(env, regions["53"])
     page = (env.settings.store.path / "published" / "53" / "index.html").read_text(encoding="utf-8")
     assert '<a href="https://api.pole-qpv.example/">' in page and "Ajouter une couche WFS / OGC API" in page

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from qpvhub.errors import InputError, QpvhubError
-from qpvhub.pipeline import ingest
 
+from qpvhub.ingest.pipeline import ingest
+from qpvhub.platform.errors import InputError, QpvhubError
 from tests.conftest import COG_SAMPLE, SAMPLES
 
 pytestmark = pytest.mark.postgis
@@ -141,3 +141,22 @@ def test_sha256_of_archived_raw_matches_what_was_served(env, catalog, http_sourc
                                 (res.run_id,)).fetchone()
     assert sha == hashlib.sha256(body).hexdigest()
     assert env.store.get_bytes(key + ".sha256").decode().startswith(sha)
+
+
+def test_coordinates_that_cannot_be_reprojected_name_their_feature(env, catalog, http_source) -> None:
+    """The review: absurd coordinates failed with PostgreSQL's 'transform: Invalid coordinate', naming no feature.
+    The real QPV file with one vertex of its 4th feature at latitude 1e300: the error names that feature."""
+    from tests.conftest import QPV_SAMPLE
+
+    assert ingest(env, catalog["cog_communes"], sample=True).status == "success"
+    assert ingest(env, catalog["qpv_2015"], sample=True).status == "success"
+    before = _fingerprint(env.uri, "ref.qpv")
+    doc = json.loads(QPV_SAMPLE.read_text(encoding="utf-8"))
+    ring = doc["features"][3]["geometry"]["coordinates"][0]
+    while isinstance(ring[0][0], list):
+        ring = ring[0]
+    ring[1] = [ring[1][0], 1e300]
+    with pytest.raises(InputError, match=r"source qpv_2015, feature 4: coordinates cannot be reprojected from "
+                                         r"EPSG:4326 to EPSG:2154"):
+        ingest(env, catalog["qpv_2015"], url=http_source.put("absurd.geojson", json.dumps(doc).encode()))
+    assert _fingerprint(env.uri, "ref.qpv") == before

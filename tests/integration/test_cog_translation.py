@@ -1,4 +1,4 @@
-"""Sources on an older commune geography load translated to the deployment's COG (qpvhub.cog)."""
+"""Sources on an older commune geography load translated to the deployment's COG (qpvhub.ingest.cog)."""
 
 import csv
 import io
@@ -8,9 +8,10 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from qpvhub.catalog import Source
-from qpvhub.errors import QpvhubError
-from qpvhub.pipeline import ingest
+
+from qpvhub.catalog.model import Source
+from qpvhub.ingest.pipeline import ingest
+from qpvhub.platform.errors import QpvhubError
 
 pytestmark = pytest.mark.postgis
 
@@ -116,6 +117,34 @@ def test_table_keyed_by_commune_merges_rows(env, catalog, http_source) -> None:
     assert got["49126"] == counts["49069"] and "49069" not in got
     assert sum(got.values()) == sum(counts.values()) == 3680  # nothing lost, nothing counted twice
     assert len(got) == len(counts) - col["rows_merged"] and col["rows_merged"] == 16  # 17 gone, one only renumbered
+    assert res.rows_loaded == len(got)  # what the table holds, not the rows before merging (the review: 1,232 vs 1,202)
+
+
+def _per_commune_file(http_source) -> str:
+    with IRIS_2021.open(encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f, delimiter=";"))
+    counts, names = Counter(r["DEPCOM"] for r in rows), {r["DEPCOM"]: r["LIBCOM"] for r in rows}
+    body = "COM;LIBCOM;NB_IRIS\n" + "".join(f"{c};{names[c]};{counts[c]}\n" for c in sorted(counts))
+    return http_source.put("iris2021.csv", body.encode())
+
+
+def test_older_codes_without_cog_say_how_to_translate_them(env, catalog, http_source) -> None:
+    """A file on the 2021 geography declared without `cog:` fails its reference check: the message says what to
+    declare; with `cog:` but the default `merged: attach` on a table keyed by commune, the duplicated key is named
+    and `merged: aggregate` suggested."""
+    from qpvhub.platform.errors import ValidationFailed
+
+    _reference(env, catalog)
+    url = _per_commune_file(http_source)
+    spec = _per_commune_spec(url)
+    plain = spec.model_copy(update={"cog": None, "depends_on": ["cog_communes"]})
+    with pytest.raises(ValidationFailed, match=r"(?s)insee_com.*hint: codes of \['insee_com'\] match no commune.*"
+                                               r"declare `cog: \{columns: \['insee_com'\], year: "):
+        ingest(env, plain)
+    attach = spec.model_copy(update={"cog": spec.cog.model_copy(update={"merged": "attach"})})
+    with pytest.raises(QpvhubError, match=r"communes merged since COG 2021 .*insee_com is this table's key: .*"
+                                          r"22241 \(3 rows\).*merged: aggregate"):
+        ingest(env, attach)
 
 
 def test_aggregate_unions_geometries(env, catalog, http_source) -> None:

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from qpvhub.pipeline import docs_prefix, ingest
+
+from qpvhub.ingest.pipeline import ingest
 from qpvhub.publish import publish_region
+from qpvhub.quality.gx import docs_prefix
 
 pytestmark = [pytest.mark.postgis, pytest.mark.slow]
 
@@ -36,9 +38,9 @@ def _render(url: str, tmp: Path, *, screenshot: Path | None = None) -> str:
 def test_data_docs_and_quality_page_render(env, catalog, regions, tmp_path: Path) -> None:
     for sid in ("cog_communes", "qpv_2015"):
         assert ingest(env, catalog[sid], sample=True).status == "success"
-    from qpvhub.indicators import run_indicators
+    from qpvhub.indicators.runner import run_indicators
 
-    run_indicators(env.uri, env.settings.sql_dir)
+    run_indicators(env)
     publish_region(env, regions["53"])
     with psycopg.connect(env.uri) as conn:
         run_id = conn.execute("SELECT run_id FROM meta.source_runs WHERE source_id = 'qpv_2015'").fetchone()[0]

@@ -8,10 +8,10 @@ import json
 
 import psycopg
 import pytest
-from qpvhub.catalog import DataGouv
-from qpvhub.errors import FetchError
-from qpvhub.pipeline import ingest
 
+from qpvhub.catalog.model import DataGouv
+from qpvhub.ingest.pipeline import ingest
+from qpvhub.platform.errors import FetchError
 from tests.conftest import COG_SAMPLE
 
 pytestmark = pytest.mark.postgis
@@ -37,6 +37,14 @@ def _dataset(base: str, *, path: str, modified: str, size: int, fmt: str = "csv"
 def api(http_source, monkeypatch):
     monkeypatch.setenv("QPVHUB_DATAGOUV_API", f"{http_source.base}/api/1")
     return http_source
+
+
+@pytest.fixture
+def env(api, db_uri, qpvhub_home):
+    """This module's environment: its settings read once the loopback API's address is set."""
+    from qpvhub.platform.env import Env
+
+    return Env.from_settings()
 
 
 def _entry(catalog, resource: str = r"^communes 20\d\d$", fmt: str | None = "csv"):

@@ -2,10 +2,10 @@
 
 import psycopg
 import pytest
-from qpvhub.db import migrate
-from qpvhub.errors import ConfigError
 
-from tests.conftest import as_role
+from qpvhub.platform.db import migrate
+from qpvhub.platform.errors import ConfigError
+from tests.conftest import ROOT, as_role
 
 pytestmark = pytest.mark.postgis
 
@@ -25,14 +25,14 @@ def test_migrations_create_schemas_and_are_recorded_once(db_uri: str) -> None:
         assert geom == ("MULTIPOLYGON", 2154)
         gist = conn.execute("SELECT indexdef FROM pg_indexes WHERE schemaname = 'ref' AND tablename = 'qpv'").fetchall()
         assert any("gist" in r[0] for r in gist)
-    assert migrate(db_uri) == []  # idempotent
+    assert migrate(db_uri, ROOT / "sql") == []  # idempotent
 
 
 def test_a_changed_migration_is_refused(db_uri: str) -> None:
     with psycopg.connect(db_uri) as conn:
         conn.execute("UPDATE meta.schema_migrations SET sha256 = 'x' WHERE version = '003'")
     with pytest.raises(ConfigError, match="003_ref.sql was changed after it was applied"):
-        migrate(db_uri)
+        migrate(db_uri, ROOT / "sql")
 
 
 def test_analyst_reads_but_cannot_write_or_create(db_uri: str) -> None:

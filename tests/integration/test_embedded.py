@@ -12,7 +12,10 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from qpvhub.embedded import EmbeddedCluster, find_bindir
+
+from qpvhub.platform.embedded import EmbeddedCluster, find_bindir
+from qpvhub.platform.settings import Settings
+from tests.conftest import ROOT
 
 pytestmark = pytest.mark.postgis
 
@@ -26,7 +29,7 @@ def cluster_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     made: list[EmbeddedCluster] = []
 
     def make(root: Path) -> EmbeddedCluster:
-        made.append(EmbeddedCluster(root))
+        made.append(EmbeddedCluster(root, Settings.load()))
         return made[-1]
 
     yield make
@@ -103,10 +106,10 @@ def test_closed_to_other_accounts_and_the_analyst_reads_only(cluster_in, tmp_pat
                           "postgres", "-w", "-c", "SELECT 1", "qpvhub"], capture_output=True, text=True, env=env)
     assert res.returncode != 0 and "password" in res.stderr
     # the printed analyst connection works and is read-only
-    from qpvhub.db import migrate
+    from qpvhub.platform.db import migrate
 
-    migrate(cluster.uri("qpvhub"))
-    analyst = subprocess.run([os.sys.executable, "-m", "qpvhub.embedded", "analyst-uri", str(cluster.root)],
+    migrate(cluster.uri("qpvhub"), ROOT / "sql")
+    analyst = subprocess.run([os.sys.executable, "-m", "qpvhub.platform.embedded", "analyst-uri", str(cluster.root)],
                              capture_output=True, text=True, check=True).stdout.strip()
     with psycopg.connect(analyst) as conn:
         assert conn.execute("SELECT current_user").fetchone() == ("qpvhub_analyst",)

@@ -9,9 +9,9 @@ import threading
 from pathlib import Path
 
 import pytest
-from qpvhub.errors import FetchError
-from qpvhub.fetch import fetch
 
+from qpvhub.ingest.fetch import fetch
+from qpvhub.platform.errors import FetchError
 from tests.conftest import COG_SAMPLE
 
 

@@ -29,10 +29,12 @@ ARTEFACTS = ROOT / ".qpvhub" / "artefacts"  # screenshots kept after the run, fo
 @pytest.fixture(scope="module")
 def published(pg_admin_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]]:
     """The demo (every source from its sample, indicators) published twice, into two stores."""
-    from qpvhub.catalog import load_catalog, load_order, load_regions
-    from qpvhub.db import migrate
-    from qpvhub.indicators import run_indicators
-    from qpvhub.pipeline import Env, ingest_samples
+    from qpvhub.catalog.loader import load_catalog, load_order
+    from qpvhub.catalog.regions import load_regions
+    from qpvhub.indicators.runner import run_indicators
+    from qpvhub.ingest.parts import ingest_samples
+    from qpvhub.platform.db import migrate
+    from qpvhub.platform.env import Env
     from qpvhub.publish import publish_region
 
     name = "qpvhub_fiche_" + uuid.uuid4().hex[:8]
@@ -43,7 +45,7 @@ def published(pg_admin_uri: str, tmp_path_factory: pytest.TempPathFactory) -> It
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("AIRFLOW_CONN_QPVHUB_POSTGIS", uri)
         mp.delenv("AIRFLOW_CONN_QPVHUB_STORE", raising=False)
-        migrate(uri)
+        migrate(uri, ROOT / "sql")
         for k in (1, 2):
             home = tmp_path_factory.mktemp(f"home{k}")
             mp.setenv("QPVHUB_HOME", str(home))
@@ -51,8 +53,8 @@ def published(pg_admin_uri: str, tmp_path_factory: pytest.TempPathFactory) -> It
             if k == 1:
                 for source in load_order(load_catalog(ROOT / "include" / "sources")):
                     assert all(r.status in ("success", "skipped") for r in ingest_samples(env, source)), source.id
-                run_indicators(uri, ROOT / "sql")
-            publish_region(env, load_regions(ROOT / "include" / "regions")["53"])
+                run_indicators(env)
+            publish_region(env, load_regions(ROOT / "include" / "regions", ROOT / "include" / "reference")["53"])
             stores.append(env.settings.store.path / "published" / "53")
     yield stores[0], stores[1]
     with psycopg.connect(pg_admin_uri, autocommit=True) as conn:
@@ -137,7 +139,7 @@ def test_publishing_the_same_inputs_twice_gives_the_same_bytes(published) -> Non
         for x, y in zip(a, b, strict=True):
             if x.suffix == ".pdf":  # two separate prints: Chromium may number the tag tree's marked content
                 # differently under load (measured 2 of 90 prints), so what is compared is what a reader gets;
-                # a re-publish into the same store keeps the published PDF (test_review_fixes)
+                # a re-publish into the same store keeps the published PDF (test_lineage_and_latest)
                 assert _pdf_text(x) == _pdf_text(y), x.name
             else:
                 assert x.read_bytes() == y.read_bytes(), x.name

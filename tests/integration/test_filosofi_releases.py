@@ -11,10 +11,11 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from qpvhub.errors import QpvhubError
-from qpvhub.indicators import run_indicators
-from qpvhub.pipeline import ingest, ingest_samples
 
+from qpvhub.indicators.runner import run_indicators
+from qpvhub.ingest.parts import ingest_samples
+from qpvhub.ingest.pipeline import ingest
+from qpvhub.platform.errors import QpvhubError
 from tests.conftest import ROOT, converted, loaded_before
 
 pytestmark = pytest.mark.postgis
@@ -57,7 +58,7 @@ def _reference(env, catalog) -> None:
 
 def _status(env, catalog) -> str:
     """What `qpvhub status` says of the entry's data."""
-    from qpvhub.monitor import freshness
+    from qpvhub.ops.monitor import freshness
 
     return next(f.data_note for f in freshness(env.uri, catalog) if f.source_id == "filosofi_iris")
 
@@ -86,7 +87,7 @@ def test_the_2021_release_loads_beside_the_bundled_2019_one(env, catalog, http_s
     assert communes[0] == communes[1] > 0  # the commune is the IRIS code's, moved where it merged since
     assert part == ("2021", "2021")
     assert _status(env, catalog) == "releases 2019, 2021 loaded"
-    run_indicators(env.uri, env.settings.sql_dir)
+    run_indicators(env)
     with psycopg.connect(env.uri) as conn:
         latest = conn.execute("SELECT DISTINCT millesime FROM mart.qpv_indicator "
                               "WHERE indicator_id = 'taux_pauvrete_iris_median'").fetchall()
@@ -119,7 +120,7 @@ def test_migration_013_keeps_a_filosofi_table_loaded_before_as_its_release(empty
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """A deployment that loaded Filosofi 2019 as a plain table (primary key code_iris, lib_iris): after 013 its
     rows are release 2019, and 2021 loads beside them."""
-    from qpvhub.catalog import load_catalog
+    from qpvhub.catalog.loader import load_catalog
 
     monkeypatch.setenv("AIRFLOW_CONN_QPVHUB_POSTGIS", empty_db)
     monkeypatch.setenv("QPVHUB_HOME", str(tmp_path / "home"))
@@ -134,7 +135,7 @@ def test_migration_013_keeps_a_filosofi_table_loaded_before_as_its_release(empty
     assert "013" in applied
     assert converted(empty_db, "src.filosofi_iris", "release, code_iris, taux_pauvrete") == (
         "p", [(2019, "352380101", 40.2)], "2019")
-    from qpvhub.pipeline import Env
+    from qpvhub.platform.env import Env
 
     env = Env.from_settings()
     catalog = load_catalog(ROOT / "include" / "sources")

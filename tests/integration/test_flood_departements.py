@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import psycopg
 import pytest
-from qpvhub.errors import FetchError
-from qpvhub.pipeline import ingest_collection
 
+from qpvhub.ingest.parts import ingest_collection
+from qpvhub.platform.errors import FetchError
 from tests.conftest import SAMPLES
 
 pytestmark = pytest.mark.postgis

@@ -10,11 +10,13 @@ import zipfile
 
 import psycopg
 import pytest
-from qpvhub.catalog import Feed
-from qpvhub.errors import QpvhubError
-from qpvhub.monitor import freshness
-from qpvhub.pipeline import ingest, ingest_collection
 
+from qpvhub.catalog.model import Feed
+from qpvhub.ingest.parts import ingest_collection
+from qpvhub.ingest.pipeline import ingest
+from qpvhub.ops.monitor import freshness
+from qpvhub.platform.env import Env
+from qpvhub.platform.errors import QpvhubError
 from tests.conftest import SAMPLES
 
 pytestmark = [pytest.mark.postgis, pytest.mark.slow]
@@ -67,15 +69,18 @@ def _catalogue(http_source, feeds: dict[str, tuple[str, str]]) -> None:
     http_source.put("api/datasets", json.dumps(datasets).encode(), "application/json")
 
 
-def _setup(env, catalog, http_source, monkeypatch) -> None:
+def _setup(env, catalog, http_source, monkeypatch):
+    """The reference geography loaded, and the environment of the rest of the test: transport.data.gouv.fr
+    played on loopback (settings are read once, so they are read again here)."""
     for sid in ("cog_communes", "qpv_2015"):
         assert ingest(env, catalog[sid], sample=True).status == "success"
     monkeypatch.setenv("QPVHUB_TRANSPORT_API", http_source.url("api/datasets"))
+    return Env.from_settings()
 
 
 def test_discovered_feeds_load_as_partitions_and_a_broken_one_fails_alone(env, catalog, http_source,
                                                                            monkeypatch) -> None:
-    _setup(env, catalog, http_source, monkeypatch)
+    env = _setup(env, catalog, http_source, monkeypatch)
     http_source.put("star.zip", STAR)
     http_source.put("sailcoop.zip", SAILCOOP)
     http_source.put("marseille.zip", _rezip(SAILCOOP, move_to=(43.30, 5.37)))  # FIXTURE: outside the regions
@@ -152,18 +157,18 @@ def test_status_shows_each_feed_and_its_expiry(env, catalog) -> None:
 
 
 def test_feed_ids_are_stable_and_a_listed_feed_keeps_its_id(http_source, monkeypatch) -> None:
-    from qpvhub.locate import discover_feeds, feed_id_of
+    from qpvhub.ingest.locate import discover_feeds, feed_id_of
 
     _catalogue(http_source, {"star-rennes": ("STAR", "star.zip")})
-    monkeypatch.setenv("QPVHUB_TRANSPORT_API", http_source.url("api/datasets"))
-    found = discover_feeds("gtfs", "unused", ["public-transit"], [], [])
+    api = http_source.url("api/datasets")
+    found = discover_feeds("gtfs", api, ["public-transit"], [], [])
     assert [f.id for f, _ in found] == [feed_id_of("star-rennes", "r-star-rennes")] == ["star_rennes_" + found[0][0]
                                                                                         .id[-6:]]
     listed = [Feed(id="star", title="STAR (Rennes Métropole)", dataset="star-rennes")]
-    (feed, meta), = discover_feeds("gtfs", "unused", ["public-transit"], [], listed)
+    (feed, meta), = discover_feeds("gtfs", api, ["public-transit"], [], listed)
     assert (feed.id, feed.title, meta["resource_id"], meta["last_modified"]) == (
         "star", "STAR (Rennes Métropole)", "r-star-rennes", "2025-03-01T10:00:00Z")
-    assert discover_feeds("gtfs", "unused", ["public-transit"], ["star-rennes"], []) == []
+    assert discover_feeds("gtfs", api, ["public-transit"], ["star-rennes"], []) == []
 
 
 @pytest.mark.parametrize("edit, message", [
@@ -176,7 +181,7 @@ def test_gtfs_quality_is_checked_per_feed(env, catalog, tmp_path, edit, message)
     """A feed with a time that is no GTFS time, or whose calendar runs nothing, fails naming feed, file, line."""
     from pathlib import Path
 
-    from qpvhub.catalog import Feed
+    from qpvhub.catalog.model import Feed
 
     for sid in ("cog_communes", "qpv_2015"):
         ingest(env, catalog[sid], sample=True)
@@ -198,3 +203,37 @@ def test_gtfs_quality_is_checked_per_feed(env, catalog, tmp_path, edit, message)
     with pytest.raises(QpvhubError, match=message) as exc:
         ingest(env, catalog["gtfs"], feed=feed)
     assert "source gtfs" in str(exc.value)
+
+
+def test_an_unreachable_catalogue_does_not_stop_the_listed_feeds(env, catalog, http_source, monkeypatch) -> None:
+    """The review: with transport.data.gouv.fr out of reach, the whole collection aborted, feeds listed by hand
+    included; a listed feed with a url but no sample was skipped offline without a word; listed feeds were said
+    'no longer in the catalogue'. Now the listed feeds load, one line says discovery failed, nothing is flagged,
+    and every feed left out says why."""
+    from qpvhub.ingest.parts import run_parts
+
+    env = _setup(env, catalog, http_source, monkeypatch)
+    http_source.put("star.zip", STAR)
+    _catalogue(http_source, {"sailcoop-glenan": ("Sailcoop", "sailcoop.zip")})
+    http_source.put("sailcoop.zip", SAILCOOP)
+    gtfs = catalog["gtfs"]
+    assert run_parts(env, gtfs).failed == []  # a discovered feed loaded once: it is in the table now
+    listed = gtfs.collection.model_copy(update={"feeds": [
+        gtfs.collection.feeds[0].model_copy(update={"url": http_source.url("star.zip")}),
+        gtfs.collection.feeds[1].model_copy(update={"url": http_source.url("sailcoop.zip"), "sample": None})]})
+    offline = gtfs.model_copy(update={"collection": listed})
+    monkeypatch.setenv("QPVHUB_TRANSPORT_API", "http://127.0.0.1:9/api/datasets")  # nothing listens there
+    env = Env.from_settings()
+    run = run_parts(env, offline)
+    lines = "\n".join(run.lines())
+    assert not run.failed, lines
+    assert "gtfs: discovery failed, the 2 listed feed(s) load" in lines
+    assert {o.label for o in run.outcomes} == {"gtfs/star", "gtfs/sailcoop"}
+    assert "no longer in the catalogue" not in lines
+    with psycopg.connect(env.uri) as conn:
+        flagged = conn.execute("SELECT count(*) FROM meta.source_runs WHERE error LIKE '%no longer in the catalogue%'"
+                               ).fetchone()[0]
+    assert flagged == 0  # the discovered feed keeps its stops, unflagged: discovery did not answer, it did not drop it
+    sample = run_parts(env, offline, sample=True)
+    assert [o.label for o in sample.outcomes] == ["gtfs/star"]
+    assert any(line.startswith("gtfs/sailcoop: no bundled sample, not loaded offline") for line in sample.lines())

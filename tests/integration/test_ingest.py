@@ -5,9 +5,9 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from qpvhub.errors import FetchError, InputError, ValidationFailed
-from qpvhub.pipeline import ingest
 
+from qpvhub.ingest.pipeline import ingest
+from qpvhub.platform.errors import FetchError, InputError, ValidationFailed
 from tests.conftest import COG_SAMPLE, QPV_SAMPLE
 
 pytestmark = pytest.mark.postgis
@@ -187,7 +187,7 @@ def test_http_404_fails_without_retry(env, catalog, http_source) -> None:
 
 @pytest.mark.s3
 def test_s3_url_source_through_the_deployment_store(db_uri, qpvhub_home, s3_store_conn, catalog) -> None:
-    from qpvhub.pipeline import Env
+    from qpvhub.platform.env import Env
 
     env = Env.from_settings()
     env.store.client.make_bucket("opendata-inbox")
@@ -208,8 +208,9 @@ def test_s3_url_needs_an_s3_store(env, catalog) -> None:
 def test_parallel_copy_failure_is_raised_and_nothing_hangs(db_uri) -> None:
     """A writer connection failing mid-COPY (bad value for the column type) fails the stage cleanly."""
     import pandas as pd
-    from qpvhub.db import connect
-    from qpvhub.load import copy_batches_parallel
+
+    from qpvhub.ingest.copy import copy_batches_parallel
+    from qpvhub.platform.db import connect
 
     with connect(db_uri) as conn:  # as qpvhub_loader, like the pipeline
         conn.execute("CREATE TABLE staging.pc (a integer, b text)")
@@ -229,8 +230,8 @@ def test_two_generations_side_by_side(env, catalog, tmp_path) -> None:
     """ref.qpv keeps 2015 and 2024 in their own partitions: reloading one never touches the other."""
     import shutil
 
-    from qpvhub.catalog import load_source
-    from qpvhub.errors import ValidationFailed
+    from qpvhub.catalog.loader import load_source
+    from qpvhub.platform.errors import ValidationFailed
 
     spec = tmp_path / "qpv_2024_test.yml"
     shutil.copy(Path(__file__).resolve().parents[1] / "data" / "qpv_2024_test.yml", spec)
@@ -271,15 +272,16 @@ def _reloptions(uri: str, table: str) -> tuple[bool, list[str] | None, str | Non
 def test_staging_settings_stay_in_staging(env, catalog, loaded, source_id) -> None:
     """Autovacuum off (a worker on a fresh staging table makes CREATE INDEX wait deadlock_timeout), no parallel
     workers beside the index build, the run's id as source_run_id's default: the live table has none of them."""
-    from qpvhub import load
-    from qpvhub.pipeline import fetch_step, promote_step, stage_step, start_run, validate_step
+    from qpvhub.ingest import stage
+    from qpvhub.ingest.runs import start_run
+    from qpvhub.ingest.steps import fetch_step, promote_step, stage_step, validate_step
 
     src = catalog[source_id]
     url = loaded[2] if source_id == "qpv_2015" else loaded[2].replace("QPV.geojson", "communes.csv")
     run_id = start_run(env, src)
     fetched = fetch_step(env, src, run_id, url, force=True)
     stage_step(env, src, run_id, fetched["raw_key"])
-    staging = f"staging.{load.staging_names(src, run_id)[1]}"
+    staging = f"staging.{stage.staging_names(src, run_id)[1]}"
     # a direct COPY does not send source_run_id: the column's default gives it (the build copies it)
     default = f"'{run_id}'::text" if source_id == "cog_communes" else None
     # no parallel workers where an index builds beside GX's scans (the outlines), else GX's may

@@ -11,8 +11,10 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
-from qpvhub.monitor import freshness, notify_failure, schedule_interval, status_table
-from qpvhub.pipeline import ingest
+
+from qpvhub.ingest.pipeline import ingest
+from qpvhub.ops.monitor import freshness, notify_failure, schedule_interval, status_table
+from qpvhub.platform.settings import Settings
 
 pytestmark = pytest.mark.postgis
 
@@ -81,8 +83,8 @@ def receiver() -> Iterator[tuple[str, list[dict]]]:
 def test_failure_callback_posts_to_the_webhook(env, catalog, receiver, monkeypatch, http_source) -> None:
     """The ingest DAG's failure callback marks the run failed and posts a Mattermost/Slack-style message."""
     from qpvhub.airflow.factory import _fail_ingest_run
-    from qpvhub.errors import InputError
-    from qpvhub.pipeline import start_run
+    from qpvhub.ingest.runs import start_run
+    from qpvhub.platform.errors import InputError
 
     url, got = receiver
     monkeypatch.setenv("QPVHUB_WEBHOOK_URL", url)
@@ -109,7 +111,7 @@ def test_failure_callback_posts_to_the_webhook(env, catalog, receiver, monkeypat
 
 def test_a_dead_webhook_does_not_hide_the_failure(monkeypatch, caplog) -> None:
     monkeypatch.setenv("QPVHUB_WEBHOOK_URL", "http://127.0.0.1:9/none")
-    assert notify_failure("publish region 53", "boom", dag_id="qpvhub_publish_53") is False
+    assert notify_failure(Settings.load().monitoring, "publish region 53", "boom", dag_id="qpvhub_publish_53") is False
     assert any('"event": "qpvhub_failure"' in r.message for r in caplog.records)
 
 
@@ -142,7 +144,8 @@ def test_failure_email_through_airflow_smtp_settings(monkeypatch) -> None:
     monkeypatch.setenv("QPVHUB_ALERT_EMAIL", "astreinte@pole.example")
     monkeypatch.delenv("QPVHUB_WEBHOOK_URL", raising=False)
     try:
-        assert notify_failure("publish region 53", "store unreachable", dag_id="qpvhub_publish_53") is True
+        assert notify_failure(Settings.load().monitoring, "publish region 53", "store unreachable",
+                              dag_id="qpvhub_publish_53") is True
     finally:
         server.close()
         thread.join(timeout=15)
@@ -172,7 +175,7 @@ def test_status_says_the_bundled_star_feed_is_expired(env, catalog, capsys) -> N
 
 
 def test_millesime_and_unchanged_file_age(env, catalog) -> None:
-    from qpvhub.monitor import data_age
+    from qpvhub.ops.monitor import data_age
 
     src = catalog["sigville_demo"].model_copy(update={"max_age_years": 3, "max_unchanged_days": 400})
     now = dt.datetime(2026, 11, 28, tzinfo=dt.UTC)

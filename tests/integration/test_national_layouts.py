@@ -15,9 +15,9 @@ from pathlib import Path
 import geopandas as gpd
 import psycopg
 import pytest
-from qpvhub.errors import InputError
-from qpvhub.pipeline import ingest
 
+from qpvhub.ingest.pipeline import ingest
+from qpvhub.platform.errors import InputError
 from tests.conftest import SAMPLES
 
 pytestmark = pytest.mark.postgis

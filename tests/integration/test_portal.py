@@ -7,10 +7,10 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from qpvhub.indicators import run_indicators
-from qpvhub.pipeline import ingest
-from qpvhub.publish import publish_region
 
+from qpvhub.indicators.runner import run_indicators
+from qpvhub.ingest.pipeline import ingest
+from qpvhub.publish import publish_region
 from tests.integration.test_data_docs import _render
 
 pytestmark = [pytest.mark.postgis, pytest.mark.slow]
@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.postgis, pytest.mark.slow]
 def test_portal_lists_products_with_working_links_and_maps(env, catalog, regions, tmp_path: Path) -> None:
     for sid in ("cog_communes", "qpv_2015", "sigville_demo", "sigville_revn"):
         assert ingest(env, catalog[sid], sample=True).status == "success"
-    run_indicators(env.uri, env.settings.sql_dir)
+    run_indicators(env)
     publish_region(env, regions["53"], threshold=1500)
     root = env.settings.store.path / "published" / "53"
     page = (root / "index.html").read_text(encoding="utf-8")

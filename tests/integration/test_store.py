@@ -3,14 +3,15 @@
 from pathlib import Path
 
 import pytest
-from qpvhub.config import StoreSettings, store_from_env
-from qpvhub.store import LocalStore, S3Store, StoreError, open_store
+
+from qpvhub.platform.settings import StoreSettings, parse_store
+from qpvhub.platform.store import LocalStore, S3Store, StoreError, open_store
 
 
 def _s3(conn: dict, tmp_path: Path) -> S3Store:
     import json
 
-    settings = store_from_env(tmp_path, {"AIRFLOW_CONN_QPVHUB_STORE": json.dumps(conn)})
+    settings = parse_store(json.dumps(conn), tmp_path)
     store = open_store(settings)
     assert isinstance(store, S3Store)
     return store

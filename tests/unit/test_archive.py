@@ -5,9 +5,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from qpvhub.archive import member_matches, safe_extract
-from qpvhub.errors import InputError
 
+from qpvhub.ingest.archive import Budget, member_matches, safe_extract
+from qpvhub.platform.errors import InputError
 from tests.conftest import SAMPLES
 
 
@@ -57,7 +57,7 @@ def test_zip_bomb_is_refused(tmp_path: Path) -> None:
 def test_total_size_limit_is_enforced_while_extracting(tmp_path: Path) -> None:
     z = _zip(tmp_path / "big.zip", {"a.csv": b"x;y\n" * 100_000, "b.csv": b"x;y\n" * 100_000})
     with pytest.raises(InputError, match="exceeds 500000 bytes uncompressed"):
-        safe_extract(z, tmp_path / "out", source="s", max_total=500_000, max_ratio=10**6)
+        safe_extract(z, tmp_path / "out", source="s", budget=Budget(max_total=500_000, max_ratio=10**6))
 
 
 def test_truncated_zip_is_refused(tmp_path: Path) -> None:

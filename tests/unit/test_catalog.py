@@ -4,8 +4,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from qpvhub.catalog import load_catalog, load_order, load_region, load_regions, load_source, resolve_source
-from qpvhub.errors import ConfigError
+
+from qpvhub.catalog.loader import load_catalog, load_order, load_source, resolve_source
+from qpvhub.catalog.regions import load_region, load_regions
+from qpvhub.platform.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = ROOT / "include" / "sources"
@@ -95,13 +97,13 @@ def test_resolve_by_id_or_path() -> None:
 
 
 def test_regions_shipped_and_bad_departement_refused(tmp_path: Path) -> None:
-    regions = load_regions(ROOT / "include" / "regions")
+    regions = load_regions(ROOT / "include" / "regions", ROOT / "include" / "reference")
     assert regions["53"].departements == ["22", "29", "35", "56"]
     assert regions["52"].name == "Pays de la Loire"
     p = _write(tmp_path, "53", {"code": "53", "name": "Bretagne", "departements": ["35", "3X"],
                                 "bbox": [-5, 47, -1, 49]})
     with pytest.raises(ConfigError, match="département code '3X'"):
-        load_region(p)
+        load_region(p, ROOT / "include" / "reference")
 
 
 @pytest.mark.parametrize("exp, msg", [
@@ -112,7 +114,7 @@ def test_regions_shipped_and_bad_departement_refused(tmp_path: Path) -> None:
 ])
 def test_unknown_expectation_or_missing_argument_named_with_file_and_key(tmp_path: Path, exp, msg) -> None:
     """Checked against GX Core's registry before any run (not at DAG parse time: importing GX takes seconds)."""
-    from qpvhub.quality import check_expectations
+    from qpvhub.quality.suites import check_expectations
 
     spec = _qpv_spec()
     spec["quality"]["expectations"] = [exp]
@@ -123,7 +125,7 @@ def test_unknown_expectation_or_missing_argument_named_with_file_and_key(tmp_pat
 
 
 def test_shipped_expectations_all_build() -> None:
-    from qpvhub.quality import check_expectations
+    from qpvhub.quality.suites import check_expectations
 
     for s in load_catalog(SOURCES).values():
         check_expectations(s)
@@ -155,3 +157,42 @@ def test_a_release_in_the_url_is_for_series_with_a_current_release(tmp_path: Pat
         load_source(_write(tmp_path, "sigville_ipro", sig | {"series": sig["series"] | {"current": None}}))
     with pytest.raises(ConfigError, match=r"(?s)qpv_2015\.yml.*url names \{release\}"):
         load_source(_write(tmp_path, "qpv_2015", _qpv_spec() | {"url": "https://example.org/qpv_{release}.zip"}))
+
+
+def test_the_json_schemas_are_current_and_every_file_names_its_schema() -> None:
+    """Editors complete and check the YAML files from the schemas generated from the models (`qpvhub config
+    schemas`); a model change without regenerating them fails here."""
+    import json
+
+    from qpvhub.catalog.schema import MODELINE, write_schemas
+
+    assert write_schemas(ROOT / "include", check=True) == [], "run `qpvhub config schemas`"
+    for folder in ("sources", "regions"):
+        for path in sorted((ROOT / "include" / folder).glob("*.yml")):
+            assert path.read_text(encoding="utf-8").startswith(MODELINE + "schema.json\n"), path
+    schema = json.loads((ROOT / "include" / "sources" / "schema.json").read_text(encoding="utf-8"))
+    assert {"id", "title", "columns", "target"} <= set(schema["required"]) and "series" in schema["properties"]
+
+
+def test_two_entries_writing_one_partition_are_refused_naming_both(tmp_path) -> None:
+    """The review's case: a region's own 2015 perimeters as a second entry writing ref.qpv generation 2015 would
+    swap out the first entry's rows at its next load. Refused when the catalogue loads, before any run."""
+    import shutil
+
+    from qpvhub.catalog.loader import load_catalog
+    from qpvhub.platform.errors import ConfigError
+
+    catalog = tmp_path / "sources"
+    shutil.copytree(SOURCES, catalog)
+    text = (catalog / "qpv_2015.yml").read_text(encoding="utf-8").replace("id: qpv_2015", "id: qpv_2015_paca")
+    (catalog / "qpv_2015_paca.yml").write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"(?s)qpv_2015_paca\.yml: writes partition generation = 2015 of ref\.qpv, "
+                                          r"which .*qpv_2015\.yml already loads.*qpvhub region add"):
+        load_catalog(catalog)
+    (catalog / "qpv_2015_paca.yml").unlink()
+    bpe = (catalog / "bpe.yml").read_text(encoding="utf-8").replace("id: bpe", "id: bpe_bis")
+    (catalog / "bpe_bis.yml").write_text(bpe, encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"bpe_bis\.yml: writes src\.bpe, which .*bpe\.yml already loads"):
+        load_catalog(catalog)
+    (catalog / "bpe_bis.yml").unlink()
+    assert {"qpv_2015", "qpv_2024"} <= set(load_catalog(catalog))  # two static partitions of one table: fine

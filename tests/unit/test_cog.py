@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
-from qpvhub.catalog import Source, load_catalog
-from qpvhub.cog import Event, passage, summary
+
+from qpvhub.catalog.loader import load_catalog
+from qpvhub.catalog.model import Source
+from qpvhub.ingest.cog import Event, passage, summary
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "include" / "sample_data"

@@ -2,9 +2,11 @@
 
 import pandas as pd
 import pytest
-from qpvhub.catalog import Source
-from qpvhub.errors import InputError
-from qpvhub.load import check_columns, convert_batch, frozen_heap, srid_of
+
+from qpvhub.catalog.model import Source
+from qpvhub.ingest.convert import RegionScope, check_columns, convert_batch, srid_of
+from qpvhub.ingest.copy import frozen_heap
+from qpvhub.platform.errors import InputError
 
 
 def _source(**cols) -> Source:
@@ -66,7 +68,7 @@ def test_region_filter_keeps_malformed_codes_for_the_suite() -> None:
         "columns": {"insee_com": {"source": "DEPCOM", "description": "c"}},
     })
     df = pd.DataFrame({"DEPCOM": ["01001", "1001", "35238", "2A004", None], "__feature": [2, 3, 4, 5, 6]})
-    out = convert_batch(df, src, "f.csv", "r", frozenset({"01", "2A"}))
+    out = convert_batch(df, src, "f.csv", "r", RegionScope(frozenset({"01", "2A"})))
     assert [None if pd.isna(v) else v for v in out["insee_com"]] == ["01001", "1001", "2A004", None]
 
 

@@ -85,3 +85,34 @@ def test_the_api_service_has_its_own_image_and_reads_as_qpvhub_api(compose: dict
     assert api["depends_on"]["airflow-init"]["condition"] == "service_completed_successfully"  # role's password
     dockerfile = (ROOT / "Dockerfile.api").read_text()
     assert "constraints-api.txt" in dockerfile and "qpvhub_api_app:app" in dockerfile
+
+
+def test_every_port_listens_on_loopback_unless_configured(compose: dict) -> None:
+    published = [(name, p) for name, svc in compose["services"].items() for p in svc.get("ports", [])]
+    assert published
+    for name, port in published:  # Debian's docker-compose writes "127.0.0.1:8080:8080/tcp"
+        host = port["host_ip"] if isinstance(port, dict) else str(port).split(":")[0]
+        assert host == "127.0.0.1", (name, port)
+
+
+def _check_secrets(compose: dict, **env: str) -> subprocess.CompletedProcess:
+    """secrets-check's own script, run by a real shell with the environment Compose would give it."""
+    svc = compose["services"]["secrets-check"]
+    script = svc["command"][0].replace("$$", "$")  # `config` keeps Compose's escaping of the shell's `$`
+    environ = {**{k: str(v) for k, v in svc["environment"].items()}, **env, "PATH": "/usr/bin:/bin"}
+    return subprocess.run(["sh", "-c", script], env=environ, capture_output=True, text=True, timeout=30)
+
+
+def test_development_secrets_are_refused_outside_a_development_deployment(compose: dict) -> None:
+    assert _check_secrets(compose).returncode == 0  # .env.example says QPVHUB_DEPLOYMENT=dev
+    refused = _check_secrets(compose, QPVHUB_DEPLOYMENT="production")
+    assert refused.returncode == 1 and "refused: development secrets in a production deployment" in refused.stderr
+    assert "POSTGIS_PASSWORD" in refused.stderr and "QPVHUB_API_PASSWORD" in refused.stderr
+    strong = {k: "Zr4-" + k.lower() for k in ("POSTGIS_PASSWORD", "AIRFLOW_DB_PASSWORD", "MINIO_ROOT_PASSWORD",
+                                             "AIRFLOW_ADMIN_PASSWORD", "AIRFLOW_JWT_SECRET", "QPVHUB_API_PASSWORD")}
+    assert _check_secrets(compose, QPVHUB_DEPLOYMENT="production", **strong).returncode == 0
+    for name in ("postgis", "airflow-db", "minio"):  # nothing starts before the check passed
+        assert compose["services"][name]["depends_on"]["secrets-check"]["condition"] == \
+            "service_completed_successfully"
+    init = " ".join(compose["services"]["airflow-init"]["command"])
+    assert "0o600" in init and "qpvhub migrate" in init  # the admin's password file is never world-readable

@@ -6,9 +6,10 @@ import hashlib
 from pathlib import Path
 
 import pytest
-from qpvhub.errors import QpvhubError
+
+from qpvhub.platform.errors import QpvhubError
+from qpvhub.platform.store import LocalStore
 from qpvhub.publish import latest
-from qpvhub.store import LocalStore
 
 BASE = "published/53/qpv_profil"
 

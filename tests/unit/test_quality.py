@@ -3,19 +3,18 @@
 import re
 
 import pytest
-from qpvhub.catalog import CODE_PATTERNS, Check, load_source
-from qpvhub.errors import ConfigError
-from qpvhub.quality import build_expectations, expand_check
 
-from tests.conftest import ROOT
+from qpvhub.catalog.loader import load_source
+from qpvhub.catalog.model import CODE_PATTERNS, Check
+from qpvhub.platform.errors import ConfigError
+from qpvhub.quality.suites import build_expectations, expand_check
+from tests.conftest import LISTS, ROOT
 
 
 @pytest.mark.parametrize("kind, good, bad", [
     ("insee_commune", ["01001", "2A004", "97411", "35238"], ["1001", "2C004", "350238", "AB123"]),
     ("departement", ["01", "2A", "2B", "35", "971"], ["1", "2C", "350", "20"[:1]]),
     ("iris", ["352380101", "2A0040000"], ["35238010", "35238_0101"]),
-    ("qpv_2015", ["QP035001", "QP02A001", "QP971001"], ["QN03504M", "QP35001", "QP035001A"]),
-    ("qpv_2024", ["QN04405M", "QN02A01I", "QN03501I"], ["QP035001", "QN044051", "QN0440M"]),
 ])
 def test_code_patterns(kind: str, good: list[str], bad: list[str]) -> None:
     rx = re.compile(CODE_PATTERNS[kind])
@@ -23,12 +22,26 @@ def test_code_patterns(kind: str, good: list[str], bad: list[str]) -> None:
     assert not any(rx.match(v) for v in bad)
 
 
+@pytest.mark.parametrize("year, good, bad", [
+    (2015, ["QP035001", "QP02A001", "QP971001"], ["QN03504M", "QP35001", "QP035001A"]),
+    (2024, ["QN04405M", "QN02A01I", "QN03501I"], ["QP035001", "QN044051", "QN0440M"]),
+])
+def test_qpv_codes_of_each_list_come_from_the_registry(year: int, good: list[str], bad: list[str]) -> None:
+    name, kw = expand_check(Check(check="qpv", list=year, column="code_qp"), LISTS)
+    rx = re.compile(kw["regex"])
+    assert name == "expect_column_values_to_match_regex" and kw["regex"] == LISTS.get(year).code_pattern
+    assert all(rx.match(v) for v in good) and not any(rx.match(v) for v in bad)
+    assert all(LISTS.of_code(v).year == year for v in good)
+    anyl = re.compile(expand_check(Check(check="qpv", column="c"), LISTS)[1]["regex"])  # no list: any known one
+    assert all(anyl.match(v) for v in good) and not anyl.match("QX035001")
+
+
 def test_building_blocks_expand_to_gx_expectations() -> None:
-    assert expand_check(Check(check="rate", column="taux")) == (
+    assert expand_check(Check(check="rate", column="taux"), LISTS) == (
         "expect_column_values_to_be_between", {"column": "taux", "min_value": 0, "max_value": 100})
-    assert expand_check(Check(check="count", column="n", mostly=0.95)) == (
+    assert expand_check(Check(check="count", column="n", mostly=0.95), LISTS) == (
         "expect_column_values_to_be_between", {"column": "n", "min_value": 0, "mostly": 0.95})
-    name, kw = expand_check(Check(check="references", column="insee_com", table="ref.commune"))
+    name, kw = expand_check(Check(check="references", column="insee_com", table="ref.commune"), LISTS)
     assert name == "unexpected_rows_expectation"
     assert '"insee_com" NOT IN (SELECT "insee_com" FROM "ref"."commune"' in kw["unexpected_rows_query"]
 
@@ -40,7 +53,7 @@ def test_references_table_must_be_ref_or_src() -> None:
 
 def test_suite_of_qpv_2015(tmp_path) -> None:
     src = load_source(ROOT / "include" / "sources" / "qpv_2015.yml")
-    exps = build_expectations(src, previous_rows=1400, in_region=True)
+    exps = build_expectations(src, previous_rows=1400, in_region=True, lists=LISTS)
     assert exps[0] == ("expect_table_row_count_to_be_between", {"min_value": 700})  # not collapsed vs last load
     assert ("expect_column_values_to_be_unique", {"column": "code_qp"}) in exps
     assert ("expect_column_values_to_be_in_set", {"column": "_geom_type", "value_set": ["MULTIPOLYGON"]}) in exps
@@ -50,14 +63,14 @@ def test_suite_of_qpv_2015(tmp_path) -> None:
                                          "(swapped lon/lat or a wrong CRS land outside)",
                           "meta": {"sample_query": 'SELECT "code_qp", _geom_where FROM {batch} WHERE NOT '
                                                    "_geom_in_region"}}]
-    assert ("expect_column_values_to_match_regex", {"column": "code_qp", "regex": CODE_PATTERNS["qpv_2015"]}) in exps
+    assert ("expect_column_values_to_match_regex", {"column": "code_qp", "regex": LISTS.get(2015).code_pattern}) in exps
 
 
 def test_check_on_unknown_column_is_refused(tmp_path) -> None:
     text = (ROOT / "include" / "sources" / "qpv_2015.yml").read_text(encoding="utf-8")
     p = tmp_path / "qpv_2015.yml"
-    p.write_text(text.replace("{check: qpv_2015, column: code_qp}", "{check: qpv_2015, column: code}"))
-    with pytest.raises(ConfigError, match="quality check 'qpv_2015' names 'code', not one of the columns"):
+    p.write_text(text.replace("{check: qpv, list: 2015, column: code_qp}", "{check: qpv, list: 2015, column: code}"))
+    with pytest.raises(ConfigError, match="quality check 'qpv' names 'code', not one of the columns"):
         load_source(p)
 
 
@@ -65,7 +78,8 @@ def test_data_docs_views_reuse_compiled_templates(tmp_path) -> None:
     """The Data Docs views GX instantiates from the site config compile each template once: a second
     view's environment loads it from the bytecode cache instead of compiling it."""
     import jinja2
-    from qpvhub.gx_views import CachedIndexPageView, CachedPageView, bytecode_cache
+
+    from qpvhub.quality.views import CachedIndexPageView, CachedPageView, bytecode_cache
 
     compiled: list[str] = []
     original = jinja2.Environment.compile

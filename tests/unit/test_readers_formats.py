@@ -7,9 +7,9 @@ from pathlib import Path
 import geopandas as gpd
 import pandas as pd
 import pytest
-from qpvhub.errors import InputError
-from qpvhub.readers import get_reader
 
+from qpvhub.ingest.readers import get_reader
+from qpvhub.platform.errors import InputError
 from tests.conftest import QPV_SAMPLE, ROOT, SAMPLES
 
 
@@ -145,7 +145,7 @@ def test_sigville_trailing_empty_columns_and_trailing_space_header() -> None:
 
 
 # ---------------------------------------------------------------- xlsx (INSEE references)
-def _book(tmp_path, rows: list[list], sheet: str = "Emboitements_IRIS", titles: int = 5):
+def _book(tmp_path, rows: list[list], sheet: str = "Emboitements_IRIS", titles: int = 5, name: str = "ref.xlsx"):
     import openpyxl
 
     book = openpyxl.Workbook()
@@ -155,7 +155,7 @@ def _book(tmp_path, rows: list[list], sheet: str = "Emboitements_IRIS", titles: 
         ws.append(["titre"])
     for r in rows:
         ws.append(r)
-    path = tmp_path / "ref.xlsx"
+    path = tmp_path / name
     book.save(path)
     return path
 
@@ -165,7 +165,7 @@ def test_xlsx_reads_the_sample_in_insee_layout(tmp_path: Path) -> None:
     of the CSV it was built from, codes as text."""
     import csv as _csv
 
-    from qpvhub.readers import get_reader
+    from qpvhub.ingest.readers import get_reader
 
     sample = _copy(tmp_path, "reference_IRIS_geo2021_reg52_53_DERIVED.zip")  # readers extract next to the file
     reader = get_reader("xlsx")(sample, "iris_ref", {"sheet": "Emboitements_IRIS", "header_row": 6})
@@ -181,8 +181,8 @@ def test_xlsx_reads_the_sample_in_insee_layout(tmp_path: Path) -> None:
 
 
 def test_xlsx_errors_name_sheet_and_row(tmp_path) -> None:
-    from qpvhub.errors import InputError
-    from qpvhub.readers import get_reader
+    from qpvhub.ingest.readers import get_reader
+    from qpvhub.platform.errors import InputError
 
     path = _book(tmp_path, [["CODE_IRIS", "DEPCOM"], ["013010101", "01301"]])
     reader = get_reader("xlsx")(path, "iris_ref", {"sheet": "Emboitements_IRIS", "header_row": 6})
@@ -196,3 +196,58 @@ def test_xlsx_errors_name_sheet_and_row(tmp_path) -> None:
     (tmp_path / "not.xlsx").write_text("CODE_IRIS;DEPCOM\n")
     with pytest.raises(InputError, match="not an .xlsx workbook nor a ZIP"):
         get_reader("xlsx")(tmp_path / "not.xlsx", "iris_ref", {}).open()
+
+
+def _rewrite(book: Path, out: Path, member: str, data: bytes) -> Path:
+    """The workbook with one of its XML members replaced (what a hostile publisher could serve)."""
+    import zipfile
+
+    with zipfile.ZipFile(book) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, data if info.filename == member else src.read(info.filename))
+    return out
+
+
+def test_a_workbook_is_held_to_the_archives_budget(tmp_path) -> None:
+    """The review's 377 KB workbook holding one 200 MB cell loaded (1.45 GB of memory): a workbook is a ZIP, and the
+    budget now applies to it before openpyxl reads a byte; XML entities (entity expansion) are an error naming the
+    file, not a traceback."""
+    from qpvhub.ingest.readers import get_reader
+    from qpvhub.platform.errors import InputError
+
+    book = _book(tmp_path, [["CODE_IRIS", "LIB_IRIS"], ["013010101", "x"]])
+    big = '<?xml version="1.0" encoding="UTF-8"?><sst xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/' \
+          'main" count="1" uniqueCount="1"><si><t>' + "A" * (80 * 1024**2) + "</t></si></sst>"
+    import zipfile
+
+    sheet = next(n for n in zipfile.ZipFile(book).namelist() if n.startswith("xl/worksheets/sheet"))
+    bomb = _rewrite(book, tmp_path / "bomb.xlsx", "xl/sharedStrings.xml" if "xl/sharedStrings.xml" in zipfile.ZipFile(
+        book).namelist() else sheet, big.encode())
+    with pytest.raises(InputError, match=r"file bomb\.xlsx: workbook or archive (member .* )?expands \d+×"):
+        get_reader("xlsx")(bomb, "iris_ref", {"header_row": 6}).open()
+
+    xml = zipfile.ZipFile(book).read(sheet).decode()
+    body = xml.split("?>", 1)[1] if xml.startswith("<?xml") else xml
+    laughs = '<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol1 "&lol;&lol;&lol;">]>' + body
+    hostile = _rewrite(book, tmp_path / "laughs.xlsx", sheet, laughs.encode())
+    with pytest.raises(InputError, match=r"file laughs\.xlsx: cannot (open the workbook|read the sheet)"):
+        r = get_reader("xlsx")(hostile, "iris_ref", {"header_row": 6})
+        r.open()
+        list(r.batches())
+
+
+def test_many_small_members_are_one_bomb(tmp_path) -> None:
+    """2,000 members of 1 MiB passed a per-member check one by one (each under its 1 MiB floor): the whole archive's
+    expansion is now checked too (here 200 members, 200 MiB from a few hundred KB)."""
+    import zipfile
+
+    from qpvhub.ingest.archive import safe_extract
+    from qpvhub.platform.errors import InputError
+
+    path = tmp_path / "many.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for n in range(200):
+            z.writestr(f"part_{n:04}.csv", b"0" * (1024**2 - 1))
+    with pytest.raises(InputError, match=r"archive expands \d+× in total .*archive bomb refused"):
+        safe_extract(path, tmp_path / "out", source="bpe")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from qpvhub.publish.secrecy import (
     PRIMARY,
     RATE,
@@ -23,7 +24,6 @@ from qpvhub.publish.secrecy import (
     disclosures,
     table_from_long,
 )
-
 from tests.conftest import SAMPLES
 
 RULES = {"population": Rule("count"), "part_moins_25": Rule("rate", "population")}

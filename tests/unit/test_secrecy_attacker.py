@@ -6,6 +6,7 @@ import math
 
 import pandas as pd
 import pytest
+
 from qpvhub.publish.secrecy import (
     PUBLIC_FLAG,
     Rule,

@@ -12,28 +12,27 @@ import datetime as dt
 import functools
 import logging
 import operator
-import os
 from typing import Any
 
 from airflow.sdk import DAG, Asset, task
 
-from qpvhub.catalog import RELEASE, Region, Source, load_catalog, load_regions
-from qpvhub.config import load_settings
-from qpvhub.redact import redact_url
+from qpvhub.catalog.loader import load_catalog, load_order
+from qpvhub.catalog.model import RELEASE, Source
+from qpvhub.catalog.regions import Region, deployment_regions
+from qpvhub.platform.redact import redact_url
+from qpvhub.platform.settings import Settings
 
 log = logging.getLogger(__name__)
 
 MART_ASSET = "qpvhub://mart/qpv_indicator"
 START = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
-# Pool limiting concurrent heavy database tasks; `make airflow` creates `qpvhub_db` and sets this variable.
-POOL = os.environ.get("QPVHUB_DB_POOL", "default_pool")
 
 
-def default_args(**over: Any) -> dict[str, Any]:
+def default_args(settings: Settings, **over: Any) -> dict[str, Any]:
     """Retries with exponential backoff and a timeout on every task."""
     args = {
         "owner": "qpvhub",
-        "retries": int(os.environ.get("QPVHUB_TASK_RETRIES", "2")),
+        "retries": settings.scheduling.task_retries,
         "retry_delay": dt.timedelta(seconds=30),
         "retry_exponential_backoff": True,
         "max_retry_delay": dt.timedelta(minutes=30),
@@ -44,14 +43,16 @@ def default_args(**over: Any) -> dict[str, Any]:
 
 
 def _env():
-    from qpvhub.pipeline import Env
+    """The task's environment, read when the task runs (a worker's own settings); the schema must be current:
+    migrations are the deployment's init step (`qpvhub migrate`), never a task's."""
+    from qpvhub.platform.env import Env
 
     return Env.from_settings()
 
 
 def _fail_ingest_run(source: Source, context: dict) -> None:
     """Final failure of an ingest task: mark the qpvhub run failed and clear its staging tables."""
-    from qpvhub.pipeline import fail_run
+    from qpvhub.ingest.runs import fail_run
 
     ti = context.get("ti")
     run_id = ti.xcom_pull(task_ids="start") if ti else None
@@ -64,10 +65,10 @@ def _fail_ingest_run(source: Source, context: dict) -> None:
 
 def _notify(what: str, context: dict, **extra: Any) -> None:
     """Post a failure to the configured webhook (and the task log) with where to look."""
-    from qpvhub.monitor import notify_failure
+    from qpvhub.ops.monitor import notify_failure
 
     ti = context.get("ti")
-    notify_failure(what, context.get("exception") or "task failed",
+    notify_failure(Settings.load().monitoring, what, context.get("exception") or "task failed",
                    dag_id=getattr(ti, "dag_id", None), task_id=getattr(ti, "task_id", None),
                    airflow_run_id=context.get("run_id"), try_number=getattr(ti, "try_number", None), **extra)
 
@@ -80,7 +81,7 @@ NO_PRODUCTION = ("(none yet: not scheduled; `qpvhub sources check` lists it. Tri
                  "`{\"sample\": true}`)")
 
 
-def _ingest_dag(source: Source, doc: str, on_failure, params: dict) -> DAG:
+def _ingest_dag(settings: Settings, source: Source, doc: str, on_failure, params: dict) -> DAG:
     """An ingest DAG's frame. No production location: not scheduled (a scheduled run could only fail);
     manual runs take a url or the sample."""
     return DAG(
@@ -90,13 +91,18 @@ def _ingest_dag(source: Source, doc: str, on_failure, params: dict) -> DAG:
         catchup=False,
         max_active_runs=1,
         tags=["qpvhub", "ingest", *source.tags],
-        default_args=default_args(on_failure_callback=on_failure),
+        default_args=default_args(settings, on_failure_callback=on_failure),
         doc_md=doc,
         params=params,
     )
 
 
-def build_collection_dag(source: Source) -> DAG:
+def _conf(context: dict) -> dict:
+    """The run's parameters: the DAG's defaults, overridden by the trigger's conf."""
+    return {**context["params"], **((context["dag_run"].conf or {}) if context.get("dag_run") else {})}
+
+
+def build_collection_dag(settings: Settings, source: Source) -> DAG:
     """Every feed of a collection (GTFS networks), each its own run with its own partition: one task loops
     over them so that a failing feed is reported (the task fails at the end) while the others load."""
     doc = (f"### Ingest `{source.id}` (a collection of feeds)\n{source.title}\n\n{source.description}\n\n"
@@ -104,32 +110,28 @@ def build_collection_dag(source: Source) -> DAG:
            f"{redact_url(source.production) if source.production else NO_PRODUCTION}\n\nConf `{{\"feed\": "
            f"\"{source.feeds()[0].id if source.feeds() else 'ID'}\"}}` loads one part (a feed, a département), "
            "`{\"sample\": true}` the bundled ones, `{\"force\": true}` even unchanged.")
-    with _ingest_dag(source, doc, functools.partial(_notify_task_failure, f"ingest {source.id}"),
+    with _ingest_dag(settings, source, doc, functools.partial(_notify_task_failure, f"ingest {source.id}"),
                      {"sample": False, "force": False, "feed": None}) as dag:
 
-        @task(pool=POOL, outlets=[Asset(source.asset_uri)])
+        @task(pool=settings.scheduling.db_pool, outlets=[Asset(source.asset_uri)])
         def ingest_feeds(**context: Any) -> dict:
-            from qpvhub.errors import QpvhubError
-            from qpvhub.pipeline import ingest_collection
+            from qpvhub.ingest.parts import run_parts
 
-            conf = {**context["params"], **((context["dag_run"].conf or {}) if context.get("dag_run") else {})}
-            results = ingest_collection(_env(), source, sample=bool(conf.get("sample")), force=bool(conf.get("force")),
-                                        airflow_run_id=context["run_id"], only=conf.get("feed"))
-            summary = {f.id: (f"failed: {str(r).splitlines()[0]}" if isinstance(r, BaseException) else r.status)
-                       for f, r in results}
-            failed = {k: v for k, v in summary.items() if v.startswith("failed")}
-            if failed:
-                raise QpvhubError(f"{len(failed)} of {len(summary)} feeds failed (the others loaded): {failed}")
-            return summary
+            conf = _conf(context)
+            run = run_parts(_env(), source, sample=bool(conf.get("sample")), force=bool(conf.get("force")),
+                            feed=conf.get("feed"), airflow_run_id=context["run_id"])
+            log.info("%s:\n%s", source.id, "\n".join(run.lines()))
+            run.raise_if_failed()
+            return run.summary()
 
         ingest_feeds()
     return dag
 
 
-def build_ingest_dag(source: Source) -> DAG:
+def build_ingest_dag(settings: Settings, source: Source) -> DAG:
     """fetch → stage → validate → promote for one catalogue entry; the promote task emits its asset."""
     if source.collection:
-        return build_collection_dag(source)
+        return build_collection_dag(settings, source)
     doc = (f"### Ingest `{source.id}`\n{source.title}\n\n{source.description}\n\n"
            f"- publisher: {source.publisher}\n- licence: {source.licence}\n- target: `{source.target.qualified}`\n"
            f"- production: {redact_url(source.production) if source.production else NO_PRODUCTION}\n"
@@ -142,21 +144,20 @@ def build_ingest_dag(source: Source) -> DAG:
         doc += (f"\n\nA series: each release is a partition, loaded on its own. `{{\"release\": 2019}}`{url} "
                 f"loads one; the schedule loads release {source.series.current or '(none set)'}.")
 
-    def conf_of(context: dict) -> dict:
-        return {**context["params"], **((context["dag_run"].conf or {}) if context.get("dag_run") else {})}
-
     def release_source(context: dict) -> Source:
         """The entry this run loads (one release, for a series)."""
-        from qpvhub.pipeline import for_run
+        from qpvhub.ingest.pipeline import for_run
 
-        conf = conf_of(context)
+        conf = _conf(context)
         return for_run(source, conf.get("release"), sample=bool(conf.get("sample")), url=conf.get("url"))
 
-    with _ingest_dag(source, doc, on_failure, {"sample": False, "url": None, "force": False, "release": None}) as dag:
+    pool = settings.scheduling.db_pool
+    with _ingest_dag(settings, source, doc, on_failure,
+                     {"sample": False, "url": None, "force": False, "release": None}) as dag:
 
         @task
         def start(**context: Any) -> str:
-            from qpvhub.pipeline import start_run
+            from qpvhub.ingest.runs import start_run
 
             return start_run(_env(), release_source(context), airflow_run_id=context["run_id"])
 
@@ -164,10 +165,10 @@ def build_ingest_dag(source: Source) -> DAG:
         def fetch(qrun: str, **context: Any) -> str:
             from airflow.sdk.exceptions import AirflowSkipException
 
-            from qpvhub.pipeline import fetch_step, locate
+            from qpvhub.ingest.steps import fetch_step, locate
 
             env = _env()
-            conf = conf_of(context)
+            conf = _conf(context)
             one = release_source(context)
             where = locate(env, one, sample=bool(conf.get("sample")), url=conf.get("url"))
             res = fetch_step(env, one, qrun, where.url, force=bool(conf.get("force")), located=where.meta or None)
@@ -175,12 +176,13 @@ def build_ingest_dag(source: Source) -> DAG:
                 raise AirflowSkipException(f"{source.id} unchanged since run {res['previous_run']}")
             return res["raw_key"]
 
-        @task(pool=POOL)
+        @task(pool=pool)
         def stage(qrun: str, raw_key: str, **context: Any) -> dict:
             from airflow.sdk.exceptions import AirflowSkipException
 
-            from qpvhub.errors import NothingForRegions
-            from qpvhub.pipeline import skip_run, stage_step
+            from qpvhub.ingest.runs import skip_run
+            from qpvhub.ingest.steps import stage_step
+            from qpvhub.platform.errors import NothingForRegions
 
             env = _env()
             one = release_source(context)
@@ -191,15 +193,15 @@ def build_ingest_dag(source: Source) -> DAG:
                 raise AirflowSkipException(str(exc)) from None
             return {"rows_loaded": r.rows_loaded, "rows_rejected": r.rows_rejected, "rows_repaired": r.rows_repaired}
 
-        @task(pool=POOL)
+        @task(pool=pool)
         def validate(qrun: str, staged: dict, **context: Any) -> dict:
-            from qpvhub.pipeline import validate_step
+            from qpvhub.ingest.steps import validate_step
 
             return validate_step(_env(), release_source(context), qrun).summary()
 
-        @task(pool=POOL, outlets=[Asset(source.asset_uri)])
+        @task(pool=pool, outlets=[Asset(source.asset_uri)])
         def promote(qrun: str, summary: dict, **context: Any) -> dict:
-            from qpvhub.pipeline import promote_step
+            from qpvhub.ingest.steps import promote_step
 
             return promote_step(_env(), release_source(context), qrun)
 
@@ -211,7 +213,7 @@ def build_ingest_dag(source: Source) -> DAG:
     return dag
 
 
-def build_indicators_dag(sources: dict[str, Source]) -> DAG:
+def build_indicators_dag(settings: Settings, sources: dict[str, Source]) -> DAG:
     """Recompute the mart whenever any source asset is updated."""
     assets = sorted({s.asset_uri for s in sources.values()})
     schedule = functools.reduce(operator.or_, [Asset(a) for a in assets]) if assets else None
@@ -222,25 +224,28 @@ def build_indicators_dag(sources: dict[str, Source]) -> DAG:
         catchup=False,
         max_active_runs=1,
         tags=["qpvhub", "indicators"],
-        default_args=default_args(on_failure_callback=functools.partial(_notify_task_failure, "indicators")),
+        params={"force": False},
+        default_args=default_args(settings, on_failure_callback=functools.partial(_notify_task_failure,
+                                                                                  "indicators")),
         doc_md="### Indicators\nRuns every family of `sql/indicators/` into `mart.qpv_indicator` and rebuilds "
                "`mart.qpv_profile` and the `mart.theme_*` views, when any source is reloaded; the mart's GX results "
-               "go to `meta.validation_results` under `indicators-<Airflow run id>`.",
+               "go to `meta.validation_results` under `indicators-<Airflow run id>`. A mart that would lose a "
+               "region's QPV or indicators is refused (the task fails naming them); trigger with "
+               "`{\"force\": true}` if intended.",
     ) as dag:
 
-        @task(pool=POOL, outlets=[Asset(MART_ASSET)])
+        @task(pool=settings.scheduling.db_pool, outlets=[Asset(MART_ASSET)])
         def compute(**context) -> dict:
-            from qpvhub.indicators import run_indicators
+            from qpvhub.indicators.runner import run_indicators
 
-            env = _env()
-            return run_indicators(env.uri, env.settings.sql_dir, run_id=f"indicators-{context['run_id']}",
-                                  store=env.store)
+            return run_indicators(_env(), run_id=f"indicators-{context['run_id']}",
+                                  force=bool(_conf(context).get("force")))
 
         compute()
     return dag
 
 
-def build_publish_dag(region: Region) -> DAG:
+def build_publish_dag(settings: Settings, region: Region) -> DAG:
     """Publish a region's extracts whenever the mart is recomputed."""
     with DAG(
         dag_id=f"qpvhub_publish_{region.code}",
@@ -249,8 +254,8 @@ def build_publish_dag(region: Region) -> DAG:
         catchup=False,
         max_active_runs=1,
         tags=["qpvhub", "publish", f"region:{region.code}"],
-        default_args=default_args(on_failure_callback=functools.partial(_notify_task_failure,
-                                                                        f"publish region {region.code}")),
+        default_args=default_args(settings, on_failure_callback=functools.partial(_notify_task_failure,
+                                                                                  f"publish region {region.code}")),
         doc_md=f"### Publish — {region.name} ({region.code})\nQPV profile extracts (CSV, GeoJSON, GeoPackage, "
                f"GeoParquet) to `published/{region.code}/`, versioned, checksummed, then `latest/`.",
     ) as dag:
@@ -266,18 +271,18 @@ def build_publish_dag(region: Region) -> DAG:
     return dag
 
 
-def _monitoring_dag(dag_id: str, schedule: str, what: str, doc_md: str) -> DAG:
+def _monitoring_dag(settings: Settings, dag_id: str, schedule: str, what: str, doc_md: str) -> DAG:
     """A monitoring DAG: no retry (a check that fails should say so now), failures notified as `what`."""
     return DAG(dag_id=dag_id, schedule=schedule, start_date=START, catchup=False, max_active_runs=1,
                tags=["qpvhub", "monitoring"], doc_md=doc_md,
-               default_args=default_args(retries=0, on_failure_callback=functools.partial(_notify_task_failure,
-                                                                                          what)))
+               default_args=default_args(settings, retries=0,
+                                         on_failure_callback=functools.partial(_notify_task_failure, what)))
 
 
-def build_health_dag(sources: dict[str, Source]) -> DAG:
+def build_health_dag(settings: Settings, sources: dict[str, Source]) -> DAG:
     """Daily: fail (and notify) when a source has not been confirmed within its schedule's tolerance."""
     with _monitoring_dag(
-        "qpvhub_health", "@daily", "health check",
+        settings, "qpvhub_health", "@daily", "health check",
         "### Health\nFails when a source's last confirmed load (success, or unchanged check) is older "
         "than its tolerance (QPVHUB_STALE_FACTOR × its schedule's interval + 1 day), it never loaded, or its "
         "data expired or is outdated; the table is in the task log and `qpvhub status`.",
@@ -285,10 +290,11 @@ def build_health_dag(sources: dict[str, Source]) -> DAG:
 
         @task
         def freshness() -> dict:
-            from qpvhub.monitor import freshness as check
-            from qpvhub.monitor import status_table
+            from qpvhub.ops.monitor import freshness as check
+            from qpvhub.ops.monitor import status_table
 
-            rows = check(_env().uri, sources)
+            env = _env()
+            rows = check(env.uri, sources, stale_factor=env.settings.monitoring.stale_factor)
             log.info("source freshness:\n%s", status_table(rows))
             bad = [f"{f.source_id} ({f.state}{': ' + f.data_note if f.data_note else ''})" for f in rows
                    if f.state in ("stale", "never", "expired", "outdated", "unchanged")]
@@ -300,10 +306,8 @@ def build_health_dag(sources: dict[str, Source]) -> DAG:
     return dag
 
 
-def build_reload_all_dag(sources: dict[str, Source]) -> DAG:
+def build_reload_all_dag(settings: Settings, sources: dict[str, Source]) -> DAG:
     """Manual: reload every source, dependencies first (conf `{"force": true}` reloads unchanged ones too)."""
-    from qpvhub.catalog import load_order
-
     with DAG(
         dag_id="qpvhub_reload_all",
         schedule=None,
@@ -311,7 +315,8 @@ def build_reload_all_dag(sources: dict[str, Source]) -> DAG:
         catchup=False,
         max_active_runs=1,
         tags=["qpvhub", "ingest", "manual"],
-        default_args=default_args(on_failure_callback=functools.partial(_notify_task_failure, "reload all")),
+        default_args=default_args(settings, on_failure_callback=functools.partial(_notify_task_failure,
+                                                                                  "reload all")),
         params={"force": False, "sample": False},
         doc_md="### Reload everything\nRuns every catalogue source through the same pipeline, each after the "
                "sources it depends on; each task emits its source's asset, so the indicators and publication "
@@ -321,28 +326,21 @@ def build_reload_all_dag(sources: dict[str, Source]) -> DAG:
         tasks: dict[str, Any] = {}
         for source in load_order(sources):
 
-            @task(task_id=f"ingest_{source.id}", pool=POOL, outlets=[Asset(source.asset_uri)])
+            @task(task_id=f"ingest_{source.id}", pool=settings.scheduling.db_pool, outlets=[Asset(source.asset_uri)])
             def run(src: Source = source, **context: Any) -> dict:
-                from qpvhub.pipeline import ingest
+                from qpvhub.ingest.parts import run_parts
 
-                conf = {**context["params"], **((context["dag_run"].conf or {}) if context.get("dag_run") else {})}
+                conf = _conf(context)
                 if conf.get("sample") and src.no_sample:  # nothing bundled to reload, and the entry says why
                     from airflow.sdk.exceptions import AirflowSkipException
 
                     raise AirflowSkipException(f"{src.id}: no offline sample: {src.no_sample}")
-                if src.collection:  # every feed; the task fails at the end if one did
-                    from qpvhub.errors import QpvhubError
-                    from qpvhub.pipeline import ingest_collection
-
-                    results = ingest_collection(_env(), src, sample=bool(conf.get("sample")),
-                                                force=bool(conf.get("force")), airflow_run_id=context["run_id"])
-                    failed = [f.id for f, r in results if isinstance(r, BaseException)]
-                    if failed:
-                        raise QpvhubError(f"{src.id}: feeds {failed} failed (the others loaded)")
-                    return {"status": "success", "feeds": len(results)}
-                res = ingest(_env(), src, sample=bool(conf.get("sample")), force=bool(conf.get("force")),
-                             airflow_run_id=context["run_id"])
-                return {"status": res.status, "rows_loaded": res.rows_loaded}
+                # every part (each feed, each bundled release); the task fails at the end if one did
+                run = run_parts(_env(), src, sample=bool(conf.get("sample")), force=bool(conf.get("force")),
+                                airflow_run_id=context["run_id"])
+                log.info("%s:\n%s", src.id, "\n".join(run.lines()))
+                run.raise_if_failed()
+                return run.summary()
 
             tasks[source.id] = run()
             for dep in source.depends_on:
@@ -351,13 +349,14 @@ def build_reload_all_dag(sources: dict[str, Source]) -> DAG:
 
 
 def reload_all_dags() -> dict[str, DAG]:
-    return {"qpvhub_reload_all": build_reload_all_dag(load_catalog(load_settings().sources_dir))}
+    settings = Settings.load()
+    return {"qpvhub_reload_all": build_reload_all_dag(settings, load_catalog(settings.sources_dir))}
 
 
-def build_sources_check_dag(sources: dict[str, Source]) -> DAG:
+def build_sources_check_dag(settings: Settings, sources: dict[str, Source]) -> DAG:
     """Weekly: probe every production location and compare its layout; fail (and notify) on any problem."""
     with _monitoring_dag(
-        "qpvhub_sources_check", "@weekly", "sources check",
+        settings, "qpvhub_sources_check", "@weekly", "sources check",
         "### Sources check\nFor every catalogue entry: resolves its locator, probes the production "
         "location (HEAD or ranged GET), reads its first kilobytes (a ZIP's central directory) and compares "
         "the header or fields with the declared columns. Fails when a location is unreachable or its "
@@ -366,12 +365,14 @@ def build_sources_check_dag(sources: dict[str, Source]) -> DAG:
 
         @task
         def check() -> dict:
-            from qpvhub.pipeline import last_success, region_departements
-            from qpvhub.probe import check_sources
+            from qpvhub.catalog.regions import region_departements
+            from qpvhub.ingest.runs import last_success
+            from qpvhub.ops.sources_check import check_sources
 
             env = _env()
             previous = {sid: p for sid in sources if (p := last_success(env, sid))}
-            probes = check_sources(sources, previous=previous, departements=sorted(region_departements(env)))
+            probes = check_sources(sources, env.settings.publishers, previous=previous,
+                                   departements=sorted(region_departements(env.settings)))
             log.info("production locations:\n%s", "\n".join(p.line() if p.reachable
                                                               else f"{p.source_id}: UNREACHABLE {p.status}"
                                                               for p in probes))
@@ -384,30 +385,67 @@ def build_sources_check_dag(sources: dict[str, Source]) -> DAG:
     return dag
 
 
+def build_locate_dag(settings: Settings) -> DAG:
+    """Every 10 minutes: the CSV files partners dropped in their inbox, located, their result in their outbox, the
+    input deleted; results past the retention swept. Logs and XCom carry counts only, never an address."""
+    with DAG(dag_id="qpvhub_locate", schedule="*/10 * * * *", start_date=START, catchup=False, max_active_runs=1,
+             tags=["qpvhub", "partenaires"], default_args=default_args(settings, retries=1),
+             doc_md="### Partners: is this address in a QPV?\nA partner drops a CSV under `partners/<id>/inbox/` "
+                    "(addresses or coordinates, columns recognised by name); the result, every row with its QPV "
+                    "of the 2024 list and its statut, is written to `partners/<id>/outbox/<name>_localise.csv` "
+                    "and the input deleted. Results expire after QPVHUB_LOCATE_RETENTION_DAYS. Nothing of a file "
+                    "is kept elsewhere: `meta.locate_runs` holds counts.") as dag:
+
+        @task(pool=settings.scheduling.db_pool)
+        def locate_inboxes() -> dict:
+            from qpvhub.locate.partners import process_inboxes, sweep
+
+            env = _env()
+            done = process_inboxes(env)
+            swept = sweep(env)
+            failed = [d for d in done if d.error]
+            if failed:
+                raise RuntimeError(f"{len(failed)} partner file(s) failed (left in their inbox): "
+                                   + "; ".join(f"{d.partner}: {d.error}" for d in failed))
+            return {"files": len(done), "rows": sum(d.summary.rows for d in done if d.summary), "swept": len(swept)}
+
+        locate_inboxes()
+    return dag
+
+
+def locate_dags() -> dict[str, DAG]:
+    return {"qpvhub_locate": build_locate_dag(Settings.load())}
+
+
 def sources_check_dags() -> dict[str, DAG]:
-    return {"qpvhub_sources_check": build_sources_check_dag(load_catalog(load_settings().sources_dir))}
+    settings = Settings.load()
+    return {"qpvhub_sources_check": build_sources_check_dag(settings, load_catalog(settings.sources_dir))}
 
 
 def health_dags() -> dict[str, DAG]:
-    return {"qpvhub_health": build_health_dag(load_catalog(load_settings().sources_dir))}
+    settings = Settings.load()
+    return {"qpvhub_health": build_health_dag(settings, load_catalog(settings.sources_dir))}
 
 
 def ingest_dags() -> dict[str, DAG]:
     """One ingest DAG per catalogue entry, by dag_id."""
-    sources = load_catalog(load_settings().sources_dir)
-    return {f"qpvhub_ingest_{s.id}": build_ingest_dag(s) for s in sources.values()}
+    settings = Settings.load()
+    sources = load_catalog(settings.sources_dir)
+    return {f"qpvhub_ingest_{s.id}": build_ingest_dag(settings, s) for s in sources.values()}
 
 
 def indicators_dags() -> dict[str, DAG]:
-    return {"qpvhub_indicators": build_indicators_dag(load_catalog(load_settings().sources_dir))}
+    settings = Settings.load()
+    return {"qpvhub_indicators": build_indicators_dag(settings, load_catalog(settings.sources_dir))}
 
 
 def publish_dags() -> dict[str, DAG]:
     """One publish DAG per region file, by dag_id."""
-    regions = load_regions(load_settings().regions_dir)
-    return {f"qpvhub_publish_{r.code}": build_publish_dag(r) for r in regions.values()}
+    settings = Settings.load()
+    return {f"qpvhub_publish_{r.code}": build_publish_dag(settings, r) for r in deployment_regions(settings).values()}
 
 
 def build_all() -> dict[str, DAG]:
     """Every qpvhub DAG by dag_id."""
-    return {**ingest_dags(), **indicators_dags(), **publish_dags(), **health_dags(), **reload_all_dags()}
+    return {**ingest_dags(), **indicators_dags(), **publish_dags(), **health_dags(), **reload_all_dags(),
+            **locate_dags()}

@@ -26,9 +26,10 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 from psycopg import sql
 
-from qpvhub.config import load_settings
-from qpvhub.db import resolve_uri
-from qpvhub.errors import QpvhubError
+from qpvhub.platform.db import migrate, resolve_uri
+from qpvhub.platform.errors import QpvhubError
+from qpvhub.platform.files import write_private
+from qpvhub.platform.settings import Settings, inherited_environment
 
 PROCESSES = ("api-server", "scheduler", "dag-processor")
 
@@ -48,17 +49,14 @@ def _metadata_uri(qpvhub_uri: str, dbname: str) -> str:
     return uri.replace("postgresql://", "postgresql+psycopg2://", 1)
 
 
-def environment(home: Path, port: int, qpvhub_uri: str, metadata_db: str = "airflow", *,
+def environment(settings: Settings, home: Path, port: int, qpvhub_uri: str, metadata_db: str = "airflow", *,
                 executor: str = "LocalExecutor", broker: str | None = None) -> dict[str, str]:
     """Every setting of the native deployment, as environment variables (also written to env.sh)."""
-    settings = load_settings()
     secret_file = home / "secrets.json"
     if not secret_file.exists():
-        secret_file.write_text(json.dumps({"jwt": secrets.token_urlsafe(32), "admin": secrets.token_urlsafe(12)}))
-        secret_file.chmod(0o600)
+        write_private(secret_file, json.dumps({"jwt": secrets.token_urlsafe(32), "admin": secrets.token_urlsafe(12)}))
     sec = json.loads(secret_file.read_text())
-    (home / "passwords.json").write_text(json.dumps({"admin": sec["admin"]}))
-    (home / "passwords.json").chmod(0o600)
+    write_private(home / "passwords.json", json.dumps({"admin": sec["admin"]}))
     meta = _metadata_uri(qpvhub_uri, metadata_db)
     celery = {
         "AIRFLOW__CELERY__BROKER_URL": broker or "redis://127.0.0.1:6379/0",
@@ -85,8 +83,7 @@ def environment(home: Path, port: int, qpvhub_uri: str, metadata_db: str = "airf
         "QPVHUB_DB_POOL": "qpvhub_db",
         "AIRFLOW_CONN_QPVHUB_POSTGIS": qpvhub_uri,
         "QPVHUB_HOME": str(settings.home),
-        **({"AIRFLOW_CONN_QPVHUB_STORE": os.environ["AIRFLOW_CONN_QPVHUB_STORE"]}
-           if os.environ.get("AIRFLOW_CONN_QPVHUB_STORE") else {}),
+        **({"AIRFLOW_CONN_QPVHUB_STORE": settings.connections.store} if settings.connections.store else {}),
     }
 
 
@@ -104,19 +101,19 @@ def start(port: int | None = None, timeout: float = 180, *, executor: str = "Loc
           broker: str | None = None) -> dict:
     """Start the processes (refuses if they already run) and wait until healthy. With CeleryExecutor, a
     Celery worker is started too (broker: Redis on 127.0.0.1:6379 unless `broker`)."""
-    settings = load_settings()
+    settings = Settings.load()
     home = settings.home / "airflow"
     home.mkdir(parents=True, exist_ok=True)
     pids_file = home / "pids.json"
     if pids_file.exists() and any(_alive(p) for p in json.loads(pids_file.read_text())["pids"].values()):
         raise QpvhubError(f"Airflow already runs (pids in {pids_file}); `make airflow-stop` first")
     port = port or _free_port()
-    env = {**os.environ, **environment(home, port, resolve_uri(settings),
-                                       os.environ.get("QPVHUB_AIRFLOW_DB", "airflow"), executor=executor,
-                                       broker=broker)}
-    (home / "env.sh").write_text("".join(f"export {k}='{v}'\n" for k, v in env.items()
-                                         if k.startswith(("AIRFLOW", "QPVHUB"))))
-    (home / "env.sh").chmod(0o600)
+    uri = resolve_uri(settings)
+    migrate(uri, settings.sql_dir)  # the deployment's init step: tasks never migrate
+    env = inherited_environment(**environment(settings, home, port, uri, settings.scheduling.airflow_db,
+                                              executor=executor, broker=broker))
+    write_private(home / "env.sh", "".join(f"export {k}='{v}'\n" for k, v in env.items()
+                                           if k.startswith(("AIRFLOW", "QPVHUB"))))
     airflow = [sys.executable, "-m", "airflow"]
     subprocess.run([*airflow, "db", "migrate"], env=env, check=True, capture_output=True, timeout=600)
     subprocess.run([*airflow, "pools", "set", "qpvhub_db", "2", "heavy qpvhub database tasks"], env=env,
@@ -169,7 +166,7 @@ def _alive(pid: int) -> bool:
 
 def stop(timeout: float = 30) -> list[str]:
     """Stop the processes `start` recorded (their whole process groups); return the names stopped."""
-    pids_file = load_settings().home / "airflow" / "pids.json"
+    pids_file = Settings.load().home / "airflow" / "pids.json"
     if not pids_file.exists():
         return []
     pids = json.loads(pids_file.read_text())["pids"]

@@ -1,7 +1,7 @@
 """Publish QPV-level extracts of a region to the object store, immutable versions then `latest/`.
 
-Layout (DESIGN.md §5): `published/<region>/<product>/<version>/…` written once, each file read back
-and its SHA-256 checked, then copied to `latest/`, whose `SHA256SUMS` and `datapackage.json` are
+Layout (docs/architecture.md, object store): `published/<region>/<product>/<version>/…` written once, each
+file read back and its SHA-256 checked, then copied to `latest/`, whose `SHA256SUMS` and `datapackage.json` are
 written last. The version is content-addressed: unchanged data publishes nothing new.
 
 `publish_region` is the entry point; each part has its module: `profile` (the secrecy-applied table),
@@ -19,14 +19,16 @@ from pathlib import Path
 import geopandas as gpd
 import shapely
 
-from qpvhub.catalog import Region, load_catalog
-from qpvhub.db import connect
-from qpvhub.indicators import load_families
+from qpvhub.catalog.loader import load_catalog
+from qpvhub.catalog.qpv_lists import load_qpv_lists
+from qpvhub.catalog.regions import Region
+from qpvhub.indicators.families import load_families
+from qpvhub.platform.db import connect
 from qpvhub.publish import fiche, fiches, pdf, quality_page
 from qpvhub.publish import series as history
 from qpvhub.publish.portal import map_tables, qpv_maps_svg, write_portal
 from qpvhub.publish.product import PRODUCT, PublishResult, package_digest, publish_product, write_catalog
-from qpvhub.publish.profile import SECRECY_THRESHOLD, check_secrecy, generations, read_profile, secrecy_rules
+from qpvhub.publish.profile import check_secrecy, generations, read_profile, secrecy_rules
 
 __all__ = ["PublishResult", "check_secrecy", "generations", "package_digest", "publish_region", "read_profile",
            "secrecy_rules"]
@@ -43,14 +45,15 @@ def publish_region(env, region: Region, *, airflow_run_id: str | None = None, ke
     Secrecy is applied once on the whole region, so every product hides the same cells. Returns the
     region product's result, with the départements' in `parts`.
     """
-    threshold = SECRECY_THRESHOLD if threshold is None else threshold
+    threshold = env.settings.publication.secrecy_threshold if threshold is None else threshold
     families = load_families(env.settings.sql_dir)
+    lists = load_qpv_lists(env.settings.qpv_lists_path)
     with connect(env.uri) as conn:
         loaded = generations(conn, region)
-        gdf, fields, runs = read_profile(conn, region, families, threshold, generation)
+        gdf, fields, runs = read_profile(conn, region, families, threshold, lists, generation)
     generation = int(gdf["generation"].iloc[0])
     product_base = PRODUCT if generation == loaded[-1] else f"{PRODUCT}_liste{generation}"
-    liste = f"liste {generation} des QPV"
+    liste = lists.get(generation).label_fr
     check_secrecy(gdf, secrecy_rules(families), threshold, f"{PRODUCT}_{region.code}")
     sources = load_catalog(env.settings.sources_dir)
     quality_key = quality_page.write(env, region, runs, sources)
@@ -74,12 +77,19 @@ def publish_region(env, region: Region, *, airflow_run_id: str | None = None, ke
     rules = secrecy_rules(families)
     past = history.published(series_rows, evo_rows, rules, threshold)
     history.check(past, rules, threshold, f"{PRODUCT}_{region.code}_series")
+    earlier = None
+    if generation == 2024:  # the 2015-list history of the quartiers each QPV replaces, shown apart
+        with connect(env.uri) as conn:
+            earlier = history.earlier_list(conn, region.departements, list(gdf["code_qp"]), rules, threshold)
     fiche_dir = Path(tempfile.mkdtemp(prefix="qpvhub-fiches-"))
     try:
         pages = fiches.render_all(gdf, fiche.docs_of(families, millesimes, generation), region, generation, threshold,
                                   runs, sources, qpv_maps, fiche_dir, past, networks,
-                                  pdf.Printed(env.store, f"published/{region.code}/{product_base}"))
-        common = {"fields": fields, "runs": runs, "sources": sources, "airflow_run_id": airflow_run_id, "keep": keep,
+                                  pdf.Printed(env.store, f"published/{region.code}/{product_base}"),
+                                  chromium=env.settings.publication.chromium,
+                                  earlier=earlier, earlier_docs=fiche.docs_of(families, None, 2015))
+        common = {"lists": lists, "fields": fields, "runs": runs, "sources": sources, "airflow_run_id": airflow_run_id,
+                  "keep": keep,
                   "threshold": threshold, "quality_key": quality_key, "qpv_maps": qpv_maps, "generation": generation,
                   "fiches": pages, "communes": communes, "past": past}
         result = publish_product(env, region, product_base, gdf,
@@ -101,6 +111,8 @@ def publish_region(env, region: Region, *, airflow_run_id: str | None = None, ke
             write_layers(conn, region, gdf, fields, f"Profil des QPV de la région {region.name} ({region.code}), "
                                                      f"{liste}")
             conn.commit()
+    for r in [result, *result.parts]:
+        r.generation = generation
     catalog_doc = write_catalog(env, region)
     write_portal(env, region, catalog_doc, quality_key, map_tables(gdf, fields, result.product))
     return result

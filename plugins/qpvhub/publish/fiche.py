@@ -20,7 +20,7 @@ from qpvhub import __version__
 from qpvhub.publish.secrecy import PUBLIC_FLAG
 
 # print order: the short themes fill the first page, since a theme table is never cut across pages
-THEMES = ["socio-démographie", "emploi", "mobilité", "climat", "géographie", "services"]
+THEMES = ["socio-démographie", "emploi", "éducation", "logement", "mobilité", "climat", "géographie", "services"]
 SCOPES = [("", "Quartier"), ("__commune", "Commune"), ("__hors_qpv", "Commune hors QPV")]
 WHOLE_UNITS = {"€", "m", "départs par jour"}  # shown without decimals, like counts
 
@@ -103,8 +103,10 @@ def _cell(row: Mapping, col: str, doc: Doc, columns: set[str]) -> tuple[str, str
 
 def render(row: Mapping, docs: dict[str, Doc], columns: set[str], *, region, generation: int, threshold: int,
            runs: list[dict], sources: dict, stamp: str, map_svg: str | None, same_commune: list[tuple[str, str]],
-           note: str, past: pd.DataFrame | None = None, networks: list[str] | None = None) -> str:
-    """The fiche of one QPV (`row`: its published values and flags; `columns`: the table's columns)."""
+           note: str, past: pd.DataFrame | None = None, networks: list[str] | None = None,
+           earlier: list[dict] | None = None, earlier_docs: dict[str, Doc] | None = None) -> str:
+    """The fiche of one QPV (`row`: its published values and flags; `columns`: the table's columns;
+    `earlier`: the quartiers of the 2015 list it replaces, with their history, shown apart)."""
     e = html.escape
     code, name, com = str(row["code_qp"]), str(row["lib_qp"]), str(row["lib_com"])
     by_theme: dict[str, list[Doc]] = {}
@@ -164,6 +166,8 @@ non calculé à cette échelle.</p></section>
                        f"{e(', '.join(networks))}.</p>")
         out.append("</section>")
     out.append(_evolution(past, docs))
+    if earlier:
+        out.append(_continuity(earlier, earlier_docs or {}))
     out.append('<div class="pair">')  # printed side by side: the map, and what goes with it
     if map_svg:
         svg = map_svg.replace("<svg ", f'<svg role="img" aria-labelledby="map-{e(code)}" ', 1)
@@ -223,10 +227,36 @@ def _evolution(past: pd.DataFrame | None, docs: dict[str, Doc]) -> str:
     if rows is None or rows.empty:
         return head + ("<p>Une seule édition des sources est chargée pour ce quartier : pas encore d'évolution.</p>"
                        "</section>")
+    return (head + "<p>Valeurs du quartier dans chaque édition chargée des sources (« = » : l'édition reprend les "
+            "chiffres de la précédente, ce n'est pas une absence d'évolution).</p>" + _history_table(rows, docs)
+            + "</section>")
+
+
+def _continuity(earlier: list[dict], docs: dict[str, Doc]) -> str:
+    """The quartiers of the 2015 list this QPV replaces and their history: another perimeter, so another
+    series — shown apart, never joined to this quartier's evolution."""
+    e = html.escape
+    out = ['<section class="evolution" aria-labelledby="t-avant"><h2 id="t-avant">Avant 2024 : quartiers de la '
+           "liste 2015 (périmètre différent)</h2><p>Ce quartier reprend tout ou partie de quartiers de la liste "
+           "2015. Leurs chiffres décrivent un autre périmètre : ils ne prolongent pas les valeurs ci-dessus et aucune "
+           "évolution n'est calculée entre les deux listes.</p>"]
+    for p in earlier:
+        share24 = fmt(100 * p["share_of_2024"], "%")
+        share15 = fmt(100 * p["share_of_2015"], "%")
+        out.append(f'<h3>{e(str(p["lib_qp"]))} <span class="code">{e(p["code_qp"])}</span> — liste 2015, périmètre '
+                   f"différent</h3><p>Recouvrement : {share24} % de ce quartier, {share15} % du quartier "
+                   "de 2015.</p>")
+        rows = p["past"][p["past"]["scope"] == "qpv"] if p["past"] is not None and not p["past"].empty else None
+        out.append("<p>Aucune série de la liste 2015 n'est chargée pour ce quartier.</p>" if rows is None
+                   or rows.empty else _history_table(rows, docs))
+    out.append("</section>")
+    return "".join(out)
+
+
+def _history_table(rows: pd.DataFrame, docs: dict[str, Doc]) -> str:
+    """One row per indicator, one column per release, the last evolution and a small chart."""
     years = sorted({int(y) for rs in rows["releases"] for y in str(rs).split()})
-    out = [head, "<p>Valeurs du quartier dans chaque édition chargée des fichiers SIG Ville (« = » : l'édition "
-           "reprend les chiffres de la précédente, ce n'est pas une absence d'évolution).</p>",
-           '<table class="evo"><colgroup><col class="e-ind">' + '<col>' * len(years)
+    out = ['<table class="evo"><colgroup><col class="e-ind">' + '<col>' * len(years)
            + '<col class="e-evo"><col class="e-sp"></colgroup><thead><tr><th scope="col">Indicateur</th>'
            + "".join(f'<th scope="col">{y}</th>' for y in years)
            + '<th scope="col">Dernière évolution</th><th scope="col">Tendance</th></tr></thead><tbody>']
@@ -261,7 +291,7 @@ def _evolution(past: pd.DataFrame | None, docs: dict[str, Doc]) -> str:
         out.append(f'<tr><th scope="row">{html.escape(d.label)} <span class="unit">({html.escape(d.unit)})</span>'
                    "</th>" + "".join(f'<td class="v">{cells.get(y, "—")}</td>' for y in years)
                    + f"<td>{evo}</td><td>{_spark(series, label)}</td></tr>")
-    out.append("</tbody></table></section>")
+    out.append("</tbody></table>")
     return "".join(out)
 
 

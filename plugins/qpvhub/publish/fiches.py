@@ -9,19 +9,30 @@ from pathlib import Path
 import geopandas as gpd
 import pandas as pd
 
-from qpvhub.catalog import Region
+from qpvhub.catalog.regions import Region
 from qpvhub.publish import fiche, pdf
 from qpvhub.publish.product import INDICATIVE_NOTE, data_stamp
 
 log = logging.getLogger(__name__)
 
 
+def _earlier_of(code: str, earlier: tuple[dict[str, list[dict]], pd.DataFrame] | None) -> list[dict]:
+    """The predecessors of one QPV, each with its published history rows."""
+    if not earlier or code not in earlier[0]:
+        return []
+    before, past15 = earlier
+    return [{**p, "past": past15[past15["code_qp"] == p["code_qp"]]} for p in before[code]]
+
+
 def render_all(gdf: gpd.GeoDataFrame, docs: dict[str, fiche.Doc], region: Region, generation: int, threshold: int,
             runs: list[dict], sources: dict, qpv_maps: dict[str, str], out: Path,
             past: pd.DataFrame | None = None, networks: dict[str, list[str]] | None = None,
-            printed: pdf.Printed | None = None) -> list[dict]:
+            printed: pdf.Printed | None = None, chromium: str | None = None,
+            earlier: tuple[dict[str, list[dict]], pd.DataFrame] | None = None,
+            earlier_docs: dict[str, fiche.Doc] | None = None) -> list[dict]:
     """Render every QPV's fiche (HTML, and its PDF when Chromium is there) once for the region; each product
     ships those of its QPV. An unchanged fiche keeps its published PDF (`printed`), others are printed.
+    `earlier`: the 2015-list quartiers each 2024 QPV replaces and their published history (series.earlier_list).
     Returns one entry per file: code_qp, name (`qpv/<code>.<ext>`), path, title."""
     columns = set(gdf.columns)
     stamp = data_stamp(runs)
@@ -36,7 +47,8 @@ def render_all(gdf: gpd.GeoDataFrame, docs: dict[str, fiche.Doc], region: Region
                             sources=sources, stamp=stamp, map_svg=qpv_maps.get(code), same_commune=same,
                             note=INDICATIVE_NOTE,
                             past=past[past["code_qp"] == code] if past is not None and not past.empty else None,
-                            networks=(networks or {}).get(code, []))
+                            networks=(networks or {}).get(code, []),
+                            earlier=_earlier_of(code, earlier), earlier_docs=earlier_docs)
         path = out / f"{code}.html"
         path.write_text(page, encoding="utf-8")
         pages[code] = path
@@ -50,12 +62,13 @@ def render_all(gdf: gpd.GeoDataFrame, docs: dict[str, fiche.Doc], region: Region
             pdfs[code] = out / f"{code}.pdf"
             pdfs[code].write_bytes(before)
     to_print = {code: page for code, page in pages.items() if code not in pdfs}
-    if to_print and pdf.browser() is None:
+    exe = pdf.browser(chromium)
+    if to_print and exe is None:
         log.warning("region %s: no Chromium on this machine, fiches published without their PDF "
                     "(install Debian's chromium or set QPVHUB_CHROMIUM)", region.code)
         return entries
     if to_print:
-        pdfs.update(pdf.print_pdfs(to_print, out, stamp))
+        pdfs.update(pdf.print_pdfs(to_print, out, stamp, exe=exe))
     log.info("region %s: %d fiche(s) printed to PDF, %d unchanged kept their published PDF",
              region.code, len(to_print), len(pages) - len(to_print))
     for code, path in sorted(pdfs.items()):

@@ -7,7 +7,7 @@ import hashlib
 import logging
 from pathlib import Path
 
-from qpvhub.errors import QpvhubError
+from qpvhub.platform.errors import QpvhubError
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
 import shutil
 import subprocess
@@ -21,7 +20,7 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from qpvhub.errors import QpvhubError
+from qpvhub.platform.errors import QpvhubError
 from qpvhub.publish.latest import read_sums
 
 log = logging.getLogger(__name__)
@@ -34,10 +33,11 @@ _DATES = re.compile(rb"/(CreationDate|ModDate) \(D:\d{14}([^)]*)\)")
 _NODE_IDS = re.compile(rb"\(node(\d{8})\)")
 
 
-def browser() -> str | None:
-    """Chromium's executable: QPVHUB_CHROMIUM, else chromium / chromium-browser / google-chrome on PATH."""
-    if os.environ.get("QPVHUB_CHROMIUM"):
-        return os.environ["QPVHUB_CHROMIUM"]
+def browser(configured: str | None = None) -> str | None:
+    """Chromium's executable: `configured` (QPVHUB_CHROMIUM), else chromium / chromium-browser / google-chrome on
+    PATH."""
+    if configured:
+        return configured
     return next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import html
 import json
 import math
-import os
 
 import geopandas as gpd
 import shapely
@@ -391,6 +390,6 @@ def write_portal(env, region, catalog_doc: dict, quality_key: str, maps: list[di
         if env.store.exists(f"published/{region.code}/{p['product']}/latest/datapackage.json")}
     key = f"published/{region.code}/index.html"
     page = portal_html(region, catalog_doc, packages, f"../../{quality_key}", maps or [],
-                       api_url=os.environ.get("QPVHUB_API_URL"))  # the OGC API's public address, if served
+                       api_url=env.settings.api.url)  # the OGC API's public address, if served
     env.store.put_bytes(key, page.encode(), "text/html; charset=utf-8")
     return key

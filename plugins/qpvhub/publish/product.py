@@ -20,16 +20,17 @@ import pandas as pd
 from psycopg.types.json import Jsonb
 
 from qpvhub import __version__
-from qpvhub.catalog import Region
-from qpvhub.db import connect
-from qpvhub.errors import QpvhubError
-from qpvhub.indicators import theme_view_name
+from qpvhub.catalog.qpv_lists import QpvLists
+from qpvhub.catalog.regions import Region
+from qpvhub.indicators.families import theme_view_name
+from qpvhub.platform.db import connect
+from qpvhub.platform.errors import QpvhubError
+from qpvhub.platform.store import sha256_file
 from qpvhub.publish import latest
 from qpvhub.publish import series as history
 from qpvhub.publish.portal import choropleth_svg, key_maps, map_indicator
 from qpvhub.publish.secrecy import METHOD, PUBLIC_FLAG
-from qpvhub.publish.writers import WRITERS
-from qpvhub.store import sha256_file
+from qpvhub.publish.writers import FORMULA_RULE, WRITERS
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +51,9 @@ class PublishResult:
     files: list[dict] = field(default_factory=list)
     parts: list[PublishResult] = field(default_factory=list)  # per-département products
     withdrawn: list[str] = field(default_factory=list)  # kept versions removed: published under a weaker rule
+    generation: int | None = None  # the QPV list the product describes
 
 
-LIST_NOTE = {2024: "liste 2024 des QPV (décret 2023-1314, en vigueur depuis le 1er janvier 2024)",
-             2015: "liste 2015 des QPV (décret 2014-1750), remplacée par la liste 2024 au 1er janvier 2024"}
 TABLE_FORMATS = ("csv", "csv_fr", "geojson", "gpkg", "parquet")  # resources described by a Table Schema
 
 
@@ -65,7 +65,7 @@ def data_stamp(runs: list[dict]) -> str:
 
 def publish_product(env, region: Region, product: str, gdf: gpd.GeoDataFrame, title: str, *, fields, runs,
                      sources, airflow_run_id, keep: int, threshold: int, quality_key: str,
-                     qpv_maps: dict[str, str] | None = None, generation: int = 2015,
+                     lists: QpvLists, generation: int, qpv_maps: dict[str, str] | None = None,
                      fiches: list[dict] | None = None, communes: gpd.GeoDataFrame | None = None,
                      past: pd.DataFrame | None = None) -> PublishResult:
     """Write one product's files, verify them, flip `latest/`; skip when the content is unchanged."""
@@ -127,9 +127,9 @@ def publish_product(env, region: Region, product: str, gdf: gpd.GeoDataFrame, ti
         sums = "".join(f"{f['sha256']}  {f['name']}\n" for f in files)
         package = _datapackage(region, product, title, "", files, fields, runs, sources, airflow_run_id, layer,
                                threshold)
-        package["qpvhub"]["qpv_generation"] = {
-            "list": generation, "codes": "QN…" if generation == 2024 else "QP…",
-            "note": LIST_NOTE.get(generation, f"liste {generation} des QPV")}
+        qpv_list = lists.get(generation)
+        package["qpvhub"]["qpv_generation"] = {"list": generation, "codes": qpv_list.codes, "note": qpv_list.note_fr,
+                                               "legal_text": qpv_list.legal_text}
         package["qpvhub"]["data_docs"] = {"key": quality_key, "relative_path": f"../../../../{quality_key}"}
         # The package is part of the version: new lineage or rules make a new version even with the same files.
         digest = package_digest(package)
@@ -285,6 +285,7 @@ def _datapackage(region, product, title, version, files, fields, runs, sources, 
                         f"'{PUBLIC_FLAG}' in the <column>__secret column; further cells are hidden until no hidden "
                         "count can be bounded within less than the threshold's range from the published cells "
                         "(commune = commune hors QPV + sum of its QPV; value = per x numerator / denominator)"},
+            "csv_formulas": FORMULA_RULE,
             "csv_fr": "the .fr.csv file is the same table for French spreadsheets: ';', UTF-8 with BOM, "
                       "decimal comma",
             "code_version": __version__,

@@ -4,18 +4,16 @@ and the source runs behind it."""
 
 from __future__ import annotations
 
-import os
-
 import geopandas as gpd
 import pandas as pd
 import shapely
 
-from qpvhub.catalog import Region
-from qpvhub.errors import QpvhubError
-from qpvhub.indicators import SCOPE_SUFFIX
+from qpvhub.catalog.qpv_lists import QpvLists
+from qpvhub.catalog.regions import Region
+from qpvhub.indicators.families import SCOPE_SUFFIX
+from qpvhub.platform.errors import QpvhubError
 from qpvhub.publish.secrecy import PUBLIC_FLAG, Rule, apply_secrecy, describe, disclosures, table_from_published
 
-SECRECY_THRESHOLD = int(os.environ.get("QPVHUB_SECRECY_THRESHOLD", "11"))
 SCOPE_LABEL = {"commune": " — commune entière (comparaison)", "commune_hors_qpv": " — commune hors QPV (comparaison)"}
 
 
@@ -38,7 +36,7 @@ def generations(conn, region: Region) -> list[int]:
                                        (region.departements,)).fetchall()]
 
 
-def read_profile(conn, region: Region, families, threshold: int = SECRECY_THRESHOLD, generation: int | None = None
+def read_profile(conn, region: Region, families, threshold: int, lists: QpvLists, generation: int | None = None
                  ) -> tuple[gpd.GeoDataFrame, list[dict], list[dict]]:
     """QPV outlines of one list (default: the newest loaded for the region) with every indicator (QPV, then
     commune comparisons), statistical secrecy applied; the field documentation; the source runs used."""
@@ -55,11 +53,11 @@ def read_profile(conn, region: Region, families, threshold: int = SECRECY_THRESH
     catalog = {r[0]: r for r in conn.execute(
         "SELECT indicator_id, label_fr, unit, method, millesime, theme FROM mart.indicator_catalog").fetchall()}
     long = pd.DataFrame(conn.execute(
-        "SELECT i.code_qp, i.generation, i.indicator_id, i.scope, i.value, q.insee_com "
+        "SELECT i.code_qp, i.generation, i.indicator_id, i.scope, i.value, q.insee_com, i.status "
         "FROM mart.qpv_indicator i JOIN ref.qpv q USING (code_qp, generation) WHERE q.dep = ANY(%s) "
         "AND i.generation = %s ORDER BY i.code_qp, i.indicator_id, i.scope",  # secrecy sees one order
         (region.departements, generation)).fetchall(),
-        columns=["code_qp", "generation", "indicator_id", "scope", "value", "insee_com"])
+        columns=["code_qp", "generation", "indicator_id", "scope", "value", "insee_com", "status"])
     rules = secrecy_rules(families)
     long = apply_secrecy(long, rules, threshold)
     long["col"] = long["indicator_id"] + long["scope"].map(SCOPE_SUFFIX)
@@ -88,8 +86,8 @@ def read_profile(conn, region: Region, families, threshold: int = SECRECY_THRESH
     geom = shapely.from_wkb([bytes(w) for w in df.pop("__wkb")])
     gdf = gpd.GeoDataFrame(df, geometry=geom, crs=2154)
     base_doc = {
-        "code_qp": ("string", "Code du QPV (QP… liste 2015, QN… liste 2024)"),
-        "generation": ("integer", "Liste des QPV : 2015 ou 2024"),
+        "code_qp": ("string", f"Code du QPV ({lists.describe_codes()})"),
+        "generation": ("integer", "Liste des QPV (son année) : " + ", ".join(map(str, lists.years))),
         "lib_qp": ("string", "Nom du QPV"),
         "insee_com": ("string", "Code INSEE de la commune principale"),
         "lib_com": ("string", "Nom de la commune principale"),
@@ -128,7 +126,7 @@ def read_profile(conn, region: Region, families, threshold: int = SECRECY_THRESH
 def check_secrecy(gdf: gpd.GeoDataFrame, rules: dict[str, Rule], threshold: int, suite: str) -> None:
     """The extract's final check, refusing the version: a GX suite (every count cell, in every scope, at
     or above the threshold) and no value left beside a secrecy flag."""
-    from qpvhub.quality import validate_frame
+    from qpvhub.quality.gx import validate_frame
 
     def base(c: str) -> str:
         return next((c[: -len(suf)] for suf in ("__commune", "__hors_qpv") if c.endswith(suf)), c)

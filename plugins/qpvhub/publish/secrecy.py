@@ -1,4 +1,4 @@
-"""Statistical secrecy for published extracts (DESIGN.md §7), as a property of the published table.
+"""Statistical secrecy for published extracts (docs/publishing.md), as a property of the published table.
 
 Indicators declare in their family header `secrecy: count` (a count of people or households) or
 `secrecy: {rate_of: <count>, numerator: …, denominator: …, per: …}` (a value computed on that count;
@@ -36,6 +36,7 @@ import pandas as pd
 PRIMARY = "effectif inférieur au seuil"
 RATE = "calculé sur un effectif couvert par le secret"
 SECONDARY = "secret secondaire (recalculable depuis le total de la commune)"
+AT_SOURCE = "secret de la source (INSEE)"
 PUBLIC_FLAG = "secret statistique"
 METHOD = "qpvhub-secrecy-2"  # recorded in each datapackage; versions published under another method are withdrawn
 
@@ -225,9 +226,11 @@ def disclosures(table: Table, rules: dict[str, Rule], threshold: int) -> list[tu
     return out
 
 
-def suppress(table: Table, rules: dict[str, Rule], threshold: int) -> dict[Key, str]:
-    """Decide every hidden cell and why, iterating primary, rates, secondary and the attacker until stable."""
-    flags: dict[Key, str] = {}
+def suppress(table: Table, rules: dict[str, Rule], threshold: int, at_source: Iterable[Key] = ()) -> dict[Key, str]:
+    """Decide every hidden cell and why, iterating primary, rates, secondary and the attacker until stable; cells the
+    source itself keeps secret (`at_source`, INSEE's `s`) are hidden from the start, and what is computed on them
+    with them."""
+    flags: dict[Key, str] = dict.fromkeys(at_source, AT_SOURCE)
     for key, v in table.values.items():
         if _is_count(rules, key[0]) and v is not None and v < threshold:
             flags[key] = PRIMARY
@@ -278,11 +281,14 @@ def suppress(table: Table, rules: dict[str, Rule], threshold: int) -> dict[Key, 
 def apply_secrecy(rows: pd.DataFrame, rules: dict[str, Rule], threshold: int) -> pd.DataFrame:
     """Return `rows` with `value` set to NULL where secret and a `secret` column saying why (else NA).
 
-    `rows` needs columns code_qp, generation, indicator_id, scope, value, insee_com (the QPV's main commune).
+    `rows` needs columns code_qp, generation, indicator_id, scope, value, insee_com (the QPV's main commune), and
+    may have `status` ('secret': the source keeps the value secret).
     """
     out = rows.copy()
     table, keys = table_from_long(out)
-    flags = suppress(table, rules, threshold)
+    at_source = ([k for k, s in zip(keys, out["status"], strict=True) if s == "secret"]
+                 if "status" in out.columns else [])
+    flags = suppress(table, rules, threshold, at_source)
     out["secret"] = [flags.get(k) for k in keys]
     out.loc[out["secret"].notna(), "value"] = None
     return out

@@ -3,8 +3,10 @@
 `…_series.csv` (and `.fr.csv`) is long: one row per QPV, indicator, scope and distinct figure, with the
 releases carrying it, the value (or « secret statistique »), and the evolution from the previous figure —
 or why there is none (definition changed, value not published, secret). Secrecy is applied to each
-release's table on its own (secondary suppression within each year); an evolution is given only where
-both its values are published, so it discloses nothing the yearly tables hide.
+release's table on its own (secondary suppression within each year), then across releases: a count hidden in
+any release hides every value computed on it in every release (a release without that count — SIG Ville has
+no population file for 2017 or 2019 — would otherwise publish rates its other releases hide); an evolution
+is given only where both its values are published, so it discloses nothing the yearly tables hide.
 """
 
 from __future__ import annotations
@@ -15,15 +17,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from qpvhub.errors import QpvhubError
+from qpvhub.platform.errors import QpvhubError
 from qpvhub.publish.secrecy import PUBLIC_FLAG, Rule, Table, apply_secrecy, describe, disclosures, table_from_long
+from qpvhub.publish.writers import formula_safe
 
 COLUMNS = ["code_qp", "generation", "lib_qp", "insee_com", "lib_com", "dep", "indicator_id", "scope", "release",
            "releases", "millesime", "value", "value__secret", "release_previous", "evolution", "evolution_unit",
            "evolution_note"]
 FIELDS = [
     {"name": "code_qp", "type": "string", "description": "Code du QPV"},
-    {"name": "generation", "type": "integer", "description": "Liste des QPV : 2015 ou 2024"},
+    {"name": "generation", "type": "integer", "description": "Liste des QPV (son année)"},
     {"name": "lib_qp", "type": "string", "description": "Nom du QPV"},
     {"name": "insee_com", "type": "string", "description": "Code INSEE de la commune principale"},
     {"name": "lib_com", "type": "string", "description": "Nom de la commune principale"},
@@ -65,6 +68,37 @@ def read(conn, codes: list[str], generation: int) -> tuple[pd.DataFrame, pd.Data
     return series, evo
 
 
+def predecessors(conn, codes: list[str], minimum: float = 0.05) -> dict[str, list[dict]]:
+    """For QPV of the 2024 list, the QPV of the 2015 list they replace (ref.qpv_correspondence, from the
+    perimeters' overlap): code, name and the overlap's share of each perimeter; an overlap under `minimum` of
+    both perimeters (a shared edge, a street) is not a predecessor."""
+    out: dict[str, list[dict]] = {}
+    for c24, c15, lib, s24, s15 in conn.execute(
+            "SELECT c.code_qp_2024, c.code_qp_2015, q.lib_qp, c.share_of_2024, c.share_of_2015 "
+            "FROM ref.qpv_correspondence c JOIN ref.qpv q ON q.generation = 2015 AND q.code_qp = c.code_qp_2015 "
+            "WHERE c.code_qp_2024 = ANY(%s) AND greatest(c.share_of_2024, c.share_of_2015) >= %s "
+            "ORDER BY c.code_qp_2024, c.share_of_2024 DESC, c.code_qp_2015", (codes, minimum)).fetchall():
+        out.setdefault(c24, []).append({"code_qp": c15, "lib_qp": lib, "share_of_2024": float(s24),
+                                        "share_of_2015": float(s15)})
+    return out
+
+
+def earlier_list(conn, region_departements: list[str], codes: list[str], rules: dict[str, Rule],
+                 threshold: int) -> tuple[dict[str, list[dict]], pd.DataFrame]:
+    """What a 2024 fiche shows of the 2015 list: the predecessors of each QPV and the published history of the
+    2015 list in the region (secrecy applied to the whole 2015 table of the region, as its own products do, and
+    checked by the same gate) — never folded into the 2024 evolution."""
+    before = predecessors(conn, codes)
+    if not before:
+        return {}, pd.DataFrame(columns=COLUMNS)
+    all15 = [c for (c,) in conn.execute("SELECT code_qp FROM ref.qpv WHERE generation = 2015 AND dep = ANY(%s) "
+                                        "ORDER BY 1", (region_departements,)).fetchall()]
+    series15, evo15 = read(conn, all15, 2015)
+    past15 = published(series15, evo15, rules, threshold)
+    check(past15, rules, threshold, "series of the 2015 list shown on the 2024 fiches")
+    return before, past15
+
+
 def published(series: pd.DataFrame, evo: pd.DataFrame, rules: dict[str, Rule], threshold: int) -> pd.DataFrame:
     """The history table as published: secrecy per release, evolutions only between published values."""
     if series.empty:
@@ -79,6 +113,13 @@ def published(series: pd.DataFrame, evo: pd.DataFrame, rules: dict[str, Rule], t
         mask = out["secret"].notna().to_numpy()
         hidden |= {(c, g, i, s, int(r)) for c, g, i, s, r in rows.loc[
             mask, ["code_qp", "generation", "indicator_id", "scope", "release"]].itertuples(index=False)}
+    # across releases: a rate whose count is hidden in any release is hidden in every release
+    counts_hidden = hidden_counts(series, hidden, rules)
+    for c, g, i, s, r, com in series[["code_qp", "generation", "indicator_id", "scope", "release",
+                                      "insee_com"]].itertuples(index=False):
+        rule = rules.get(i)
+        if rule is not None and rule.kind == "rate" and (rule.base, s, int(g), _unit(s, c, com)) in counts_hidden:
+            hidden.add((c, g, i, s, int(r)))
     key = list(zip(series["code_qp"], series["generation"], series["indicator_id"], series["scope"],
                    series["release"].astype(int), strict=True))
     table = series.assign(value__secret=[PUBLIC_FLAG if k in hidden else None for k in key])
@@ -102,10 +143,33 @@ def published(series: pd.DataFrame, evo: pd.DataFrame, rules: dict[str, Rule], t
     return table[COLUMNS].reset_index(drop=True)
 
 
+def _unit(scope: str, code_qp: str, insee_com: str) -> str:
+    """A cell's unit: the QPV for scope qpv, its commune otherwise (one cell per commune)."""
+    return code_qp if scope == "qpv" else insee_com
+
+
+def hidden_counts(series: pd.DataFrame, hidden: set[tuple], rules: dict[str, Rule]) -> set[tuple]:
+    """(count indicator, scope, generation, unit) of every count hidden in at least one release."""
+    coms = {(c, int(g)): com for c, g, com in series[["code_qp", "generation", "insee_com"]].itertuples(index=False)}
+    return {(i, s, int(g), _unit(s, c, coms.get((c, int(g)), ""))) for c, g, i, s, _r in hidden
+            if rules.get(i, Rule("none")).kind == "count"}
+
+
 def check(table: pd.DataFrame, rules: dict[str, Rule], threshold: int, suite: str) -> None:
     """The history's final gate, year by year, as for the extract: no count under the threshold published,
-    no hidden count an attacker bounds from that year's published cells."""
+    no hidden count an attacker bounds from that year's published cells; and across releases, no value
+    published in one release that is computed on a count hidden in another."""
     problems = []
+    flagged = {(c, g, i, s, int(r)) for c, g, i, s, r, f in table[
+        ["code_qp", "generation", "indicator_id", "scope", "release", "value__secret"]].itertuples(index=False)
+        if isinstance(f, str)}
+    counts_hidden = hidden_counts(table, flagged, rules)
+    for r in table[table["value"].notna()].itertuples():
+        rule = rules.get(r.indicator_id)
+        if rule is not None and rule.kind == "rate" and (
+                rule.base, r.scope, int(r.generation), _unit(r.scope, r.code_qp, r.insee_com)) in counts_hidden:
+            problems.append(f"{r.releases}: {r.indicator_id} {r.scope} of {r.code_qp} = {r.value:g} is published "
+                            f"while {rule.base} is hidden in another release")
     per_year = table.assign(year=table["releases"].str.split(" ")).explode("year")
     for year, rows in per_year.groupby("year", sort=True):
         counts = rows[rows["indicator_id"].map(lambda i: rules.get(i, Rule("none")).kind == "count")]
@@ -125,6 +189,7 @@ def check(table: pd.DataFrame, rules: dict[str, Rule], threshold: int, suite: st
 def write(table: pd.DataFrame, path: Path, *, french: bool = False) -> None:
     """CSV (`,`, UTF-8) or the French spreadsheet one (`;`, UTF-8 with BOM, decimal comma); same bytes for
     the same table."""
+    table = formula_safe(table)
     buf = io.StringIO()
     if french:
         table.to_csv(buf, index=False, sep=";", decimal=",", lineterminator="\r\n", quoting=csv.QUOTE_MINIMAL)

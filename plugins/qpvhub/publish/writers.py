@@ -12,9 +12,28 @@ from collections.abc import Callable
 from pathlib import Path
 
 import geopandas as gpd
+import pandas as pd
 import pyogrio
 
 FLOAT_DIGITS = 6
+# OWASP's CSV injection rule: a text cell a spreadsheet would read as a formula (=, +, -, @, tab, carriage
+# return first) is written after an apostrophe, which spreadsheets show as text and do not display.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+FORMULA_RULE = ("text cells starting with =, +, -, @, a tab or a carriage return are written after an apostrophe "
+                "(') so that no spreadsheet evaluates them (OWASP, CSV injection); numbers are written as numbers")
+
+
+def formula_safe(df: pd.DataFrame) -> pd.DataFrame:
+    """The table with every text cell that could start a formula neutralised (FORMULA_RULE); numbers untouched."""
+    out = df.copy()
+    for c in out.columns:
+        col = out[c]
+        if col.dtype.kind in "fiub" or not (pd.api.types.is_object_dtype(col) or pd.api.types.is_string_dtype(col)):
+            continue
+        texts = col.map(lambda v: isinstance(v, str) and v.startswith(FORMULA_START))
+        if texts.any():
+            out[c] = col.astype(object).where(~texts, "'" + col.astype(str))
+    return out
 
 
 def _round(gdf: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
@@ -63,7 +82,7 @@ def write_csv(gdf: gpd.GeoDataFrame, path: Path, *, layer: str, description: str
     Polygons as WKT would break spreadsheets (cells over 32,767 characters); the GeoJSON, GeoPackage
     and GeoParquet files carry the perimeters.
     """
-    df = _table(gdf)
+    df = formula_safe(_table(gdf))
     buf = io.StringIO()
     df.to_csv(buf, index=False, lineterminator="\n", quoting=csv.QUOTE_MINIMAL, float_format=None)
     path.write_text(buf.getvalue(), encoding="utf-8")
@@ -71,7 +90,7 @@ def write_csv(gdf: gpd.GeoDataFrame, path: Path, *, layer: str, description: str
 
 def write_csv_fr(gdf: gpd.GeoDataFrame, path: Path, *, layer: str, description: str, stamp: str) -> None:
     """The same table for French spreadsheets: `;` separator, UTF-8 with BOM, decimal comma."""
-    df = _table(gdf)
+    df = formula_safe(_table(gdf))
     buf = io.StringIO()
     df.to_csv(buf, index=False, sep=";", decimal=",", lineterminator="\r\n", quoting=csv.QUOTE_MINIMAL)
     path.write_text(buf.getvalue(), encoding="utf-8-sig")

@@ -1,0 +1,1 @@
+"""The catalogue: source entries (model, loading), the regions served, the QPV lists, the JSON Schema."""

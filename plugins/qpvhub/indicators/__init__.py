@@ -1,0 +1,1 @@
+"""QPV-level indicators: the families of `sql/indicators/`, the derived geography, the mart and its history."""

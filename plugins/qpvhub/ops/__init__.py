@@ -1,0 +1,1 @@
+"""Operations: freshness of every source and failure notifications, the production locations' check."""

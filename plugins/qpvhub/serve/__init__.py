@@ -1,0 +1,1 @@
+"""Serving partners and GIS clients: the OGC API's server settings."""
