@@ -7,7 +7,7 @@ for memory. Each method loads it into the same database, spatial index included:
   (imports excluded, as ogr2ogr's start-up is negligible) and its peak RSS from the OS (wait4);
 - ogr2ogr -f PostgreSQL with PG_USE_COPY=YES (X/Y columns to Point, EPSG:2154, GiST index);
 - geopandas: read_csv + points_from_xy + to_postgis (chunks) + CREATE INDEX, in a child process.
-The file has BPE 2024's 89 columns; every method reads the ten the catalogue entry reads (ogr2ogr -select,
+The file has BPE 2025's 95 columns; every method reads the columns the catalogue entry reads (ogr2ogr -select,
 read_csv usecols), as each would be used in production.
 Writes bench/results.json and prints it. Timings are ratios within one run: machines are noisy.
 """
@@ -33,8 +33,9 @@ CHILD_QPVHUB = r"""
 import json, logging, sys, time
 logging.basicConfig(level=logging.WARNING)
 from pathlib import Path
-from qpvhub.catalog import load_source
-from qpvhub.pipeline import Env, ingest
+from qpvhub.catalog.loader import load_source
+from qpvhub.ingest.pipeline import ingest
+from qpvhub.platform.env import Env
 import great_expectations  # imported before the clock starts, like the rest
 src = load_source(Path(sys.argv[1]))
 # a benchmark table of its own; the row-count floor is relative to the previous load
@@ -42,7 +43,7 @@ src = src.model_copy(update={"target": src.target.model_copy(update={"table": "b
                              "quality": src.quality.model_copy(update={"max_drop_ratio": 1.0})})
 if len(sys.argv) > 3 and sys.argv[3] == "without-gx":
     # ablation peer: the same pipeline with GX's validation replaced by an empty, passing report
-    import qpvhub.quality as q
+    import qpvhub.quality.gx as q
     q.validate_table = lambda uri, schema, table, suite, exps, policy, **options: q.ValidationReport(
         suite=suite, success=True, results=[], policy=policy)
 env = Env.from_settings()
@@ -176,7 +177,7 @@ def run(args: argparse.Namespace, uri: str) -> None:
     data = ROOT / "bench" / "data"
     small = generate(args.rows, data / f"bpe_{args.rows}.csv")
     spec = str(ROOT / "include" / "sources" / "bpe.yml")
-    from qpvhub.catalog import load_source
+    from qpvhub.catalog.loader import load_source
 
     fields = load_source(Path(spec)).file_columns()  # what the entry reads; the peers read the same
     q_times, q_rss, o_times, g_times, g_rss, steps, n_times = [], [], [], [], [], [], []

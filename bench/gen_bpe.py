@@ -1,6 +1,6 @@
-"""Generate a point CSV in INSEE's BPE 2024 detail layout for benchmarks (not real data).
+"""Generate a point CSV in INSEE's BPE 2025 detail layout for benchmarks (not real data).
 
-The header is the bundled BPE24 sample's (89 columns); the columns the catalogue entry reads are filled
+The header is the bundled BPE 2025 sample's (95 columns); the columns the catalogue entry reads are filled
 (commune, IRIS, département, région, year, domain, type, Lambert-93 and WGS84 coordinates, quality, EPSG),
 the others left empty as in the sample. Commune codes are real (bundled COG sample, regions 52 and 53),
 equipment types are BPE 2024 codes; positions are random inside the regions' Lambert-93 extent.
@@ -22,12 +22,12 @@ ROOT = Path(__file__).resolve().parents[1]
 TYPEQU = ["A208", "A203", "A206", "B104", "B105", "B201", "B207", "C107", "C109", "C201", "C301",
           "D279", "D307", "D502", "E107", "F111", "F113", "F307", "G102"]
 QUALITE = ["B", "A", "M"]
-SAMPLE = ROOT / "include" / "sample_data" / "BPE24_dep35_FIXTURE.zip"
+SAMPLE = ROOT / "include" / "sample_data" / "BPE25_dep35_FIXTURE.zip"
 
 
-def bpe24_header() -> list[str]:
-    """The BPE 2024 header, from the bundled sample (one definition of the layout)."""
-    with zipfile.ZipFile(SAMPLE) as z, z.open("BPE24.csv") as f:
+def bpe_header() -> list[str]:
+    """The BPE 2025 header, from the bundled sample (one definition of the layout)."""
+    with zipfile.ZipFile(SAMPLE) as z, z.open("BPE25.csv") as f:
         return f.readline().decode("cp1252").rstrip("\r\n").split(";")
 
 
@@ -41,7 +41,7 @@ def _template(header: list[str]) -> str:
 def generate(rows: int, path: Path, chunk: int = 500_000) -> Path:
     """Write `rows` rows to `path` (skipped when it already holds that many)."""
     marker = path.with_suffix(".rows")
-    if path.exists() and marker.exists() and marker.read_text() == f"{rows} BPE24":
+    if path.exists() and marker.exists() and marker.read_text() == f"{rows} BPE25":
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     with (ROOT / "include" / "sample_data" / "v_commune_2026_reg52_53_DERIVED.csv").open(encoding="utf-8") as f:
@@ -51,7 +51,7 @@ def generate(rows: int, path: Path, chunk: int = 500_000) -> Path:
         r = yaml.safe_load(p.read_text(encoding="utf-8"))
         bboxes[r["code"]] = r["bbox"]
     to_l93 = Transformer.from_crs(4326, 2154, always_xy=True)
-    header = bpe24_header()
+    header = bpe_header()
     line = _template(header).format
     rng = np.random.default_rng(rows)
     codes = np.array([c[0] for c in communes])
@@ -71,13 +71,13 @@ def generate(rows: int, path: Path, chunk: int = 500_000) -> Path:
             x, y = np.round(xf).astype(np.int64), np.round(yf).astype(np.int64)
             t = rng.integers(0, len(TYPEQU), n)
             q = rng.integers(0, len(QUALITE), n)
-            lines = [line(AN="2024", DEPCOM=codes[a], DEP=deps[a], REG=regs[a], DOM=TYPEQU[b][0], SDOM=TYPEQU[b][:2],
+            lines = [line(AN="2025", DEPCOM=codes[a], DEP=deps[a], REG=regs[a], DOM=TYPEQU[b][0], SDOM=TYPEQU[b][:2],
                           TYPEQU=TYPEQU[b], LAMBERT_X=c, LAMBERT_Y=d, LONGITUDE=f"{lo:.6f}", LATITUDE=f"{la:.6f}",
                           QUALITE_XY=QUALITE[e], EPSG="2154", DCIRIS=f"{codes[a]}0000")
                      for a, b, c, d, e, lo, la in zip(i, t, x, y, q, lon, lat, strict=True)]
             out.writelines(lines)
             done += n
-    marker.write_text(f"{rows} BPE24")
+    marker.write_text(f"{rows} BPE25")
     return path
 
 

@@ -22,6 +22,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from qpvhub.catalog.qpv_lists import load_qpv_lists
+
+LISTS = load_qpv_lists(Path(__file__).resolve().parents[1] / "include" / "qpv_lists.yml")
+
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 os.environ["QPVHUB_TASK_RETRIES"] = "0"
 
@@ -29,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "include" / "sample_data"
 QPV_SAMPLE = SAMPLES / "qpv2015_dept35_esigat_resovilles.geojson"
 COG_SAMPLE = SAMPLES / "v_commune_2026_reg52_53_DERIVED.csv"
-BPE_SAMPLE = SAMPLES / "BPE24_dep35_FIXTURE.zip"  # BPE24.zip's layout: BPE24.csv inside, cp1252
+BPE_SAMPLE = SAMPLES / "BPE25_dep35_FIXTURE.zip"  # BPE25.zip's layout: BPE25.csv inside, cp1252
 
 
 def bpe_sample_text() -> str:
@@ -37,7 +41,7 @@ def bpe_sample_text() -> str:
     import zipfile
 
     with zipfile.ZipFile(BPE_SAMPLE) as z:
-        return z.read("BPE24.csv").decode("cp1252")
+        return z.read("BPE25.csv").decode("cp1252")
 
 
 # ---------------------------------------------------------------- PostGIS
@@ -47,7 +51,7 @@ def pg_admin_uri() -> Iterator[str]:
     if os.environ.get("QPVHUB_TEST_PG_URI"):
         yield os.environ["QPVHUB_TEST_PG_URI"]
         return
-    from qpvhub.embedded import EmbeddedCluster
+    from qpvhub.platform.embedded import EmbeddedCluster
 
     root = Path(tempfile.mkdtemp(prefix="qpvhub-test-pg-"))
     root.chmod(0o755)  # the server runs as postgres when we are root
@@ -76,15 +80,13 @@ def loaded_before(uri: str, tmp_path: Path, migration: str, create: str, insert:
                   millesime: str) -> list[str]:
     """A database migrated up to (not including) `migration`, holding a table as the loader created it then
     (`create`, `insert`) and the successful run 'old' that loaded it; returns the migrations applied next."""
-    import dataclasses
     import shutil
 
-    from qpvhub.config import load_settings
-    from qpvhub.db import migrate
+    from qpvhub.platform.db import migrate
 
     before = tmp_path / "project"
     shutil.copytree(ROOT / "sql", before / "sql", ignore=shutil.ignore_patterns(f"{migration}_*"))
-    migrate(uri, dataclasses.replace(load_settings(), project=before))
+    migrate(uri, before / "sql")
     with psycopg.connect(uri) as conn:
         conn.execute("SET ROLE qpvhub_loader")
         conn.execute(create)
@@ -92,7 +94,7 @@ def loaded_before(uri: str, tmp_path: Path, migration: str, create: str, insert:
         conn.execute("INSERT INTO meta.source_runs (run_id, source_id, status, millesime, finished_at) "
                      "VALUES ('old', %s, 'success', %s, now())", (source_id, millesime))
         conn.commit()
-    return migrate(uri)
+    return migrate(uri, ROOT / "sql")
 
 
 def converted(uri: str, table: str, columns: str) -> tuple[str, list[tuple], str]:
@@ -127,10 +129,10 @@ def empty_db(pg_admin_uri: str) -> Iterator[str]:
 @pytest.fixture
 def db_uri(empty_db: str, monkeypatch: pytest.MonkeyPatch) -> str:
     """A migrated database of its own, also set as AIRFLOW_CONN_QPVHUB_POSTGIS."""
-    from qpvhub.db import migrate
+    from qpvhub.platform.db import migrate
 
     monkeypatch.setenv("AIRFLOW_CONN_QPVHUB_POSTGIS", empty_db)
-    migrate(empty_db)
+    migrate(empty_db, ROOT / "sql")
     return empty_db
 
 
@@ -146,23 +148,23 @@ def qpvhub_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def env(db_uri: str, qpvhub_home: Path):
     """Pipeline environment: the test's database and a local-directory store."""
-    from qpvhub.pipeline import Env
+    from qpvhub.platform.env import Env
 
     return Env.from_settings()
 
 
 @pytest.fixture
 def catalog():
-    from qpvhub.catalog import load_catalog
+    from qpvhub.catalog.loader import load_catalog
 
     return load_catalog(ROOT / "include" / "sources")
 
 
 @pytest.fixture
 def regions():
-    from qpvhub.catalog import load_regions
+    from qpvhub.catalog.regions import load_regions
 
-    return load_regions(ROOT / "include" / "regions")
+    return load_regions(ROOT / "include" / "regions", ROOT / "include" / "reference")
 
 
 FIXTURE_COG_PACA = ROOT / "tests" / "data" / "cog2026_paca_qpv_communes_FIXTURE.csv"
@@ -175,14 +177,14 @@ def env93(env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, http_source):
     import shutil
 
     from qpvhub.cli import main as cli
-    from qpvhub.pipeline import Env
+    from qpvhub.platform.env import Env
 
     regions = tmp_path / "regions"
     shutil.copytree(ROOT / "include" / "regions", regions)
     monkeypatch.setenv("QPVHUB_REGIONS_DIR", str(regions))
     assert cli(["region", "add", "93", "--bbox=4.2,42.9,7.8,45.2", "--contact", "pole@example.org"]) == 0
     assert (regions / "93.yml").exists()
-    env = Env.from_settings(migrate_db=False)
+    env = Env.from_settings()
     cog = COG_SAMPLE.read_bytes() + b"".join(FIXTURE_COG_PACA.read_bytes().splitlines(keepends=True)[1:])
     return env, http_source.put("cog.csv", cog)
 

@@ -1,9 +1,9 @@
 -- ---
 -- family: revenus_qpv2024
 -- sources: [filosofi_qpv]
--- requires: [src.filosofi_qpv]
+-- requires: [src.insee_qpv_revenus]
 -- generation: 2024
--- absent_fr: "l'INSEE ne diffuse pas cette valeur pour ce quartier (secret statistique ou trop peu de ménages)"
+-- absent_fr: "l'INSEE ne diffuse pas cette valeur pour ce quartier (non significatif, non disponible, ou quartier d'outre-mer)"
 -- indicators:
 --   - id: filosofi_taux_pauvrete
 --     label_fr: Taux de pauvreté (seuil de 60 %) — quartiers 2024
@@ -12,7 +12,8 @@
 --     method: >
 --       Part des personnes du quartier (liste 2024) vivant sous le seuil de pauvreté, 60 % du revenu
 --       disponible médian métropolitain par unité de consommation, telle que l'INSEE la publie par
---       quartier (Filosofi, DISP_TP60_A<AA>). Valeur non diffusée par l'INSEE : absente, jamais 0.
+--       quartier (Filosofi, DISP_TP60_A<AA>). Valeur couverte par le secret de l'INSEE : « secret
+--       statistique », jamais 0.
 --     millesime: Filosofi (millésime de la source)
 --     range: [0, 100]
 --   - id: filosofi_revenu_disponible_median
@@ -37,15 +38,17 @@
 --     millesime: Filosofi (millésime de la source)
 --     range: [1, 30]
 -- ---
-SELECT i.indicator_id, q.code_qp, q.generation, 'qpv' AS scope, i.value,
+-- INSEE's variables end with the release's year (DISP_TP60_A21): matched by pattern, a new release needs no change.
+-- A cell INSEE keeps secret (s) is a row without value, status 'secret'; ns / nd / so give no row.
+SELECT i.indicator_id, c.code_qp, c.generation, c.scope, c.value,
        NULL::double precision AS numerator, NULL::double precision AS denominator,
-       meta.millesime_of(f.source_run_id) AS millesime, ARRAY[f.source_run_id] AS source_run_ids
-FROM src.filosofi_qpv f
-JOIN ref.qpv q ON q.code_qp = f.code_qp
-CROSS JOIN LATERAL (VALUES
-    ('filosofi_taux_pauvrete', f.taux_pauvrete),
-    ('filosofi_revenu_disponible_median', f.revenu_disponible_median),
-    ('filosofi_part_prestations_sociales', f.part_prestations_sociales),
-    ('filosofi_rapport_interdecile', f.rapport_interdecile)
-) AS i (indicator_id, value)
-WHERE i.value IS NOT NULL
+       meta.millesime_of(c.source_run_id) AS millesime, ARRAY[c.source_run_id] AS source_run_ids,
+       CASE WHEN c.status = 's' THEN 'secret' END AS status
+FROM src.insee_qpv_cells('revenus', %(release_filosofi_qpv)s, %(generation)s) c
+JOIN (VALUES
+    ('filosofi_taux_pauvrete', 'DISP\_TP60\_A__'),
+    ('filosofi_revenu_disponible_median', 'DISP\_MED\_A__'),
+    ('filosofi_part_prestations_sociales', 'DISP\_PPSOC\_A__'),
+    ('filosofi_rapport_interdecile', 'DISP\_RD\_A__')
+) AS i (indicator_id, pattern) ON c.variable LIKE i.pattern
+WHERE c.value IS NOT NULL OR c.status = 's'

@@ -40,13 +40,27 @@ def test_demo_twice_uses_configured_connections_and_changes_no_row_count(cli_env
     first = _qpvhub("demo", env=cli_env)
     assert first.returncode == 0, first.stderr
     assert "qpv_2015: 6 rows loaded" in first.stdout and "region 53: published" in first.stdout
+    # what to open next, in French, and no password anywhere in what the demo prints (review: the analyst's was)
+    assert "À ouvrir maintenant" in first.stdout and "published/53/index.html" in first.stdout
+    assert "qpv_profil/latest/qpv/QP035001.html" in first.stdout
+    # only real data reach the products, and the products say which QPV list they describe
+    for sid in ("bpe", "flood_zones"):
+        assert f"→ {sid}: its bundled file is a FIXTURE (invented figures or positions), not loaded" in first.stdout
+    assert "→ insee_qpv24_caf: no offline sample, not loaded" in first.stdout
+    assert "QPV list 2015 →" in first.stdout and "décrivent la liste 2015 des QPV (décret 2014-1750)" in first.stdout
+    from urllib.parse import urlsplit
+
+    secret = urlsplit(db_uri).password
+    assert not secret or secret not in first.stdout + first.stderr
     counts = _counts(db_uri)
     assert (counts["ref.qpv"], counts["ref.commune"]) == (6, 2430)
     with psycopg.connect(db_uri) as conn:
         themes = conn.execute("SELECT count(DISTINCT theme) FROM mart.indicator_catalog c "
                               "WHERE EXISTS (SELECT 1 FROM mart.qpv_indicator i WHERE i.indicator_id = c.indicator_id)"
                               ).fetchone()[0]
-    assert themes == 6  # every theme of the mart computed from the bundled samples
+    # every theme whose sources bundle real files; services (BPE) and climat (flood zones) bundle FIXTURES only,
+    # which the demo leaves out: no invented figure reaches its products
+    assert themes == 4
     assert (tmp_path / "store" / "published" / "53" / "qpv_profil" / "latest" / "SHA256SUMS").exists()
     assert not (tmp_path / "home" / "pg").exists()  # the configured PostGIS, not the embedded one
     second = _qpvhub("demo", env=cli_env)

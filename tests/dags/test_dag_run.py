@@ -33,7 +33,7 @@ def test_chain_end_to_end_with_dag_test(dagbag, db_uri, s3_store_conn) -> None:
     assert n_qpv == 6
     assert pub[0] == "published" and pub[1] == airflow_run_id
 
-    from qpvhub.pipeline import Env
+    from qpvhub.platform.env import Env
 
     env = Env.from_settings()
     assert env.settings.store.kind == "s3"
@@ -81,8 +81,13 @@ def test_each_reader_through_its_generated_dag(dagbag, db_uri, qpvhub_home, sour
 def test_reload_all_loads_every_source_in_dependency_order(dagbag, db_uri, qpvhub_home) -> None:
     dr = dagbag.dags["qpvhub_reload_all"].test(run_conf={"sample": True})
     state, tasks = _state(dr)
-    # an entry bundling no file (INSEE's 2024-list incomes: `no_sample`) is skipped with its reason, not failed
-    assert state == "success" and tasks.pop("ingest_filosofi_qpv") == "skipped" and set(tasks.values()) == {"success"}
+    # the entries bundling no file (INSEE's 2024-list statistics: `no_sample`) are skipped with their reason
+    no_sample = {f"ingest_{s}" for s in ("filosofi_qpv", "insee_qpv24_population", "insee_qpv24_population_communes",
+                                          "insee_qpv24_estimations", "insee_qpv24_defm", "insee_qpv24_caf",
+                                          "insee_qpv24_scolarisation", "insee_qpv24_dnb", "insee_qpv24_rpls",
+                                          "insee_qpv24_side")}
+    assert state == "success" and {t: tasks.pop(t) for t in no_sample} == dict.fromkeys(no_sample, "skipped")
+    assert set(tasks.values()) == {"success"}
     with psycopg.connect(db_uri) as conn:
         # one line per source (a collection has one run per feed), in the order they first loaded
         order = [r[0] for r in conn.execute("SELECT source_id FROM meta.source_runs WHERE status = 'success' "
@@ -95,3 +100,29 @@ def test_reload_all_loads_every_source_in_dependency_order(dagbag, db_uri, qpvhu
     assert len(order) + len(skipped) == len(tasks) and same_run == 1
     assert order.index("cog_communes") < order.index("qpv_2015") and order.index("cog_communes") < order.index(
         "iris_ref")
+
+
+def test_partner_inbox_to_outbox_with_dag_test(dagbag, db_uri, s3_store_conn) -> None:
+    """The qpvhub_locate DAG on the S3 protocol: a partner's file located against the newest list loaded (here the
+    2015 perimeters of Ille-et-Vilaine), its result in the partner's outbox, the input gone, counts recorded."""
+    import shapely
+    from pyproj import Transformer
+
+    from qpvhub.platform.env import Env
+
+    for dag_id in ("qpvhub_ingest_cog_communes", "qpvhub_ingest_qpv_2015"):
+        assert _state(dagbag.dags[dag_id].test(run_conf={"sample": True}))[0] == "success"
+    env = Env.from_settings()
+    with psycopg.connect(db_uri) as conn:
+        wkb = conn.execute("SELECT ST_AsBinary(geom) FROM ref.qpv WHERE code_qp = 'QP035002'").fetchone()[0]
+    p = shapely.from_wkb(bytes(wkb)).representative_point()
+    lon, lat = Transformer.from_crs(2154, 4326, always_xy=True).transform(p.x, p.y)
+    env.store.put_bytes("partners/ville-rennes/inbox/suivi.csv", f"id;lon;lat\n1;{lon};{lat}\n".encode(), "text/csv")
+    dr = dagbag.dags["qpvhub_locate"].test()
+    assert _state(dr) == ("success", {"locate_inboxes": "success"})
+    assert not env.store.exists("partners/ville-rennes/inbox/suivi.csv")
+    result = env.store.get_bytes("partners/ville-rennes/outbox/suivi_localise.csv").decode("utf-8-sig")
+    assert ";dans_qpv;;QP035002;Villejean;" in result
+    with psycopg.connect(db_uri) as conn:
+        assert conn.execute("SELECT partner, status, statuts FROM meta.locate_runs").fetchall() == [
+            ("ville-rennes", "success", {"dans_qpv": 1})]

@@ -10,9 +10,11 @@ import numpy as np
 import pandas as pd
 import psycopg
 import pytest
-from qpvhub import load
-from qpvhub.db import connect
-from qpvhub.errors import InputError
+
+from qpvhub.catalog.model import COLUMN_TYPES
+from qpvhub.ingest import convert, copy
+from qpvhub.platform.db import connect
+from qpvhub.platform.errors import InputError
 
 pytestmark = pytest.mark.postgis
 
@@ -38,7 +40,7 @@ def _frame() -> pd.DataFrame:
 
 
 def _table(conn: psycopg.Connection, name: str) -> None:
-    cols = ", ".join(f"{c} {load.COLUMN_TYPES[t]}" for c, t in COLUMNS.items())
+    cols = ", ".join(f"{c} {COLUMN_TYPES[t]}" for c, t in COLUMNS.items())
     conn.execute(f"DROP TABLE IF EXISTS staging.{name}")
     conn.execute(f"CREATE TABLE staging.{name} ({cols}, source_run_id text, geom geometry(Point, 2154))")
 
@@ -51,10 +53,10 @@ def test_binary_and_csv_copies_store_the_same_rows(env, catalog) -> None:
         _table(conn, "copy_csv")
         _table(conn, "copy_bin")
         conn.commit()
-    as_hex, _ = load.points_from_xy(_frame(), bpe, 2154)
-    as_bytes, _ = load.points_from_xy(_frame(), bpe, 2154, raw=True)
-    assert load.copy_batches_parallel(env.uri, "copy_csv", names, [as_hex]) == 6
-    assert load.copy_batches_parallel(env.uri, "copy_bin", names, [as_bytes, as_bytes.iloc[:0]], kinds=kinds) == 6
+    as_hex, _ = convert.points_from_xy(_frame(), bpe, 2154)
+    as_bytes, _ = convert.points_from_xy(_frame(), bpe, 2154, raw=True)
+    assert copy.copy_batches_parallel(env.uri, "copy_csv", names, [as_hex]) == 6
+    assert copy.copy_batches_parallel(env.uri, "copy_bin", names, [as_bytes, as_bytes.iloc[:0]], kinds=kinds) == 6
     with psycopg.connect(env.uri) as conn:
         def rows(table: str) -> list[tuple]:
             return conn.execute(f"SELECT {', '.join(COLUMNS)}, source_run_id, ST_AsEWKT(geom) FROM staging.{table} "
@@ -77,22 +79,22 @@ def test_a_value_outside_the_column_type_is_a_clear_error(catalog) -> None:
                           "LAMBERT_Y": ["6789000", "6789000"], "__feature": [2, 3]}, dtype="string[pyarrow]")
     batch["__feature"] = [2, 3]
     with pytest.raises(InputError, match=r"out of range for integer: '99999999999'") as err:
-        load.convert_batch(batch, bpe, "BPE24.csv", "run_1")
-    assert "bpe" in str(err.value) and "BPE24.csv" in str(err.value) and "AN" in str(err.value), err.value
+        convert.convert_batch(batch, bpe, "BPE25.csv", "run_1")
+    assert "bpe" in str(err.value) and "BPE25.csv" in str(err.value) and "AN" in str(err.value), err.value
     frame = _frame().assign(i=pd.array([2**40, 1, 2, 3, 4, 5], dtype="Int64"))
     with pytest.raises(InputError, match=r"column i: a value does not fit PostgreSQL's integer"):
-        load._binary_bytes(frame, ["i"], ["integer"])
+        copy._binary_bytes(frame, ["i"], ["integer"])
 
 
 def test_numeric_columns_keep_the_csv_format(catalog) -> None:
     bpe = catalog["bpe"]
     names = [*bpe.columns, "source_run_id", "geom"]
-    assert load.binary_kinds(bpe, names) == ["text", "text", "text", "integer", "text", "text", "integer", "text",
-                                             "geometry"]
+    assert copy.binary_kinds(bpe, names) == ["text", "text", "text", "integer", "text", "text", "text", "integer",
+                                             "text", "text", "text", "geometry"]
     numeric = bpe.model_copy(update={"columns": {**bpe.columns, "annee": bpe.columns["annee"].model_copy(
         update={"type": "numeric"})}})
-    assert load.binary_kinds(numeric, names) is None
-    assert np.dtype(load.EWKB_POINT).itemsize == 25
+    assert copy.binary_kinds(numeric, names) is None
+    assert np.dtype(convert.EWKB_POINT).itemsize == 25
 
 
 def test_the_rejected_rows_of_a_batch_do_not_keep_the_batch_alive(catalog) -> None:
@@ -108,7 +110,7 @@ def test_the_rejected_rows_of_a_batch_do_not_keep_the_batch_alive(catalog) -> No
     batch = pd.DataFrame({"insee_com": pd.array(["35238"] * n, dtype="string[pyarrow]"),
                           "__x": pd.array(np.full(n, 351000.0), dtype="Float64"),
                           "__y": pd.array(np.full(n, 6789000.0), dtype="Float64")})
-    kept, rejected = load.points_from_xy(batch, bpe, 2154, raw=True)
+    kept, rejected = convert.points_from_xy(batch, bpe, 2154, raw=True)
     assert len(kept) == n and rejected.empty
     held = pa.total_allocated_bytes() - before
     assert held > n * 25  # the batch's text and the kept rows' points are Arrow memory

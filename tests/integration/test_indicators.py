@@ -25,14 +25,26 @@ pytestmark = pytest.mark.postgis
 
 THEMES = {"socio-démographie", "emploi", "mobilité", "services", "climat", "géographie"}
 
+def _env_of(uri: str, project: Path):
+    """An environment on `uri` whose project is `project` (its own sql/, the checkout's include/)."""
+    from qpvhub.platform.env import Env
+    from qpvhub.platform.settings import Settings
+    from qpvhub.platform.store import LocalStore
+
+    if not (project / "include").exists():
+        (project / "include").symlink_to(ROOT / "include")
+    return Env(settings=Settings.load(project=project), uri=uri, store=LocalStore(project / "store"))
+
+
 
 @pytest.fixture(scope="module")
 def mart(pg_admin_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Every catalogue source loaded from its bundled sample, then the indicators: one database for the module."""
-    from qpvhub.catalog import load_catalog, load_order
-    from qpvhub.db import migrate
-    from qpvhub.indicators import run_indicators
-    from qpvhub.pipeline import Env, ingest_samples
+    from qpvhub.catalog.loader import load_catalog, load_order
+    from qpvhub.indicators.runner import run_indicators
+    from qpvhub.ingest.parts import ingest_samples
+    from qpvhub.platform.db import migrate
+    from qpvhub.platform.env import Env
 
     name = "qpvhub_ind_" + uuid.uuid4().hex[:8]
     with psycopg.connect(pg_admin_uri, autocommit=True) as conn:
@@ -42,7 +54,7 @@ def mart(pg_admin_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         mp.setenv("AIRFLOW_CONN_QPVHUB_POSTGIS", uri)
         mp.setenv("QPVHUB_HOME", str(tmp_path_factory.mktemp("home")))
         mp.delenv("AIRFLOW_CONN_QPVHUB_STORE", raising=False)
-        migrate(uri)
+        migrate(uri, ROOT / "sql")
         env = Env.from_settings()
         catalog = load_catalog(ROOT / "include" / "sources")
         for source in load_order(catalog):
@@ -50,7 +62,7 @@ def mart(pg_admin_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             for res in ingest_samples(env, source):
                 # the 2024 sample is PACA's: nothing for regions 52 and 53 (tests/integration/test_qpv_2024.py)
                 assert res.status == ("skipped" if source.id == "qpv_2024" else "success"), (source.id, res.reason)
-        run_indicators(uri, ROOT / "sql")
+        run_indicators(env)
         yield uri
     with psycopg.connect(pg_admin_uri, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
@@ -242,15 +254,16 @@ def test_reference_geography_shares_and_epci(mart: str) -> None:
 
 
 def test_missing_source_gives_absent_indicators_not_zero(db_uri: str, qpvhub_home: Path) -> None:
-    from qpvhub.catalog import load_catalog
-    from qpvhub.indicators import run_indicators
-    from qpvhub.pipeline import Env, ingest
+    from qpvhub.catalog.loader import load_catalog
+    from qpvhub.indicators.runner import run_indicators
+    from qpvhub.ingest.pipeline import ingest
+    from qpvhub.platform.env import Env
 
     env = Env.from_settings()
     catalog = load_catalog(ROOT / "include" / "sources")
     for sid in ("cog_communes", "qpv_2015", "rennes_bus_stops"):
         assert ingest(env, catalog[sid], sample=True).status == "success"
-    written = run_indicators(db_uri, ROOT / "sql")
+    written = run_indicators(env)
     assert written["superficie_ha"] == 6
     assert written["arrets_300m"] == written["part_surface_inondable"] == written["population"] == 0
     with psycopg.connect(db_uri) as conn:
@@ -265,9 +278,10 @@ def test_correspondence_between_generations_comes_from_geometry(db_uri: str, qpv
                                                                 tmp_path: Path) -> None:
     import shutil
 
-    from qpvhub.catalog import load_catalog, load_source
-    from qpvhub.indicators import run_indicators
-    from qpvhub.pipeline import Env, ingest
+    from qpvhub.catalog.loader import load_catalog, load_source
+    from qpvhub.indicators.runner import run_indicators
+    from qpvhub.ingest.pipeline import ingest
+    from qpvhub.platform.env import Env
 
     env = Env.from_settings()
     catalog = load_catalog(ROOT / "include" / "sources")
@@ -275,11 +289,11 @@ def test_correspondence_between_generations_comes_from_geometry(db_uri: str, qpv
     shutil.copy(ROOT / "tests" / "data" / "qpv_2024_test.yml", spec)
     for source in (catalog["cog_communes"], catalog["qpv_2015"]):
         assert ingest(env, source, sample=True).status == "success"
-    run_indicators(db_uri, ROOT / "sql")
+    run_indicators(env)
     with psycopg.connect(db_uri) as conn:
         assert conn.execute("SELECT count(*) FROM ref.qpv_correspondence").fetchone()[0] == 0  # one generation
     assert ingest(env, load_source(spec), sample=True).status == "success"
-    run_indicators(db_uri, ROOT / "sql")
+    run_indicators(env)
     with psycopg.connect(db_uri) as conn:
         pairs = conn.execute("SELECT code_qp_2015, code_qp_2024, round(share_of_2015::numeric, 3), "
                              "round(share_of_2024::numeric, 3) FROM ref.qpv_correspondence ORDER BY 1").fetchall()
@@ -378,8 +392,12 @@ INDEPENDENT_CHECKS = {
     "revenu_disponible_median_iris_median": "test_iris_medians_of_the_main_commune_match_filosofi",
     # checked where region 93 (the only 2024 list offline) is rolled out: module::test
     **dict.fromkeys(["filosofi_taux_pauvrete", "filosofi_revenu_disponible_median",
-                     "filosofi_part_prestations_sociales", "filosofi_rapport_interdecile"],
-                    "test_filosofi_qpv::test_incomes_of_the_2024_list_load_and_reach_the_fiches_of_region_93"),
+                     "filosofi_part_prestations_sociales", "filosofi_rapport_interdecile",
+                     "q24_population", "q24_part_moins_25", "q24_part_60_plus", "q24_demandeurs_emploi_abc",
+                     "q24_part_demandeurs_1564", "q24_allocataires_caf", "q24_part_allocataires_dependants",
+                     "q24_eleves", "q24_candidats_dnb", "q24_taux_reussite_dnb", "q24_logements_sociaux",
+                     "q24_part_logement_social", "q24_etablissements", "q24_equipements_pour_1000_hab"],
+                    "test_insee_qpv24::test_every_2024_indicator_matches_the_archives"),
 }
 
 
@@ -520,8 +538,8 @@ def test_a_family_computing_another_list_than_it_declares_is_refused(mart: str, 
     whose values say otherwise stops the run, naming it, and the mart keeps its values."""
     import shutil
 
-    from qpvhub.errors import ConfigError
-    from qpvhub.indicators import run_indicators
+    from qpvhub.indicators.runner import run_indicators
+    from qpvhub.platform.errors import ConfigError
 
     sql_dir = tmp_path / "sql"
     shutil.copytree(ROOT / "sql", sql_dir)
@@ -533,7 +551,7 @@ def test_a_family_computing_another_list_than_it_declares_is_refused(mart: str, 
         before = conn.execute("SELECT count(*) FROM mart.qpv_indicator WHERE indicator_id = 'superficie_ha'").fetchone()
     with pytest.raises(ConfigError, match=r"geographie.sql declares generation 2024 but computed values for QPV of "
                                           r"the list\(s\) \[2015\]"):
-        run_indicators(mart, sql_dir, only=["geographie"])
+        run_indicators(_env_of(mart, tmp_path), only=["geographie"])
     with psycopg.connect(mart) as conn:
         assert conn.execute("SELECT count(*) FROM mart.qpv_indicator WHERE indicator_id = 'superficie_ha'"
                             ).fetchone() == before != (0,)

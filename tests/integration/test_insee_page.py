@@ -3,7 +3,8 @@ the site: a page whose download links are `/fr/statistiques/fichier/<page>/<name
 public code lists a page's files by. INSEE renamed the 2024-list incomes file once (`…_qp24_v2_csv.zip`); an entry
 naming the page and the file's form follows such a rename without an edit.
 
-The archive served is the TEST FIXTURE of `test_filosofi_qpv` (generated figures for the real PACA 2024 codes)."""
+The archive served is the FIXTURE of tests/data/insee_qpv24_fixture.py (generated figures for the real PACA 2024
+codes)."""
 
 from __future__ import annotations
 
@@ -11,19 +12,26 @@ import psycopg
 import pytest
 import yaml
 from pydantic import ValidationError
-from qpvhub.catalog import InseePage, Source
-from qpvhub.errors import FetchError
-from qpvhub.locate import resolve_insee
-from qpvhub.pipeline import ingest
-from qpvhub.probe import probe_source
 
+from qpvhub.catalog.model import InseePage, Source
+from qpvhub.ingest.locate import resolve_insee
+from qpvhub.ingest.pipeline import ingest
+from qpvhub.ops.sources_check import probe_source
+from qpvhub.platform.errors import FetchError
+from qpvhub.platform.settings import Settings
 from tests.conftest import ROOT
-from tests.integration.test_filosofi_qpv import HEADER, qp24_archive
+from tests.data.insee_qpv24_fixture import archive
 
 pytestmark = pytest.mark.postgis
 
 PAGE = 8243167
 V2 = "revenus_pauvrete_2021_qp24_v2_csv.zip"
+ROWS = 6 * (135 + 1)  # every variable of the 135 QPV of PACA and of the all-QPV line, long
+
+def probe_source_(source, **kw):
+    """The probe at the publishers' addresses of this test's environment (its loopback servers)."""
+    return probe_source(source, Settings.load().publishers, **kw)
+
 
 
 def _page(*files: str) -> bytes:
@@ -43,6 +51,14 @@ def site(http_source, monkeypatch):
     return http_source
 
 
+@pytest.fixture
+def env(site, db_uri, qpvhub_home):
+    """This module's environment: its settings read once insee.fr is played on loopback."""
+    from qpvhub.platform.env import Env
+
+    return Env.from_settings()
+
+
 def _publish(site, name: str, data: bytes) -> None:
     """INSEE puts `name` on the page (and only it, of the incomes CSV archives)."""
     site.put(f"fr/statistiques/fichier/{PAGE}/{name}", data)
@@ -56,9 +72,9 @@ def test_the_shipped_entry_picks_its_file_on_the_page_and_follows_a_rename(env93
     assert src.production == "insee:8243167/revenus_pauvrete_2021_qp24*csv.zip"
     assert ingest(env, catalog["cog_communes"], url=cog_url).status == "success"
     assert ingest(env, catalog["qpv_2024"], sample=True).status == "success"
-    _publish(site, V2, qp24_archive())
+    _publish(site, V2, archive("revenus"))
     first = ingest(env, src)  # no url, no --sample: production, resolved on the page
-    assert first.status == "success" and first.rows_loaded == 135
+    assert first.status == "success" and first.rows_loaded == ROWS
     with psycopg.connect(env.uri) as conn:
         urls, located = conn.execute("SELECT urls, located FROM meta.source_runs WHERE run_id = %s",
                                      (first.run_id,)).fetchone()
@@ -67,9 +83,9 @@ def test_the_shipped_entry_picks_its_file_on_the_page_and_follows_a_rename(env93
     # INSEE corrects the file and renames it: the entry follows, nothing edited
     v3 = V2.replace("_v2_", "_v3_")
     site.files.pop(f"fr/statistiques/fichier/{PAGE}/{V2}")
-    _publish(site, v3, qp24_archive())
+    _publish(site, v3, archive("revenus"))
     again = ingest(env, src, force=True)
-    assert again.status == "success" and again.rows_loaded == 135
+    assert again.status == "success" and again.rows_loaded == ROWS
     with psycopg.connect(env.uri) as conn:
         located = conn.execute("SELECT located FROM meta.source_runs WHERE run_id = %s", (again.run_id,)).fetchone()[0]
     assert located["file"] == v3
@@ -82,23 +98,25 @@ def test_the_shipped_entry_picks_its_file_on_the_page_and_follows_a_rename(env93
                                          r"'revenus_pauvrete_2021_qp24_xlsx.zip'\]"):
         ingest(env, src, force=True)
     with psycopg.connect(env.uri) as conn:
-        assert conn.execute("SELECT count(*) FROM src.filosofi_qpv WHERE release = 2021").fetchone() == (135,)
+        assert conn.execute("SELECT count(*) FROM src.insee_qpv WHERE dataset = 'revenus' AND release = 2021"
+                            ).fetchone() == (ROWS,)
 
 
 def test_an_ambiguous_page_a_missing_page_and_a_page_without_links_are_clear_errors(site) -> None:
     site.put(f"fr/statistiques/{PAGE}", _page(V2, "revenus_pauvrete_2021_qp24_csv.zip"), "text/html")
     with pytest.raises(FetchError, match=r"INSEE page 8243167: 2 files match 'revenus_pauvrete_2021_qp24\*csv.zip'"
                                          r".* — narrow insee.file"):
-        resolve_insee("filosofi_qpv", PAGE, "revenus_pauvrete_2021_qp24*csv.zip")
+        resolve_insee("filosofi_qpv", PAGE, "revenus_pauvrete_2021_qp24*csv.zip",
+                      site=Settings.load().publishers.insee_site)
     # an exact name is one file, even beside its older version
-    got = resolve_insee("filosofi_qpv", PAGE, V2)
+    got = resolve_insee("filosofi_qpv", PAGE, V2, site=Settings.load().publishers.insee_site)
     assert got.url == f"{site.base}/fr/statistiques/fichier/{PAGE}/{V2}" and got.meta["file"] == V2
     with pytest.raises(FetchError, match=r"source filosofi_qpv: INSEE page 9999999 not found \(HTTP 404 .*\): a new "
                                          r"millésime has its own page; set insee.page in include/sources/filosofi_qpv"):
-        resolve_insee("filosofi_qpv", 9999999, V2)
+        resolve_insee("filosofi_qpv", 9999999, V2, site=Settings.load().publishers.insee_site)
     site.put("fr/statistiques/8000000", b"<html><body>Page en maintenance</body></html>", "text/html")
     with pytest.raises(FetchError, match=r"INSEE page 8000000: no download link .* has the page moved"):
-        resolve_insee("filosofi_qpv", 8000000, V2)
+        resolve_insee("filosofi_qpv", 8000000, V2, site=Settings.load().publishers.insee_site)
 
 
 def test_an_unreachable_site_says_why_in_one_line(monkeypatch) -> None:
@@ -106,20 +124,20 @@ def test_an_unreachable_site_says_why_in_one_line(monkeypatch) -> None:
     with pytest.raises(FetchError, match=r"^source filosofi_qpv: INSEE page 8243167: insee.fr did not answer "
                                          r"\(cannot resolve qpvhub-no-such-host.invalid "
                                          r"\(offline, or a DNS problem\)\)$"):
-        resolve_insee("filosofi_qpv", PAGE, V2, timeout=5)
+        resolve_insee("filosofi_qpv", PAGE, V2, timeout=5, site=Settings.load().publishers.insee_site)
 
 
 def test_sources_check_resolves_the_page_then_reads_the_members_header(catalog, site) -> None:
     src = catalog["filosofi_qpv"]
-    _publish(site, V2, qp24_archive())
-    p = probe_source(src)
+    _publish(site, V2, archive("revenus"))
+    p = probe_source_(src)
     assert p.reachable and not p.drift, p
     assert p.location == f"{site.base}/fr/statistiques/fichier/{PAGE}/{V2}"
-    _publish(site, V2, qp24_archive(header=[h.replace("DISP_TP60_A21", "DISP_TP60_A22") for h in HEADER]))
-    drifted = probe_source(src)
-    assert drifted.reachable and any("DISP_TP60_A21" in d for d in drifted.drift), drifted
+    _publish(site, V2, archive("revenus", drop="DISP_TP60_A21"))
+    drifted = probe_source_(src)
+    assert drifted.reachable and any("DISP_TP60_A*" in d for d in drifted.drift), drifted
     site.put(f"fr/statistiques/{PAGE}", _page(), "text/html")
-    gone = probe_source(src)
+    gone = probe_source_(src)
     assert not gone.reachable and "no file matches" in gone.status
 
 

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from pathlib import Path
 
 import psycopg
 import pytest
-from qpvhub.errors import ConfigError, FetchError, QpvhubError
-from qpvhub.indicators import run_indicators
-from qpvhub.pipeline import ingest
-from qpvhub.publish import publish_region
 
+from qpvhub.indicators.runner import run_indicators
+from qpvhub.ingest.pipeline import ingest
+from qpvhub.platform.errors import ConfigError, FetchError, QpvhubError
+from qpvhub.publish import publish_region
 from tests.conftest import ROOT, as_role
 
 pytestmark = [pytest.mark.postgis, pytest.mark.slow]
@@ -49,7 +50,7 @@ def _load(env, catalog, *ids: str) -> None:
 
 def test_every_release_is_kept_and_the_mart_has_their_history(env, catalog) -> None:
     _load(env, catalog, "sigville_ipro", "sigville_demo")
-    run_indicators(env.uri, env.settings.sql_dir)
+    run_indicators(env)
     with psycopg.connect(env.uri) as conn:
         parts = conn.execute("SELECT release, count(*) FROM src.sigville_ipro GROUP BY 1 ORDER BY 1").fetchall()
         n = conn.execute("SELECT count(DISTINCT release) FROM mart.qpv_indicator_series "
@@ -79,7 +80,7 @@ def test_every_release_is_kept_and_the_mart_has_their_history(env, catalog) -> N
 
 def test_no_evolution_across_a_change_of_definition_and_the_reason_is_kept(env, catalog) -> None:
     _load(env, catalog, "sigville_ipro")
-    run_indicators(env.uri, env.settings.sql_dir)
+    run_indicators(env)
     with psycopg.connect(env.uri) as conn:
         evo = conn.execute(
             "SELECT release_from, release_to, evolution, unit, reason FROM mart.qpv_indicator_evolution WHERE "
@@ -112,7 +113,7 @@ def test_reloading_a_release_changes_nothing_and_an_older_one_does_not_become_la
                               "ORDER BY 1").fetchall()
     again = ingest(env, src, sample=True, release=2022)
     assert again.status == "skipped"  # the same file for the same release
-    run_indicators(env.uri, env.settings.sql_dir)
+    run_indicators(env)
     with psycopg.connect(env.uri) as conn:
         after = conn.execute("SELECT release, source_run_id, count(*) FROM src.sigville_ipro GROUP BY 1, 2 "
                              "ORDER BY 1").fetchall()
@@ -156,7 +157,7 @@ def test_bad_releases_are_refused_clearly(env, catalog, http_source) -> None:
 
 def test_analysts_query_the_evolutions(env, catalog) -> None:
     _load(env, catalog, "sigville_ipro")
-    run_indicators(env.uri, env.settings.sql_dir)
+    run_indicators(env)
     # the analyst guide's query: how has the employment rate moved in Villejean, release by release?
     with psycopg.connect(as_role(env.uri, "qpvhub_analyst")) as conn:
         rows = conn.execute(
@@ -171,7 +172,7 @@ def test_analysts_query_the_evolutions(env, catalog) -> None:
 
 def test_history_is_published_with_secrecy_in_every_year(env, catalog, regions) -> None:
     _load(env, catalog, "sigville_demo", "sigville_ipro", "sigville_revn")
-    run_indicators(env.uri, env.settings.sql_dir)
+    run_indicators(env)
     publish_region(env, regions["53"], threshold=1500)
     latest = env.settings.store.path / "published" / "53" / "qpv_profil" / "latest"
     rows = list(csv.DictReader((latest / "qpv_profil_53_series.csv").open(encoding="utf-8")))
@@ -192,21 +193,77 @@ def test_history_is_published_with_secrecy_in_every_year(env, catalog, regions) 
     assert "Dernière évolution" in fiche and "= 2017" in fiche  # 2018 repeats 2017, said as such
 
 
+def test_a_2024_fiche_shows_the_2015_series_it_replaces_apart(env, catalog, regions, monkeypatch) -> None:
+    """Continuity across lists: the 2024 fiche of Villejean shows the 2015-list series of the quartier it
+    replaces (ref.qpv_correspondence), labelled « liste 2015, périmètre différent », never joined to its own
+    evolution; hidden cells stay hidden (the 2015 table's secrecy). The 2024 perimeters are the FIXTURE copy of the
+    2015 ones (tests/data/qpv_2024_test.yml), the series the real SIG Ville releases."""
+    from qpvhub.catalog.loader import load_source
+    from qpvhub.publish import pdf
+
+    _load(env, catalog, "sigville_demo", "sigville_ipro")
+    assert ingest(env, load_source(ROOT / "tests" / "data" / "qpv_2024_test.yml"), sample=True).status == "success"
+    run_indicators(env)
+    monkeypatch.setattr(pdf, "browser", lambda *a: None)
+    publish_region(env, regions["53"], threshold=1500)
+    latest = env.settings.store.path / "published" / "53" / "qpv_profil" / "latest"
+    page = (latest / "qpv" / "QN03502M.html").read_text(encoding="utf-8")
+    assert "Avant 2024 : quartiers de la liste 2015 (périmètre différent)" in page
+    assert "Villejean" in page and "QP035002</span> — liste 2015, périmètre différent" in page
+    before = page.split("Avant 2024", 1)[1]
+    rate = _column("IPRO", 2022, "QP035002", "TX_TOT_EMPL")
+    assert f"{rate:.1f}".replace(".", ",") in before  # the 2015 quartier's employment rate, 2022 release
+    # the 2024 quartier has no series of its own: its evolution says so, nothing of 2015 is folded into it
+    assert "pas encore d'évolution" in page.split("Avant 2024", 1)[0]
+    # Cleunay's population is under the threshold in every release: hidden there too
+    cleunay = (latest / "qpv" / "QN03506I.html").read_text(encoding="utf-8").split("Avant 2024", 1)[1]
+    row = next(r for r in cleunay.split("<tr>") if "Population municipale" in r)
+    cells = re.findall(r'<td class="v">(.*?)</td>', row)
+    assert cells and all(c == "—" or "secret statistique" in c or re.fullmatch(r'<span class="same">= \d{4}</span>', c)
+                         for c in cells), cells
+    assert any("secret statistique" in c for c in cells)
+
+
+def test_a_rate_on_a_count_hidden_in_any_release_is_hidden_in_every_release(env, catalog, regions) -> None:
+    """The review's case: Cleunay's population is hidden (under 1,500) in every release that has a DEMO file;
+    2017 and 2019 have none, so their rates had been published beside a fiche saying they are hidden."""
+    _load(env, catalog, "sigville_demo", "sigville_ipro", "sigville_revn")
+    run_indicators(env)
+    publish_region(env, regions["53"], threshold=1500)
+    latest = env.settings.store.path / "published" / "53" / "qpv_profil" / "latest"
+    rows = list(csv.DictReader((latest / "qpv_profil_53_series.csv").open(encoding="utf-8")))
+    rates = ("taux_emploi", "part_emploi_precaire", "taux_pauvrete", "revenu_disponible_median")
+    cleunay = [r for r in rows if r["code_qp"] == "QP035006" and r["indicator_id"] in rates and r["scope"] == "qpv"]
+    years = {y for r in cleunay for y in r["releases"].split()}
+    assert {"2017", "2019"} <= years  # the releases without a population figure are there…
+    assert all(r["value"] == "" and r["value__secret"] == "secret statistique" for r in cleunay)  # …and hidden
+    fr = (latest / "qpv_profil_53_series.fr.csv").read_text(encoding="utf-8-sig")
+    assert not any(line.startswith("QP035006;") and ";taux_emploi;qpv;" in line and ";41,9;" in line
+                   for line in fr.splitlines())
+    for name in ("qpv_profil_53_dep35", "qpv_profil_dep35"):  # the département's copy, whatever its name
+        dep = env.settings.store.path / "published" / "53" / name / "latest" / f"{name}_series.csv"
+        if dep.exists():
+            assert ",QP035006," not in dep.read_text(encoding="utf-8") or all(
+                r["value"] == "" for r in csv.DictReader(dep.open(encoding="utf-8"))
+                if r["code_qp"] == "QP035006" and r["indicator_id"] in rates)
+    fiche = (latest / "qpv" / "QP035006.html").read_text(encoding="utf-8")
+    assert "41,9" not in fiche and "40,7" not in fiche and "12 976" not in fiche and "12 976" not in fiche
+
+
 def test_a_table_loaded_before_releases_were_kept_becomes_a_release(empty_db: str, tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """Migration 010 on a deployment that loaded SIG Ville once (plain table, primary key on code_qp): the
     rows become the partition of the release they were loaded as, and the next release loads beside them."""
-    from qpvhub import load
-    from qpvhub.catalog import load_catalog
-    from qpvhub.pipeline import Env
-
+    from qpvhub.catalog.loader import load_catalog
+    from qpvhub.ingest import stage
+    from qpvhub.platform.env import Env
     from tests.conftest import converted, loaded_before
 
     monkeypatch.setenv("AIRFLOW_CONN_QPVHUB_POSTGIS", empty_db)
     monkeypatch.setenv("QPVHUB_HOME", str(tmp_path / "home"))
     catalog = load_catalog(ROOT / "include" / "sources")
     spec = catalog["sigville_ipro"].for_release(2022)
-    cols = ", ".join(f'"{n}" {load._pg_type(spec, n)}' for n in spec.columns if n != "release")
+    cols = ", ".join(f'"{n}" {stage._pg_type(spec, n)}' for n in spec.columns if n != "release")
     applied = loaded_before(
         empty_db, tmp_path, "010",
         f"CREATE TABLE src.sigville_ipro ({cols}, source_run_id text, PRIMARY KEY (code_qp))",

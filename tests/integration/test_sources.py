@@ -4,11 +4,12 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from qpvhub.catalog import load_catalog, load_order
-from qpvhub.errors import QpvhubError
-from qpvhub.monitor import freshness
-from qpvhub.pipeline import for_run, ingest, ingest_collection
 
+from qpvhub.catalog.loader import load_catalog, load_order
+from qpvhub.ingest.parts import ingest_collection
+from qpvhub.ingest.pipeline import for_run, ingest
+from qpvhub.ops.monitor import freshness
+from qpvhub.platform.errors import QpvhubError
 from tests.conftest import bpe_sample_text
 
 pytestmark = pytest.mark.postgis
@@ -28,8 +29,8 @@ EXPECTED_ROWS = {
 # Samples outside the deployment's regions (52, 53): skipped with the reason here, loaded elsewhere
 # (qpv_2024: the 135 QPV of PACA, tests/integration/test_qpv_2024.py with region 93 configured).
 OUTSIDE_REGIONS = {"qpv_2024": 135}
-# Entries that bundle no file and say why (`no_sample`): INSEE's figures by QPV of the 2024 list, loaded from a
-# labelled TEST FIXTURE in tests/integration/test_filosofi_qpv.py, never invented for the demo.
+# Entries that bundle no file and say why (`no_sample`): INSEE's figures by QPV of the 2024 list, loaded from
+# labelled FIXTURE archives in tests/integration/test_insee_qpv24.py, never invented for the demo.
 NO_SAMPLE = {s.id for s in load_catalog(ROOT / "include" / "sources").values() if s.no_sample}
 
 
@@ -123,7 +124,7 @@ def test_reference_check_blocks_codes_missing_from_the_cog(env, catalog, http_so
     small = src.model_copy(update={"quality": src.quality.model_copy(update={"min_rows": 1})})
     assert ingest(env, small, url=http_source.put("cog22.csv", only_22.encode())).status == "success"
     assert ingest(env, catalog["cog_mouvements"], sample=True).status == "success"
-    from qpvhub.errors import ValidationFailed
+    from qpvhub.platform.errors import ValidationFailed
 
     # 3,270 IRIS outside the Côtes-d'Armor were 3,266 once the four of its communes merged since 2021 are translated
     expected = r"every insee_com exists in ref.commune.insee_com: e.g. \[\['29\d{3}'\].*observed 3266"
@@ -140,7 +141,7 @@ def _demo_with_rate(value: str) -> bytes:
 
 
 def test_rate_over_100_blocks_and_keeps_previous(env, catalog, http_source) -> None:
-    from qpvhub.errors import ValidationFailed
+    from qpvhub.platform.errors import ValidationFailed
 
     assert ingest(env, catalog["sigville_demo"], sample=True).status == "success"
     with psycopg.connect(env.uri) as conn:
@@ -175,7 +176,7 @@ def test_commune_code_losing_a_digit_is_blocked_not_filtered(env, catalog, http_
     lines = bpe_sample_text().splitlines()
     i = next(n for n, line in enumerate(lines) if ";35238;35;53;" in line)
     lines[i] = lines[i].replace(";35238;", ";5238;", 1)
-    from qpvhub.errors import ValidationFailed
+    from qpvhub.platform.errors import ValidationFailed
 
     with pytest.raises(ValidationFailed, match=r"(?s)expect_column_values_to_match_regex on 'insee_com'.*'5238'"):
         ingest(env, catalog["bpe"], url=http_source.put("bpe.csv", ("\n".join(lines) + "\n").encode()))

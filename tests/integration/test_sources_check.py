@@ -9,9 +9,21 @@ import sys
 import zipfile
 
 import pytest
-from qpvhub.probe import check_sources, probe_source
 
+from qpvhub.ops.sources_check import check_sources, probe_source
+from qpvhub.platform.settings import Settings
 from tests.conftest import COG_SAMPLE, SAMPLES
+
+
+def probe_source_(source, **kw):
+    """The probe at the publishers' addresses of this test's environment (its loopback servers)."""
+    return probe_source(source, Settings.load().publishers, **kw)
+
+
+def check_sources_(sources, **kw):
+    """check_sources at the publishers' addresses of this test's environment."""
+    return check_sources(sources, Settings.load().publishers, **kw)
+
 
 
 def _closed_port() -> int:
@@ -22,17 +34,17 @@ def _closed_port() -> int:
 
 def test_reachable_unchanged_changed_and_drift(catalog, http_source) -> None:
     cog = catalog["cog_communes"].model_copy(update={"url": http_source.put("v_commune.csv", COG_SAMPLE.read_bytes())})
-    first = probe_source(cog)
+    first = probe_source_(cog)
     assert first.reachable and first.ok and first.size == COG_SAMPLE.stat().st_size
     assert first.layout.startswith("CSV header (12 columns)") and first.checksum
     assert "reachable" in first.line() and "layout CSV header" in first.line()
     previous = {"run_id": "R1", "etag": first.checksum, "last_modified": None}
-    assert probe_source(cog, previous=previous).since_last_load == "unchanged since run R1"
+    assert probe_source_(cog, previous=previous).since_last_load == "unchanged since run R1"
     http_source.put("v_commune.csv", COG_SAMPLE.read_bytes().replace(b"Allineuc", b"Allineuc-sur-Lie"))
-    assert probe_source(cog, previous=previous).since_last_load == "changed since run R1"
+    assert probe_source_(cog, previous=previous).since_last_load == "changed since run R1"
     # the publisher renamed a column: drift, naming it
     http_source.put("v_commune.csv", COG_SAMPLE.read_bytes().replace(b'"LIBELLE"', b'"NOM"', 1))
-    drift = probe_source(cog)
+    drift = probe_source_(cog)
     assert drift.reachable and not drift.ok and drift.drift == ["missing ['LIBELLE']"]
     assert "layout DRIFT (missing ['LIBELLE'])" in drift.line()
 
@@ -41,13 +53,13 @@ def test_zip_members_and_shapefile_fields(catalog, http_source, tmp_path) -> Non
     """ANCT's 2024 archive: the GeoJSON member's properties; a ZIP without it is a drift."""
     qpv = catalog["qpv_2024"].model_copy(update={"url": http_source.put(
         "qpv2024.zip", (SAMPLES / "qpv2024_paca_anct_layout.zip").read_bytes())})
-    p = probe_source(qpv)
+    p = probe_source_(qpv)
     assert p.ok and p.layout.startswith("GeoJSON properties (10) in GEOJSON/QP2024_France_Hexagonale")
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         zf.writestr("GEOJSON/QP2024_autre_nom.geojson", '{"type": "FeatureCollection", "features": []}')
     http_source.put("qpv2024.zip", buf.getvalue())
-    p = probe_source(qpv)
+    p = probe_source_(qpv)
     assert not p.ok and "member GEOJSON/QP2024_France_Hexagonale_Outre_Mer_WGS84.geojson: 0 found" in p.drift[0]
     # a zipped shapefile, one member named: the .dbf's fields (dBase cuts names at 10 characters)
     flood = catalog["flood_zones"]
@@ -55,7 +67,7 @@ def test_zip_members_and_shapefile_fields(catalog, http_source, tmp_path) -> Non
         "collection": None, "reader": {"member": "n_tri_rennes_inondable_01_01for_s_035.shp"},
         "columns": {k: c for k, c in flood.columns.items() if k not in ("couche", "livraison")},
         "url": http_source.put("tri.zip", (SAMPLES / "tri_2020_sig_di_35_FIXTURE.zip").read_bytes())})
-    p = probe_source(one)
+    p = probe_source_(one)
     assert p.ok and p.layout.startswith("fields of FRG_TRI_RENNES/n_tri_rennes_inondable_01_01for_s_035.dbf"), p.line()
 
 
@@ -64,7 +76,7 @@ def test_unreachable_is_a_line_never_a_traceback(catalog) -> None:
     down = catalog["cog_communes"].model_copy(update={"url": f"http://127.0.0.1:{port}/v_commune.csv"})
     dns = catalog["cog_communes"].model_copy(update={"url": "http://qpvhub-no-such-host.invalid/x.csv"})
     nowhere = catalog["cog_communes"].model_copy(update={"url": None})
-    probes = check_sources({"down": down, "dns": dns, "nowhere": nowhere}, timeout=3)
+    probes = check_sources_({"down": down, "dns": dns, "nowhere": nowhere}, timeout=3)
     by_id = {p.source_id: p for p in probes}
     assert [p.source_id for p in probes] == ["dns", "down", "nowhere"]
     assert not any(p.reachable for p in probes)
@@ -91,7 +103,7 @@ def test_a_zipped_workbook_is_checked_on_its_header_row(catalog, http_source) ->
     looked for in that row; a renamed column is a drift."""
     sample = SAMPLES / "reference_IRIS_geo2021_reg52_53_DERIVED.zip"
     iris = catalog["iris_ref"].model_copy(update={"url": http_source.put("ref_iris.zip", sample.read_bytes())})
-    p = probe_source(iris)
+    p = probe_source_(iris)
     assert p.ok and p.layout == "header of reference_IRIS_geo2021.xlsx", p.line()
     import openpyxl
 
@@ -103,7 +115,7 @@ def test_a_zipped_workbook_is_checked_on_its_header_row(catalog, http_source) ->
     with zipfile.ZipFile(buf, "w") as z:
         z.writestr("reference_IRIS_geo2024.xlsx", out.getvalue())
     http_source.put("ref_iris.zip", buf.getvalue())
-    p = probe_source(iris)
+    p = probe_source_(iris)
     assert not p.ok and p.drift == ["missing ['DEPCOM']"]
 
 
@@ -132,10 +144,10 @@ def _admin_express_without(tmp_path, field: str) -> bytes:
 
 def test_a_7z_geopackage_is_read_by_the_entry_reader(catalog, http_source, tmp_path) -> None:
     src = catalog["commune_contours"].model_copy(update={"url": http_source.put("ae.7z", AE_SAMPLE.read_bytes())})
-    ok = probe_source(src)
+    ok = probe_source_(src)
     assert ok.ok and ok.layout == "fields of layer commune (6)", ok.line()
     src = src.model_copy(update={"url": http_source.put("ae2.7z", _admin_express_without(tmp_path, "population"))})
-    drift = probe_source(src)
+    drift = probe_source_(src)
     assert drift.reachable and drift.drift == ["missing ['population']"], drift.line()
 
 
@@ -169,9 +181,9 @@ def test_a_large_7z_is_checked_on_its_header_by_ranges(catalog) -> None:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/ADMIN-EXPRESS-COG.7z"
-        p = probe_source(catalog["commune_contours"].model_copy(update={"url": url}))
+        p = probe_source_(catalog["commune_contours"].model_copy(update={"url": url}))
         data = data[:-40]  # the header cut off: a line saying so, not a traceback
-        cut = probe_source(catalog["commune_contours"].model_copy(update={"url": url}))
+        cut = probe_source_(catalog["commune_contours"].model_copy(update={"url": url}))
     finally:
         server.shutdown()
         server.server_close()
@@ -182,19 +194,19 @@ def test_a_large_7z_is_checked_on_its_header_by_ranges(catalog) -> None:
 
 
 def test_a_zipped_csv_is_checked_on_its_member_header(catalog, http_source) -> None:
-    """INSEE's BPE24.zip (BPE24.csv inside, 89 columns, cp1252): the declared columns are looked for in the
+    """INSEE's BPE25.zip (BPE25.csv inside, 95 columns, cp1252): the declared columns are looked for in the
     member's header; a renamed column the entry needs is a drift naming it."""
-    sample = SAMPLES / "BPE24_dep35_FIXTURE.zip"
-    bpe = catalog["bpe"].model_copy(update={"url": http_source.put("BPE24.zip", sample.read_bytes())})
-    p = probe_source(bpe)
-    assert p.ok and "BPE24.csv" in p.layout, p.line()
+    sample = SAMPLES / "BPE25_dep35_FIXTURE.zip"
+    bpe = catalog["bpe"].model_copy(update={"url": http_source.put("BPE25.zip", sample.read_bytes())})
+    p = probe_source_(bpe)
+    assert p.ok and "BPE25.csv" in p.layout, p.line()
     with zipfile.ZipFile(sample) as z:
-        text = z.read("BPE24.csv").decode("cp1252")
+        text = z.read("BPE25.csv").decode("cp1252")
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:
-        z.writestr("BPE24.csv", text.replace(";DEPCOM;", ";CODGEO;", 1).encode("cp1252"))
-    http_source.put("BPE24.zip", buf.getvalue())
-    p = probe_source(bpe)
+        z.writestr("BPE25.csv", text.replace(";DEPCOM;", ";CODGEO;", 1).encode("cp1252"))
+    http_source.put("BPE25.zip", buf.getvalue())
+    p = probe_source_(bpe)
     assert not p.ok and "DEPCOM" in " ".join(p.drift), p.line()
 
 
@@ -207,7 +219,7 @@ def test_one_file_per_departement_is_probed_for_each_departement(catalog, http_s
         update={"url": http_source.url("tri_2020_sig_di_{dep}.zip")})
     flood = catalog["flood_zones"].model_copy(update={"collection": catalog["flood_zones"].collection.model_copy(
         update={"per_departement": per})})
-    (p,) = check_sources({"flood_zones": flood}, timeout=3, departements=["22", "35"])
+    (p,) = check_sources_({"flood_zones": flood}, timeout=3, departements=["22", "35"])
     assert p.ok, p.line()
     assert "1/2 département file(s) answered" in p.status and "none for 22 (HTTP 404)" in p.status
     assert p.layout.startswith("fields of 3 layer(s) matching 'n_tri_*_inondable_*_s_*.shp' (dép. 35")
@@ -220,11 +232,11 @@ def test_one_file_per_departement_is_probed_for_each_departement(catalog, http_s
                 data = data.replace(b"scenario", b"scenarix")  # same length: the header stays valid
             z.writestr(n, data)
     http_source.put("tri_2020_sig_di_35.zip", buf.getvalue())
-    (p,) = check_sources({"flood_zones": flood}, timeout=3, departements=["22", "35"])
+    (p,) = check_sources_({"flood_zones": flood}, timeout=3, departements=["22", "35"])
     assert not p.ok and p.drift == ["dép. 35: FRG_TRI_RENNES/n_tri_rennes_inondable_01_02moy_s_035.shp: missing "
                                     "['scenario']"], p.drift
     # no département answers: unreachable, each reason said
-    (p,) = check_sources({"flood_zones": flood}, timeout=3, departements=["22"])
+    (p,) = check_sources_({"flood_zones": flood}, timeout=3, departements=["22"])
     assert not p.reachable and p.status == "none for 22 (HTTP 404)"
 
 
@@ -235,22 +247,26 @@ def test_a_series_is_checked_in_its_current_release_layout(catalog, http_source)
 
     filo = catalog["filosofi_iris"].model_copy(update={"url": http_source.put("filo.zip", _layout_2021()),
                                                         "insee": None})
-    p = probe_source(filo)
+    p = probe_source_(filo)
     assert p.ok and "BASE_TD_FILO_IRIS_2021_DISP.csv" in p.layout, p.line()
     http_source.put("filo.zip", _layout_2021(member="BASE_TD_FILO_IRIS_2022_DISP.csv"))
-    p = probe_source(filo)
+    p = probe_source_(filo)
     assert not p.ok and "member BASE_TD_FILO_IRIS_2021_DISP.csv: 0 found" in " ".join(p.drift), p.line()
 
 
-def test_a_member_named_by_its_form_is_found_and_its_header_checked(catalog, http_source) -> None:
-    """INSEE's 2024-list incomes file: the per-QPV member is known by its form (`revenu-disponible-*_QP.csv`), found
-    beside its `meta_` file and the all-QPV aggregate; a variable renamed in it is a drift naming it."""
-    from tests.integration.test_filosofi_qpv import HEADER, qp24_archive
+def test_an_insee_archive_is_read_through_its_dictionary(catalog, http_source) -> None:
+    """INSEE's 2024-list incomes archive (FIXTURE): read as a load reads it, through its `meta_` dictionary; a
+    variable renamed with the release's year suffix is no drift (the entry names it by pattern), a variable the
+    indicators need missing is, naming it."""
+    from tests.data.insee_qpv24_fixture import archive
 
-    src = catalog["filosofi_qpv"].model_copy(update={"url": http_source.put("qp24.zip", qp24_archive()),
+    src = catalog["filosofi_qpv"].model_copy(update={"url": http_source.put("qp24.zip", archive("revenus")),
                                                       "insee": None})
-    p = probe_source(src)
-    assert p.ok and "revenu-disponible-qp24-2021_QP.csv" in p.layout, p.line()
-    http_source.put("qp24.zip", qp24_archive(header=[*HEADER[:2], "DISP_TP60_A22", *HEADER[3:]]))
-    p = probe_source(src)
-    assert not p.ok and "DISP_TP60_A21" in " ".join(p.drift), p.line()
+    p = probe_source_(src)
+    assert p.ok and "INSEE archive: dictionary and data files read (3 members)" in p.layout, p.line()
+    renamed = archive("revenus").replace(b"DISP_TP60_A21", b"DISP_TP60_A22")
+    http_source.put("qp24.zip", renamed)
+    assert probe_source_(src).ok
+    http_source.put("qp24.zip", archive("revenus", drop="DISP_TP60_A21"))
+    p = probe_source_(src)
+    assert not p.ok and "DISP_TP60_A*" in " ".join(p.drift) and "release 2021" in " ".join(p.drift), p.line()

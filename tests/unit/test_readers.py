@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from qpvhub.errors import InputError
-from qpvhub.readers import get_reader
 
+from qpvhub.ingest.readers import get_reader
+from qpvhub.platform.errors import InputError
 from tests.conftest import BPE_SAMPLE, COG_SAMPLE, QPV_SAMPLE
 
 
@@ -57,17 +57,17 @@ def test_csv_blocks_are_joined_into_batches_without_losing_or_renumbering_a_row(
     assert list(joined["__feature"]) == list(range(2, 2895))
 
 
-def test_zipped_bpe24_reads_its_member_in_cp1252_and_only_the_columns_kept(tmp_path: Path) -> None:
-    """INSEE's BPE24.zip layout: the member named by reader.member, 89 columns in the header;
+def test_zipped_bpe_reads_its_member_in_cp1252_and_only_the_columns_kept(tmp_path: Path) -> None:
+    """INSEE's BPE25.zip layout: the member named by reader.member, 95 columns in the header;
     keep_only converts the ten the entry reads (the others are never parsed), in file order."""
     sample = tmp_path / BPE_SAMPLE.name  # readers extract an archive next to it: not inside include/
     sample.write_bytes(BPE_SAMPLE.read_bytes())
-    r = get_reader("csv")(sample, "bpe", {"sep": ";", "member": "BPE24.csv"})
+    r = get_reader("csv")(sample, "bpe", {"sep": ";", "member": "BPE25.csv"})
     info = r.open()
-    assert len(info.columns) == 89 and info.columns[9] == "DEPCOM"
+    assert len(info.columns) == 95 and info.columns[17] == "DEPCOM"
     r.keep_only(["TYPEQU", "DEPCOM", "LAMBERT_X", "LAMBERT_Y", "EPSG"])
     df = pd.concat(list(r.batches()))
-    assert [c for c in df.columns if not c.startswith("__")] == ["DEPCOM", "TYPEQU", "LAMBERT_X", "LAMBERT_Y", "EPSG"]
+    assert [c for c in df.columns if not c.startswith("__")] == ["DEPCOM", "LAMBERT_X", "LAMBERT_Y", "EPSG", "TYPEQU"]
     assert len(df) == 121 and df["DEPCOM"].iloc[0] == "35288" and df["__feature"].iloc[-1] == 122
     assert set(df["TYPEQU"].str[0]) <= set("ABCDEFG") and set(df["EPSG"]) == {"2154"}
 
