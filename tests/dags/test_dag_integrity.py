@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from qpvhub.platform.settings import Settings
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.airflow
@@ -103,11 +104,12 @@ def test_reload_all_and_health_dags(parsed) -> None:
     assert type(bag.dags["qpvhub_ingest_sigville_demo"].timetable).__name__ != "NullTimetable"
     # … and one without would not be: a scheduled run could only fail
     from qpvhub.airflow.factory import build_ingest_dag
-    from qpvhub.catalog import load_catalog
+    from qpvhub.catalog.loader import load_catalog
 
     demo = load_catalog(ROOT / "include" / "sources")["sigville_demo"]
-    assert type(build_ingest_dag(demo.model_copy(update={"url": None})).timetable).__name__ == "NullTimetable"
-    assert type(bag.dags["qpvhub_ingest_bpe"].timetable).__name__ != "NullTimetable"  # BPE24.zip now
+    unscheduled = build_ingest_dag(Settings.load(), demo.model_copy(update={"url": None}))
+    assert type(unscheduled.timetable).__name__ == "NullTimetable"
+    assert type(bag.dags["qpvhub_ingest_bpe"].timetable).__name__ != "NullTimetable"  # BPE25.zip now
     assert type(bag.dags["qpvhub_ingest_qpv_2024"].timetable).__name__ != "NullTimetable"
 
 
@@ -117,7 +119,7 @@ def test_each_dag_file_parses_on_its_own_and_reports_its_time(airflow_env, qpvhu
     from airflow.dag_processing.dagbag import DagBag
 
     lines = []
-    for path in sorted((ROOT / "dags").glob("*.py")):
+    for path in sorted((ROOT / "dags").glob("qpvhub_*.py")):
         t0 = time.perf_counter()
         bag = DagBag(dag_folder=str(path))
         elapsed = time.perf_counter() - t0
@@ -125,4 +127,4 @@ def test_each_dag_file_parses_on_its_own_and_reports_its_time(airflow_env, qpvhu
         lines.append(f"{path.name}: {len(bag.dag_ids)} DAG(s) parsed in {elapsed:.2f}s")
     with capsys.disabled():
         print("\n" + "\n".join(lines))
-    assert len(lines) == 6
+    assert len(lines) == 7
