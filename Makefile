@@ -99,12 +99,7 @@ airflow-stop:
 	$(PY) -m qpvhub.airflow.native stop
 
 bench: setup $(API_STAMP)
-	$(PY) bench/bench_ingest.py --repeat 3
-	$(PY) bench/bench_indicators.py
-	$(PY) bench/bench_series.py
-	$(PY) bench/bench_gtfs.py
-	$(PY) bench/bench_api.py
-	$(PY) bench/bench_locate.py
+	$(PY) bench/run_all.py
 
 # Not part of `make test` (it takes minutes): mutmut on the core, bench/mutation.json with the survivors.
 mutation: setup

@@ -67,7 +67,8 @@ def load_synthetic(uri: str, n_qpv: int, n_points: int, n_stops: int, seed: int 
             cp.write(qpv_buf.getvalue())
         conn.execute("DROP TABLE IF EXISTS src.bpe")
         conn.execute("CREATE TABLE src.bpe (insee_com text NOT NULL, code_iris text, dep text NOT NULL, annee integer, "
-                     "typequ text NOT NULL, qualite_xy text, source_run_id text, geom geometry(Point, 2154) NOT NULL)")
+                     "typequ text NOT NULL, qualite_xy text, qualite_geoloc text, epsg integer, qp2024 text, "
+                     "quali_qp2024 text, source_run_id text, geom geometry(Point, 2154) NOT NULL)")  # BPE 2025
         with conn.cursor().copy("COPY src.bpe (insee_com, dep, annee, typequ, source_run_id, geom) FROM STDIN") as cp:
             for j in range(0, n_points, 200_000):
                 sl = slice(j, j + 200_000)
@@ -122,8 +123,9 @@ def main() -> None:
     res = json.loads(path.read_text()) if path.exists() else {}
     res.update({
         "indicators_qpv": args.qpv, "indicators_points": args.points, "indicators_stops": args.stops,
-        "indicators_s": round(indicators_s, 2), "indicators_target_s": 60,
+        "indicators_s": round(indicators_s, 2), "indicators_target_s": 10,
         "indicators_values": sum(written.values()), "indicators_synthetic_load_s": round(load_s, 2),
+        "indicators_step_s": dict(sorted(written.seconds.items(), key=lambda kv: -kv[1])),
     })
     path.write_text(json.dumps(res, indent=2) + "\n")
     print(json.dumps({k: v for k, v in res.items() if k.startswith("indicators")}, indent=2))

@@ -2,6 +2,7 @@
 -- source: bpe
 -- generation: 2024
 -- requires: [src.bpe]
+-- columns: {src.bpe: [qp2024, quali_qp2024, qualite_xy, typequ, insee_com, dep]}
 -- ---
 -- Each geolocated facility of the départements where the list's perimeters are loaded: the QPV INSEE assigns it
 -- (QP2024; a value that is not a code of the list, as INSEE's markers for "no QPV", means none) and the QPV whose

@@ -85,12 +85,12 @@ WITH feeds AS (
     FROM ref.qpv_subdivided s
     JOIN qpv USING (generation, code_qp)
     JOIN src.gtfs_stops st ON ST_Intersects(st.geom, s.geom) AND coalesce(st.location_type, 0) = 0
-), near_agg AS (
+), near_agg AS MATERIALIZED (  -- computed once: inlined, a misestimated plan re-ran it per QPV (137 s at national size)
     SELECT n.generation, n.code_qp, count(*) AS n_300, sum(st.departures_weekday_avg) AS dep_300,
            count(DISTINCT n.feed_id) AS n_feeds, ST_Union(ST_Buffer(st.geom, 300, 'quad_segs=8')) AS buf
     FROM near n JOIN src.gtfs_stops st USING (feed_id, stop_id)
     GROUP BY n.generation, n.code_qp
-), inside_agg AS (
+), inside_agg AS MATERIALIZED (
     SELECT generation, code_qp, count(*) AS n_in FROM inside GROUP BY 1, 2
 ), per_qpv AS (
     SELECT qpv.generation, qpv.code_qp, qpv.qpv_run,

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict
 from qpvhub.catalog.qpv_lists import QpvLists
 from qpvhub.indicators.derived import has_rows
 from qpvhub.indicators.families import split_header
+from qpvhub.platform.db import columns_of
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,7 @@ class CheckHeader(BaseModel):
     source: str
     generation: int
     requires: list[str]
+    columns: dict[str, list[str]] = {}  # table → columns it reads: a table loaded in an older layout is skipped
 
 
 @dataclass
@@ -58,6 +60,12 @@ def run_checks(conn: psycopg.Connection, sql_dir: Path, lists: QpvLists) -> list
         header, body = split_header(path, CheckHeader)
         assert isinstance(header, CheckHeader)
         if not all(has_rows(conn, r) for r in header.requires) or not has_rows(conn, "ref.qpv"):
+            continue
+        lacking = {t: [c for c in cols if c not in columns_of(conn, *t.split("."))]
+                   for t, cols in header.columns.items()}
+        if any(lacking.values()):  # loaded before its current layout (BPE 2024 had no QP2024 column): reload it
+            log.warning("check %s skipped: %s lacks %s (loaded in an older layout: `qpvhub ingest %s --force`)",
+                        path.name, *next((t, c) for t, c in lacking.items() if c), header.source)
             continue
         params = {"generation": header.generation, "code_pattern": lists.get(header.generation).code_pattern}
         compared = sql.SQL(body)  # the project's own file, not user input

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 import uuid
 from datetime import UTC, datetime
 
@@ -112,6 +113,7 @@ def _compute(conn: psycopg.Connection, families: list[Family], series: dict[str,
             written.absent.update(dict.fromkeys(ids, f"{', '.join(missing)} empty or not loaded"))
             continue
         check_params(fam, series)
+        started = time.perf_counter()
         try:
             # The SQL is the project's own file, not user input. Series are read at their newest release:
             # mart.qpv_indicator is the latest (compute_series has every release).
@@ -122,6 +124,7 @@ def _compute(conn: psycopg.Connection, families: list[Family], series: dict[str,
                 t=target, cols=mine, q=sql.SQL(fam.sql)), params)
         except psycopg.Error as exc:
             raise ConfigError(f"indicator family {fam.path.name} failed: {str(exc).strip()}") from exc
+        written.seconds[fam.header.family] = round(time.perf_counter() - started, 3)
         if fam.header.generation is not None:  # what the fiches rely on to leave the family out of the other list
             other = conn.execute(sql.SQL("SELECT array_agg(DISTINCT generation) FROM {} WHERE indicator_id = ANY(%s) "
                                          "AND generation <> %s").format(target),
@@ -145,6 +148,7 @@ class Counts(dict):
         super().__init__()
         self.absent: dict[str, str] = {}
         self.checks: list[Agreement] = []
+        self.seconds: dict[str, float] = {}  # per family, and per step (`derived`, `suite`, `series`, `swap`)
 
 
 def mart_expectations(families: list[Family], lists: QpvLists) -> list[tuple[str, dict]]:
@@ -186,15 +190,22 @@ def run_indicators(env: Env, only: list[str] | None = None, *, run_id: str | Non
     lists = load_qpv_lists(env.settings.qpv_lists_path)
     try:
         with connect(uri) as conn:
+            t0 = time.perf_counter()
             derived = refresh_derived(conn, sql_dir)
             conn.commit()
+            derived_s = time.perf_counter() - t0
             log.info("derived reference tables: %s", derived)
             series_in = series_inputs(conn, catalog)
             written = _compute(conn, families, series_in, only)
             conn.commit()
+            t0 = time.perf_counter()
             series, evo = compute_series(conn, families, series_in, only)
+            written.seconds["series"] = round(time.perf_counter() - t0, 3)
+        written.seconds["derived"] = round(derived_s, 3)
+        t0 = time.perf_counter()
         report = validate_table(uri, "staging", NEXT, "mart_qpv_indicator", mart_expectations(families, lists),
                                 "block")
+        written.seconds["suite"] = round(time.perf_counter() - t0, 3)
         with connect(uri) as conn:  # kept whatever the outcome, like a source's results
             record_results(conn, run_id, report)
             conn.commit()
