@@ -91,8 +91,11 @@ lint: setup
 	$(VENV)/bin/ruff check plugins dags tests bench
 	PYTHONPATH=. $(VENV)/bin/lint-imports
 
-# Airflow without Docker: PostgreSQL metadata database, LocalExecutor; waits until healthy.
-airflow: setup
+# Airflow without Docker: PostgreSQL metadata database, LocalExecutor; waits until healthy. Installs what the demo
+# needs (Airflow is a core dependency), plus the Celery provider and Redis client with EXECUTOR=CeleryExecutor: not
+# the test and bench extras nor axe-core.
+airflow: setup-demo
+	$(if $(filter CeleryExecutor,$(EXECUTOR)),$(PY) -m pip install -q -c constraints.txt -e '.[celery]',)
 	$(PY) -m qpvhub.airflow.native start $(if $(PORT),--port $(PORT),) $(if $(EXECUTOR),--executor $(EXECUTOR),)
 
 airflow-stop:

@@ -3,6 +3,8 @@ metadata database; the ingest → indicators → publish chain triggered through
 
 from __future__ import annotations
 
+import csv
+import io
 import time
 
 import psycopg
@@ -67,5 +69,22 @@ def test_native_deployment_runs_the_chain_through_the_rest_api(native) -> None:
                               "AND status = 'success'").fetchone()[0]
     assert (n_qpv, n_area, manual) == (6, 6, 2)
     assert (native["store"] / "published" / "53" / "qpv_profil" / "latest" / "SHA256SUMS").exists()
+    # a partner's file: dropped in its inbox, located by qpvhub_locate run through the REST API, gone from the inbox
+    import shapely
+    from pyproj import Transformer
+
+    with psycopg.connect(native["db_uri"]) as conn:
+        wkb = conn.execute("SELECT ST_AsBinary(geom) FROM ref.qpv WHERE code_qp = 'QP035002'").fetchone()[0]
+    p = shapely.from_wkb(bytes(wkb)).representative_point()
+    lon, lat = Transformer.from_crs(2154, 4326, always_xy=True).transform(p.x, p.y)
+    inbox = native["store"] / "partners" / "ville-rennes" / "inbox"
+    inbox.mkdir(parents=True)
+    (inbox / "suivi.csv").write_text(f"id;lon;lat\n1;{lon};{lat}\n", encoding="utf-8")
+    run_id = trigger(base, h, "qpvhub_locate")
+    assert _wait_run(base, h, "qpvhub_locate", run_id)["state"] == "success"
+    assert not (inbox / "suivi.csv").exists()
+    result = native["store"] / "partners" / "ville-rennes" / "outbox" / "suivi_localise.csv"
+    rows = list(csv.DictReader(io.StringIO(result.read_text(encoding="utf-8-sig")), delimiter=";"))
+    assert len(rows) == 1 and rows[0]["statut"] == "dans_qpv" and "QP035002" in rows[0].values(), rows
     assert set(nat.stop()) == {"api-server", "scheduler", "dag-processor"}
     assert not (native["home"] / "airflow" / "pids.json").exists()

@@ -102,8 +102,15 @@ def test_gdal_reads_the_collections_and_the_profile(api: str, env) -> None:
     assert len(gdf) == 6
     for area, ha in zip(gdf.geometry.area / 10_000, gdf["superficie_ha"], strict=True):
         assert area == pytest.approx(ha, rel=2e-3)
-    desc = json.loads(_get(f"{api}/collections/pub.qpv_profil_53"))["description"]  # the table's comment
+    coll = json.loads(_get(f"{api}/collections/pub.qpv_profil_53"))
+    desc = coll["description"]  # the table's comment
     assert desc.startswith("Profil des QPV de la région Bretagne (53)") and "secret statistique" in desc
+    assert coll["title"].startswith("Profil des QPV de la région Bretagne (53)")  # French, not the table's name
+    stops = json.loads(_get(f"{api}/collections/pub.arrets_transport"))
+    assert stops["title"].startswith("Arrêts de transport en commun") and "WGS84 (CRS84) dans l'API" in \
+        stops["description"]  # the CRS statement is true of what the API serves
+    villejean = json.loads(_get(f"{api}/collections/pub.qpv_profil_53/items/QP035002"))["properties"]
+    assert villejean["population"] == 8883 and isinstance(villejean["population"], int)  # a count, not 8883.0
 
 
 def test_owslib_pages_through_a_layer(api: str, env) -> None:
@@ -208,6 +215,7 @@ def test_a_vector_tile_at_rennes_holds_the_qpv_of_the_tile(api: str) -> None:
     x, y = _tile(-1.7085, 48.1200, 13)  # Villejean, Rennes
     data = _get(f"{api}/collections/pub.qpv_profil_53/tiles/WebMercatorQuad/13/{x}/{y}")
     layers = decode_mvt(data)
+    assert set(layers) == {"qpv_profil_53"}  # the layer named after its collection's table, not "default"
     codes = {p["code_qp"] for props in layers.values() for p in props}
     assert "QP035002" in codes and "QP035001" not in codes  # Saint-Malo is far from this tile
 

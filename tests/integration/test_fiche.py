@@ -26,8 +26,17 @@ AXE = ROOT / ".venv" / "node" / "node_modules" / "axe-core" / "axe.min.js"
 ARTEFACTS = ROOT / ".qpvhub" / "artefacts"  # screenshots kept after the run, for a human to look at
 
 
+class Published(tuple):
+    """The two stores' region folders, and the database they were published from."""
+
+    def __new__(cls, stores: tuple[Path, Path], uri: str) -> Published:
+        obj = super().__new__(cls, stores)
+        obj.uri = uri
+        return obj
+
+
 @pytest.fixture(scope="module")
-def published(pg_admin_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]]:
+def published(pg_admin_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Published]:
     """The demo (every source from its sample, indicators) published twice, into two stores."""
     from qpvhub.catalog.loader import load_catalog, load_order
     from qpvhub.catalog.regions import load_regions
@@ -56,7 +65,7 @@ def published(pg_admin_uri: str, tmp_path_factory: pytest.TempPathFactory) -> It
                 run_indicators(env)
             publish_region(env, load_regions(ROOT / "include" / "regions", ROOT / "include" / "reference")["53"])
             stores.append(env.settings.store.path / "published" / "53")
-    yield stores[0], stores[1]
+    yield Published((stores[0], stores[1]), uri)
     with psycopg.connect(pg_admin_uri, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
@@ -164,6 +173,18 @@ def test_region_page_links_every_fiche_and_maps_key_indicators(published, tmp_pa
         assert f'id="carte-{m}"' in page
         svg = (root / "qpv_profil" / "latest" / f"qpv_profil_53_carte_indicateur_{m}.svg").read_text()
         assert "data-commune=" in svg  # commune outlines under the QPV
+        assert 'data-departement="35"' in svg  # the département's outline (the only one the sample loads)
+        labels = [(float(x), float(y), t) for x, y, t in re.findall(
+            r'<text x="([0-9.-]+)" y="([0-9.-]+)" font-size="10"[^>]*>(QP\d+)</text>', svg)]
+        assert labels and len({t for *_, t in labels}) == len(labels)
+        for k, (x, y, t) in enumerate(labels):  # no two QPV labels overlap (Rennes' five are close)
+            w = 0.62 * 10 * len(t)
+            assert not any(x < x2 + 0.62 * 10 * len(t2) and x2 < x + w and y - 10 < y2 and y2 - 10 < y
+                           for x2, y2, t2 in labels[k + 1:]), (t, labels)
+    text = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", page)).split())
+    assert "Les données chargées couvrent 1 des 4 départements de la région (35) : pas de produit pour 22, 29, " \
+           "56" in text
+    assert re.search(r"Secret statistique : un effectif de moins de \d+ personnes n'est pas diffusé", text)
     shot = ARTEFACTS / "region_53.png"
     _render((root / "index.html").as_uri(), tmp_path, screenshot=shot)
     assert shot.stat().st_size > 20_000
@@ -244,3 +265,76 @@ def test_every_datapackage_passes_frictionless_validate(published) -> None:
     run = subprocess.run([exe, "validate", "datapackage.json"], cwd=packages[0].parent, capture_output=True,
                          text=True)
     assert run.returncode == 0, run.stdout[-2000:]
+
+
+# Words that only English text has (never a French word, nor a proper name the pages cite): their presence is a
+# sentence written for developers that reached a partner's page.
+ENGLISH = re.compile(r"\b(the|of|and|from|with|see|each|none|not stated|mostly|copy used|feed's|which|unknown|"
+                     r"loaded|missing|hidden|undated|available)\b")
+
+
+def test_no_english_on_partner_pages(published) -> None:
+    """Every HTML page published for the region (portal, fiches): French text only, licences included."""
+    pages = sorted(published[0].rglob("*.html"))
+    assert len(pages) >= 7  # the region page and a fiche per QPV
+    found = {}
+    for page in pages:
+        raw = page.read_text(encoding="utf-8")
+        raw = re.sub(r"<(script|style)[^>]*>.*?</\1>", " ", raw, flags=re.S)
+        text = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", raw)).split())
+        hits = sorted({m.group(0) for m in ENGLISH.finditer(text)})
+        if hits:
+            found[page.relative_to(published[0]).as_posix()] = hits + [
+                text[max(0, m.start() - 40):m.end() + 40] for m in list(ENGLISH.finditer(text))[:3]]
+    assert not found, found
+
+
+def test_english_words_are_caught() -> None:
+    """The pattern does catch the sentences the review found, and lets French through."""
+    assert ENGLISH.search("Licence : etalab-2.0 (see each source)")
+    assert ENGLISH.search("the copy used states none")
+    assert not ENGLISH.search("Licence Ouverte (INSEE) ; la copie utilisée n'en indique pas — horaires expirés")
+
+
+# every table, view and column the analyst role can read, with its comment (NULL when it has none)
+UNDOCUMENTED = """
+WITH rel AS (
+    SELECT c.oid, n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f') AND has_table_privilege(c.oid, 'SELECT')
+      AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'public', 'topology', 'tiger')
+)
+SELECT nspname || '.' || relname FROM rel WHERE obj_description(oid, 'pg_class') IS NULL
+UNION ALL
+SELECT nspname || '.' || relname || '.' || a.attname FROM rel
+JOIN pg_attribute a ON a.attrelid = rel.oid AND a.attnum > 0 AND NOT a.attisdropped
+WHERE col_description(rel.oid, a.attnum) IS NULL AND has_column_privilege(rel.oid, a.attnum, 'SELECT')
+ORDER BY 1
+"""
+
+
+def test_everything_the_analyst_reads_is_commented(published) -> None:
+    """The analyst guide's promise, walked in the catalogue as qpvhub_analyst after every source, the indicators
+    and a publication: tables, partitioned parents and their partitions, views, every column."""
+    with psycopg.connect(published.uri) as conn:
+        conn.execute("SET ROLE qpvhub_analyst")
+        readable = conn.execute("SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                                "WHERE n.nspname IN ('src', 'ref', 'mart', 'meta', 'pub') AND c.relkind IN "
+                                "('r', 'p', 'v') AND has_table_privilege(c.oid, 'SELECT')").fetchone()[0]
+        missing = [r[0] for r in conn.execute(UNDOCUMENTED).fetchall()]
+    assert readable > 60  # the walk does see the schemas (src's partitions, mart's theme views, pub's layers)
+    assert missing == [], f"{len(missing)} without a comment: {missing[:40]}"
+
+
+def test_every_date_says_what_it_is(published, tmp_path: Path) -> None:
+    """The STAR timetable of 2016 is dated by its period, « expirés », on the transport rows and in the sources;
+    the header gives the publication date as such; the load date is named « chargé le », never the data's date."""
+    root, _ = published
+    text = _text(root / "qpv_profil" / "latest" / "qpv" / "QP035002.html", tmp_path)
+    period = r"horaires du \d\d/\d\d/2016 au \d\d/\d\d/2016, expirés"
+    assert re.search(r"millésime : [^:]*" + period, text), "the transport rows' own period"
+    assert re.search(r"; " + period + r" ; chargé le \d\d/\d\d/\d{4}, SHA-256", text)  # the sources' list
+    assert re.search(r"Fiche publiée le \d\d/\d\d/\d{4}", text) and "Données au" not in text
+    assert "non daté" not in text and not re.search(r"millésime : [^;.]*chargé", text)
+    pkg = json.loads((root / "qpv_profil" / "latest" / "datapackage.json").read_text(encoding="utf-8"))
+    star = [r for r in pkg["qpvhub"]["lineage"] if r["source_id"] == "gtfs" and r["data_until"]]
+    assert any(r["data_until"] < "2017" for r in star) and all(r["data_from"] for r in star)  # STAR 2016

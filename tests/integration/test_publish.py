@@ -3,12 +3,14 @@
 import hashlib
 import json
 import shutil
+import sqlite3
 import subprocess
 from pathlib import Path
 
 import geopandas as gpd
 import pandas as pd
 import psycopg
+import pyogrio
 import pytest
 
 from qpvhub.indicators.runner import run_indicators
@@ -182,6 +184,17 @@ def test_products_per_departement_french_csv_and_catalog(env, catalog, regions) 
     pd.testing.assert_frame_equal(fr, en)
     assert en.loc[en.code_qp == "QP035002", "population"].item() == 8883
     assert en.loc[en.code_qp == "QP035002", "population__hors_qpv"].item() == 217_728 - 33_227
+    # counts are integers in every format: "8883", not "8883.0"; a GeoPackage INTEGER; "integer" in the schema
+    text = (dep / "qpv_profil_dep35.csv").read_text(encoding="utf-8")
+    assert ",8883," in text and "8883.0" not in text and ";8883;" in fr_bytes.decode("utf-8-sig")
+    gp_types = pyogrio.read_info(dep / "qpv_profil_dep35.gpkg")
+    assert dict(zip(gp_types["fields"], gp_types["dtypes"], strict=True))["population"] == "int64"
+    with sqlite3.connect(dep / "qpv_profil_dep35.gpkg") as gpkg:  # the version QGIS LTR reads without warning
+        assert gpkg.execute("PRAGMA application_id").fetchone()[0] == 0x47504B47
+        assert gpkg.execute("PRAGMA user_version").fetchone()[0] == 10200
+    pkg = json.loads((dep / "datapackage.json").read_text(encoding="utf-8"))
+    fields = {f["name"]: f["type"] for f in pkg["resources"][0]["schema"]["fields"]}
+    assert fields["population"] == "integer" and fields["superficie_ha"] == "number"
     cat = json.loads((root / "catalog.json").read_text(encoding="utf-8"))
     assert [p["product"] for p in cat["products"]] == ["qpv_profil", "qpv_profil_dep35"]
     assert all(p["latest"] == p["versions"][-1]["version"] for p in cat["products"])

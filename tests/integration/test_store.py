@@ -100,6 +100,27 @@ def test_a_consumed_file_is_moved_in_and_a_kept_one_copied(store, tmp_path: Path
         root = tmp_path / "store" / "raw/x/r1"
         moved, copied = (root / "given.bin").stat(), (root / "kept.bin").stat()
         assert moved.st_ino == inode  # renamed, not copied
-        assert moved.st_mode & 0o777 == copied.st_mode & 0o777 == 0o600  # objects are the owner's, either way
+        # open data, served by a web server running as another account: 0644, either way
+        assert moved.st_mode & 0o777 == copied.st_mode & 0o777 == 0o644
         kept.write_bytes(b"changed")  # a copied-in file is independent of the caller's
         assert store.get_bytes("raw/x/r1/kept.bin") == b"kept"
+
+
+def test_local_store_modes_serve_what_is_published_and_keep_partners_files_private(tmp_path) -> None:
+    """Published pages and extracts are world-readable (0644, folders 0755) though the objects are written
+    through mkstemp (0600); a partner's files and folders are its owner's only (0600 / 0700)."""
+    import os
+
+    store = LocalStore(tmp_path / "store")
+    old = os.umask(0o077)  # even under a strict umask
+    try:
+        store.put_bytes("published/53/index.html", b"<html></html>")
+        store.put_bytes("partners/ville/inbox/a.csv", b"adresse\n")
+    finally:
+        os.umask(old)
+    root = tmp_path / "store"
+    assert (root / "published/53/index.html").stat().st_mode & 0o777 == 0o644
+    assert (root / "published/53").stat().st_mode & 0o777 == 0o755
+    assert (root / "partners/ville/inbox/a.csv").stat().st_mode & 0o777 == 0o600
+    assert {(root / d).stat().st_mode & 0o777 for d in ("partners", "partners/ville", "partners/ville/inbox")} == {
+        0o700}

@@ -78,7 +78,11 @@ def environment(settings: Settings, home: Path, port: int, qpvhub_uri: str, meta
         "AIRFLOW__API__PORT": str(port),
         "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
         "AIRFLOW__API_AUTH__JWT_SECRET": sec["jwt"],
-        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",  # a new DAG file is seen within 30 s
+        # an unchanged file re-parsed every 5 min, not 30 s, and its statistics every 30 min: an idle deployment's
+        # dag-processor log grows by a few lines an hour, not by a parse report every 30 s
+        "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "300",
+        "AIRFLOW__DAG_PROCESSOR__PRINT_STATS_INTERVAL": "1800",
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
         "QPVHUB_DB_POOL": "qpvhub_db",
         "AIRFLOW_CONN_QPVHUB_POSTGIS": qpvhub_uri,

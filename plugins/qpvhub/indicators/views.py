@@ -8,6 +8,25 @@ from psycopg import sql
 
 from qpvhub.indicators.families import SCOPE_SUFFIX, theme_view_name
 
+# The QPV's identity, as ref.qpv holds it: the first columns of every view (the analyst guide's promise: every
+# column an analyst reads says what it is)
+IDENTITY_COLUMNS = {
+    "code_qp": "QPV code (QP… on the 2015 list, QN… on the 2024 list)",
+    "generation": "QPV list (its year: 2015 or 2024)", "lib_qp": "QPV name",
+    "insee_com": "INSEE code of the QPV's main commune (text: 01001, 2A004)", "lib_com": "Name of that commune",
+    "dep": "Département code (text: 35, 2A, 971)",
+}
+
+
+def _comment_columns(conn: psycopg.Connection, name: str, texts: dict[str, str]) -> None:
+    """COMMENT ON COLUMN for each of `texts`' columns the view `mart.<name>` has."""
+    view = sql.Identifier("mart", name)
+    has = {r[0] for r in conn.execute("SELECT column_name FROM information_schema.columns WHERE table_schema = %s "
+                                      "AND table_name = %s", ("mart", name)).fetchall()}
+    for col, text in texts.items():
+        if col in has:
+            conn.execute(sql.SQL("COMMENT ON COLUMN {}.{} IS {}").format(view, sql.Identifier(col), sql.Literal(text)))
+
 
 def _wide_view(conn: psycopg.Connection, name: str, columns: list[tuple[str, str]], comment: str) -> None:
     """A view with one row per QPV and generation and one column per (indicator, scope)."""
@@ -23,6 +42,7 @@ def _wide_view(conn: psycopg.Connection, name: str, columns: list[tuple[str, str
     conn.execute(sql.SQL("DROP VIEW IF EXISTS {}").format(view))
     conn.execute(sql.SQL("CREATE VIEW {} AS {}").format(view, select))
     conn.execute(sql.SQL("COMMENT ON VIEW {} IS {}").format(view, sql.Literal(comment)))
+    _comment_columns(conn, name, IDENTITY_COLUMNS)
     scope_fr = {"qpv": "", "commune": " — commune", "commune_hors_qpv": " — commune hors QPV"}
     for ind, scope in columns:
         label = conn.execute("SELECT label_fr || ' (' || unit || ')' FROM mart.indicator_catalog "
@@ -57,8 +77,7 @@ def _series_view(conn: psycopg.Connection, name: str, theme: str) -> None:
         "LEFT JOIN mart.qpv_indicator_evolution e ON e.code_qp = s.code_qp AND e.generation = s.generation "
         "AND e.indicator_id = s.indicator_id AND e.scope = s.scope AND e.release_to = s.release "
         "WHERE c.theme = {}").format(view, sql.Literal(theme)))
-    for col, text in SERIES_VIEW_COLUMNS.items():
-        conn.execute(sql.SQL("COMMENT ON COLUMN {}.{} IS {}").format(view, sql.Identifier(col), sql.Literal(text)))
+    _comment_columns(conn, name, IDENTITY_COLUMNS | SERIES_VIEW_COLUMNS)
     conn.execute(sql.SQL("COMMENT ON VIEW {} IS {}").format(view, sql.Literal(
         f"Theme « {theme} », every loaded release: one row per QPV, indicator, scope and distinct figure "
         "(releases: every edition carrying it); evolution from the previous figure in points (rates) or % "
@@ -109,6 +128,6 @@ def _networks_view(conn: psycopg.Connection) -> None:
     conn.execute(sql.SQL("COMMENT ON VIEW {} IS {}").format(view, sql.Literal(
         "Transport networks (GTFS feeds, one partition of src.gtfs_stops each) with a stop in the QPV or "
         "within 300 m: one row per QPV and network")))
-    for col, text in {"feed_id": "Feed (partition of src.gtfs_stops)", "network": "Network (the feed's title)",
-                      "stops_300m": "Stops of that network in the QPV or within 300 m"}.items():
-        conn.execute(sql.SQL("COMMENT ON COLUMN {}.{} IS {}").format(view, sql.Identifier(col), sql.Literal(text)))
+    _comment_columns(conn, "qpv_networks", IDENTITY_COLUMNS | {
+        "feed_id": "Feed (partition of src.gtfs_stops)", "network": "Network (the feed's title)",
+        "stops_300m": "Stops of that network in the QPV or within 300 m"})

@@ -117,13 +117,22 @@ def promote(conn: psycopg.Connection, source: Source, final_table: str, run_id: 
 
     target = sql.Identifier(schema, live)
     conn.execute(sql.SQL("GRANT SELECT ON {} TO qpvhub_analyst").format(target))
-    conn.execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(target, sql.Literal(
-        f"{source.title} — {source.publisher}; licence: {source.licence}; loaded by run {run_id}")))
+    described = f"{source.title} — {source.publisher}; licence: {source.licence}"
+    _describe(conn, source, target, f"{described}; loaded by run {run_id}")
+    if t.partition:  # the parent an analyst queries: every partition's rows, the same columns
+        (pcol, _), = t.partition.items()
+        _describe(conn, source, sql.Identifier(schema, t.table),
+                  f"{described}; one partition per {pcol} ({schema}.{t.table}_<{pcol}>), each with its run")
+
+
+def _describe(conn: psycopg.Connection, source: Source, table: sql.Identifier, comment: str) -> None:
+    """The table's and its columns' comments, from the catalogue: what the analyst guide promises psql shows."""
+    conn.execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(table, sql.Literal(comment)))
     for name, col in source.columns.items():
         conn.execute(sql.SQL("COMMENT ON COLUMN {}.{} IS {}").format(
-            target, sql.Identifier(name), sql.Literal(col.description)))
+            table, sql.Identifier(name), sql.Literal(col.description)))
     conn.execute(sql.SQL("COMMENT ON COLUMN {}.source_run_id IS {}").format(
-        target, sql.Literal("meta.source_runs.run_id of the load")))
+        table, sql.Literal("meta.source_runs.run_id of the load")))
     if source.geometry:
         conn.execute(sql.SQL("COMMENT ON COLUMN {}.{} IS {}").format(
-            target, sql.Identifier(source.geometry.column), sql.Literal(source.geometry.description)))
+            table, sql.Identifier(source.geometry.column), sql.Literal(source.geometry.description)))

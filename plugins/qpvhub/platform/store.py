@@ -70,16 +70,34 @@ class LocalStore:
     def describe(self, key: str) -> str:
         return str(self.root / key.rstrip("/")) + ("/" if key.endswith("/") or not key else "")
 
+    PRIVATE = ("partners/",)  # partners' files (addresses): their owner only; everything else is served
+
+    def _parent(self, key: str) -> Path:
+        """The object's folder, created readable by a web server (0755), or private (0700) under PRIVATE."""
+        dest = self._path(key)
+        mode = 0o700 if key.startswith(self.PRIVATE) else 0o755
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        d = dest.parent
+        while d != self.root and d.is_relative_to(self.root):  # whatever the umask
+            if d.stat().st_mode & 0o777 != mode:
+                os.chmod(d, mode)
+            d = d.parent
+        return dest
+
+    def _mode(self, key: str) -> int:
+        """Published pages, extracts and archives: 0644 (a web server running as another account serves them);
+        a partner's file: 0600. Secrets never go through the store."""
+        return 0o600 if key.startswith(self.PRIVATE) else 0o644
+
     def put_file(self, key: str, path: Path, content_type: str = "application/octet-stream", *,
                  consume: bool = False) -> None:
         """Copy `path` in, atomically (a temporary name, then a rename). With `consume` the caller gives the file
         up (it never reads or writes it again, e.g. a run's downloaded raw file): on the same filesystem it is
         renamed in, not copied — a national archive of hundreds of MB is written once, not twice."""
-        dest = self._path(key)
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest = self._parent(key)
         if consume:
             try:
-                os.chmod(path, 0o600)  # as every object written through a temporary file (mkstemp)
+                os.chmod(path, self._mode(key))
                 os.replace(path, dest)
                 return
             except OSError:  # another filesystem: copied below
@@ -89,18 +107,19 @@ class LocalStore:
             with os.fdopen(fd, "wb") as out, path.open("rb") as src:
                 while chunk := src.read(1 << 20):
                     out.write(chunk)
+            os.chmod(tmp, self._mode(key))  # mkstemp makes 0600 whatever the umask
             os.replace(tmp, dest)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
 
     def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
-        dest = self._path(key)
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest = self._parent(key)
         fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as out:
                 out.write(data)
+            os.chmod(tmp, self._mode(key))
             os.replace(tmp, dest)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

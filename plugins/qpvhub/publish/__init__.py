@@ -61,6 +61,10 @@ def publish_region(env, region: Region, *, airflow_run_id: str | None = None, ke
         qpv_maps = qpv_maps_svg(conn, gdf)
         rows = conn.execute("SELECT insee_com, nom, ST_AsBinary(geom) FROM ref.commune_contour "
                             "WHERE insee_com = ANY(%s) ORDER BY 1", (sorted(set(gdf["insee_com"])),)).fetchall()
+        # the region's départements dissolved from the commune outlines loaded (generalised to 50 m: a map's line)
+        dep_rows = conn.execute("SELECT dep, ST_AsBinary(ST_SimplifyPreserveTopology(ST_Union(geom), 50)) "
+                                "FROM ref.commune_contour WHERE dep = ANY(%s) GROUP BY dep ORDER BY dep",
+                                (region.departements,)).fetchall()
         series_rows, evo_rows = history.read(conn, list(gdf["code_qp"]), generation)
         networks: dict[str, list[str]] = {}
         if conn.execute("SELECT to_regclass('mart.qpv_networks') IS NOT NULL").fetchone()[0]:
@@ -74,6 +78,8 @@ def publish_region(env, region: Region, *, airflow_run_id: str | None = None, ke
             (region.departements, generation)).fetchall())
     communes = gpd.GeoDataFrame({"insee_com": [r[0] for r in rows], "nom": [r[1] for r in rows]},
                                 geometry=shapely.from_wkb([bytes(r[2]) for r in rows]), crs=2154)
+    departements = gpd.GeoDataFrame({"dep": [r[0] for r in dep_rows]},
+                                    geometry=shapely.from_wkb([bytes(r[1]) for r in dep_rows]), crs=2154)
     rules = secrecy_rules(families)
     past = history.published(series_rows, evo_rows, rules, threshold)
     history.check(past, rules, threshold, f"{PRODUCT}_{region.code}_series")
@@ -91,7 +97,7 @@ def publish_region(env, region: Region, *, airflow_run_id: str | None = None, ke
         common = {"lists": lists, "fields": fields, "runs": runs, "sources": sources, "airflow_run_id": airflow_run_id,
                   "keep": keep,
                   "threshold": threshold, "quality_key": quality_key, "qpv_maps": qpv_maps, "generation": generation,
-                  "fiches": pages, "communes": communes, "past": past}
+                  "fiches": pages, "communes": communes, "departements": departements, "past": past}
         result = publish_product(env, region, product_base, gdf,
                                  f"Profil des QPV de la région {region.name} ({region.code}), {liste}", **common)
         for dep in region.departements:

@@ -124,7 +124,7 @@ def render(row: Mapping, docs: dict[str, Doc], columns: set[str], *, region, gen
 <h1>{e(name)} <span class="code">{e(code)}</span></h1>
 <p class="sub">Quartier prioritaire de la politique de la ville, {e(liste)} — commune principale : {e(com)}
 (INSEE {e(str(row["insee_com"]))}), département {e(str(row["dep"]))}, région {e(region.name)}.
-Données au {e(day)}.</p></header>
+Fiche publiée le {e(french_date(day))} ; la date des données est donnée pour chaque indicateur.</p></header>
 <main>
 <section class="notice" aria-labelledby="avertissement"><h2 id="avertissement">À lire avant d'utiliser ces chiffres</h2>
 <p>{e(note)} Chaque valeur est une statistique sur un territoire, pas une information sur une personne.
@@ -141,24 +141,27 @@ non calculé à cette échelle.</p></section>
                    '</colgroup><thead><tr><th scope="col">Indicateur (unité) — définition, source, millésime</th>'
                    + "".join(f'<th scope="col">{e(label)}</th>' for _, label in SCOPES) + "</tr></thead><tbody>")
         for d in rows:
-            why = ""
+            why, shown = "", False
             if not any(d.id + suf in columns for suf, _ in SCOPES):
                 srcs = ", ".join(d.sources)
                 cells = (f'<td colspan="3" class="absent"><span class="absent">non disponible</span>'
                          f'<span class="why"> : aucune valeur dans la région (source non chargée : {e(srcs)})</span>'
                          "</td>")
             else:
-                cells, why = "", ""
+                cells = ""
                 for suf, _ in SCOPES:
                     text, cls = _cell(row, d.id + suf, d, columns)
                     cells += f'<td class="{cls}">{text}</td>'
+                    shown |= cls in ("v", "secret")
                     if cls == "absent":
                         reason = d.absent or "valeur non calculée pour ce quartier"
                         why = f'<span class="why"> Non disponible : {e(reason)}.</span>'
             src = ", ".join(dict.fromkeys(publisher_short(sources.get(s)) or s for s in d.sources))
+            # the data's date where the row has a figure: a row with none has no date to give
+            dated = f" ; millésime : {e(d.millesime)}" if shown else ""
             out.append(f'<tr><th scope="row">{e(d.label)} <span class="unit">({e(d.unit)})</span>'
                        f'<span class="def{" ref" if d.definition.startswith("Comme ") else ""}">'
-                       f'{e(d.definition)} Source : {e(src)} ; millésime : {e(d.millesime)}.'
+                       f'{e(d.definition)} Source : {e(src)}{dated}.'
                        f"{why}</span></th>{cells}</tr>")
         out.append("</tbody></table>")
         if theme == "mobilité" and networks:
@@ -181,7 +184,7 @@ non calculé à cette échelle.</p></section>
                    f"<p>{links}.</p></section>")
     out.append('<section aria-labelledby="t-citer"><h2 id="t-citer">Citer cette fiche</h2>')
     out.append(f'<p class="cite">qpvhub, « {e(name)} ({e(code)}) — fiche '
-               f"quartier », {e(region.name)}, {e(liste)}, données au {e(day)}, d'après "
+               f"quartier », {e(region.name)}, {e(liste)}, publiée le {e(french_date(day))}, d'après "
                f"{e(', '.join(sorted({publisher_short(sources.get(r['source_id'])) or r['source_id'] for r in runs})))}"
                f". Licence Ouverte 2.0 (Etalab). Version : qpvhub {e(__version__)}, secret statistique seuil "
                f"{threshold} ; les empreintes SHA-256 des sources (ci-dessous) identifient les fichiers exacts.</p>")
@@ -191,12 +194,31 @@ non calculé à cette échelle.</p></section>
     for r in sorted(runs, key=lambda r: r["source_id"]):
         s = sources.get(r["source_id"])
         title = s.title if s is not None else r["source_id"]
-        who = (f'<span class="pub"> — {e(s.publisher)}</span> ; {e(s.licence)}') if s is not None else ""
-        out.append(f"<li>{e(title)}{who} ; chargée le {e((r.get('finished_at') or '')[:10])}, fichier "
-                   f"SHA-256 <code>{e((r.get('sha256') or '')[:16])}…</code></li>")
+        who = (f'<span class="pub"> — {e(s.publisher)}</span> ; licence : {e(s.licence)}') if s is not None else ""
+        dates = data_dates(r, stamp[:10])
+        out.append(f"<li>{e(title)}{who} ; {e(dates) + ' ; ' if dates else ''}chargé le "
+                   f"{e(french_date((r.get('finished_at') or '')[:10]))}, SHA-256 "
+                   f"<code>{e((r.get('sha256') or '')[:12])}…</code></li>")
     out.append("</ul>")
     out.append("</section></main></body></html>\n")
     return "\n".join(out)
+
+
+def french_date(iso: str) -> str:
+    """2016-05-09 → 09/05/2016 (as French readers write dates); anything else unchanged."""
+    parts = iso[:10].split("-")
+    return "/".join(reversed(parts)) if len(parts) == 3 else iso
+
+
+def data_dates(run: Mapping, today: str) -> str:
+    """What a source run's data is dated by, in French: a GTFS feed's timetable period (« expirés » when it ended
+    before `today`), else its millésime, else nothing (the source states none). Never the load date."""
+    start, end = run.get("data_from"), run.get("data_until")
+    if start and end:
+        return f"horaires du {french_date(start)} au {french_date(end)}" + (", expirés" if end < today else "")
+    if run.get("millesime"):
+        return f"millésime {run['millesime']}"
+    return ""  # the source states none: the line gives only the load date, named as such
 
 
 def _spark(values: list[float | None], label: str) -> str:
@@ -337,7 +359,7 @@ col.e-ind{width:27%}col.e-evo{width:20%}col.e-sp{width:12%}
  .notice{padding:0 .5em;margin:.3em 0}
  th,td{padding:0 .3em}
  .def{font-size:6pt}.why{font-size:6pt}td.m{font-size:6pt}
- table,section.theme,figure,tr{break-inside:avoid}
+ figure,tr,.pair{break-inside:avoid}  /* a theme may continue on the next page, row by row */
  section.map figure svg{max-height:44mm;width:auto}
  .pub{display:none}
  .def.ref{display:none}

@@ -22,9 +22,11 @@ POINTS = {  # layer → (source table, columns, filter, order, comment)
                          "feed_id, network, stop_id, stop_name, departures_weekday_avg, reference_week, geom",
                          "coalesce(location_type, 0) = 0", "feed_id, stop_id",
                          "Arrêts de transport en commun de tous les réseaux chargés (GTFS), départs moyens par jour "
-                         "ouvré de la semaine de référence de chaque flux ; EPSG:2154"),
+                         "ouvré de la semaine de référence de chaque flux ; Lambert-93 (EPSG:2154) en base, WGS84 "
+                         "(CRS84) dans l'API OGC"),
     "equipements": ("src.bpe", "typequ, insee_com, dep, annee, geom", "true", "typequ, insee_com, geom",
-                    "Équipements de la Base permanente des équipements (INSEE) chargés ; EPSG:2154"),
+                    "Équipements de la Base permanente des équipements (INSEE) chargés ; Lambert-93 (EPSG:2154) en "
+                    "base, WGS84 (CRS84) dans l'API OGC"),
 }
 
 
@@ -68,7 +70,7 @@ def write_layers(conn, region, gdf: gpd.GeoDataFrame, fields: list[dict], title:
             conn.execute(sql.SQL("COMMENT ON COLUMN {}.{} IS {}").format(nxt, sql.Identifier(c),
                                                                          sql.Literal(doc[c]["description"])))
     conn.execute(sql.SQL("COMMENT ON COLUMN {}.geom IS {}").format(nxt, sql.Literal(
-        "Périmètre du QPV, EPSG:2154 (indicatif)")))
+        "Périmètre du QPV, à titre indicatif : Lambert-93 (EPSG:2154) en base, WGS84 (CRS84) dans l'API OGC")))
     _replace(conn, name, f"{title} — mêmes lignes que l'extrait publié (secret statistique appliqué). "
                          "Périmètres et indicateurs à titre indicatif.")
     names = [name]
@@ -82,6 +84,16 @@ def write_layers(conn, region, gdf: gpd.GeoDataFrame, fields: list[dict], title:
                              ).format(nxt, sql.SQL(order), sql.SQL(cols), sql.Identifier(schema, tname),
                                       sql.SQL(where)))
         conn.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY (fid)").format(nxt))
+        # each column says what it is, as in its source table (the catalogue's descriptions)
+        described = conn.execute(
+            "SELECT a.attname, col_description(a.attrelid, a.attnum) FROM pg_attribute a "
+            "WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped", (table,)).fetchall()
+        texts = {"fid": "Identifiant de l'objet (numéro de ligne, stable pour un même chargement)",
+                 **{c: d for c, d in described if d}}
+        for c in [x.strip() for x in cols.split(",")] + ["fid"]:
+            if texts.get(c):
+                conn.execute(sql.SQL("COMMENT ON COLUMN {}.{} IS {}").format(nxt, sql.Identifier(c),
+                                                                             sql.Literal(texts[c])))
         _replace(conn, layer, comment)
         names.append(layer)
     return names

@@ -47,13 +47,35 @@ def key_maps(gdf: gpd.GeoDataFrame) -> list[str]:
     return [c for c in KEY_MAPS if c in gdf.columns and gdf[c].notna().any()]
 
 
+def _place_labels(anchors: list[tuple[float, float, str]], size: float = 10) -> list[tuple[float, float] | None]:
+    """A position for each label beside its point where it overlaps no label already placed (right, left, above,
+    below, then further out); None when every candidate overlaps: the marker keeps its tooltip, the text is left out
+    rather than drawn over another."""
+    placed: list[tuple[float, float, float, float]] = []
+    out: list[tuple[float, float] | None] = []
+    for cx, cy, text in anchors:
+        w, h = 0.62 * size * len(text), size
+        spot = None
+        for dx, dy in ((8, 4), (-8 - w, 4), (-w / 2, -9), (-w / 2, 4 + h + 4), (8, -8), (8, 16), (-8 - w, -8),
+                       (-8 - w, 16), (14, 4), (-14 - w, 4)):
+            x0, y1 = cx + dx, cy + dy  # text's baseline-left corner
+            box = (x0 - 1, y1 - h, x0 + w + 1, y1 + 2)
+            if not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in placed):
+                spot = (x0, y1)
+                placed.append(box)
+                break
+        out.append(spot)
+    return out
+
+
 def choropleth_svg(gdf: gpd.GeoDataFrame, column: str, title: str, unit: str = "", width: int = 560,
-                   communes: gpd.GeoDataFrame | None = None) -> str:
+                   communes: gpd.GeoDataFrame | None = None, departements: gpd.GeoDataFrame | None = None) -> str:
     """An SVG map of `column` per QPV (quantile classes; grey where absent or under statistical secrecy),
-    over the outlines of `communes` (insee_com, nom, geometry) when given."""
+    over the outlines of `communes` (insee_com, nom, geometry) and of the `departements` (dep, geometry: the
+    frame, the region's shape) when given; labels that do not overlap."""
     g = gdf.to_crs(2154)
-    minx, miny, maxx, maxy = g.total_bounds if communes is None or communes.empty else \
-        communes.to_crs(2154).total_bounds
+    frame = next((x for x in (departements, communes) if x is not None and not x.empty), None)
+    minx, miny, maxx, maxy = g.total_bounds if frame is None else frame.to_crs(2154).total_bounds
     pad = max(maxx - minx, maxy - miny) * 0.05 + 200
     minx, miny, maxx, maxy = minx - pad, miny - pad, maxx + pad, maxy + pad
     scale = min(width / (maxx - minx), width / (maxy - miny))  # fits a square of `width`
@@ -90,7 +112,19 @@ def choropleth_svg(gdf: gpd.GeoDataFrame, column: str, title: str, unit: str = "
         out.append(f'<path d="{path(c.geometry)}" fill="#f7f7f7" fill-rule="evenodd" stroke="#8c8c8c" '
                    f'stroke-width="0.5" data-commune="{html.escape(str(c["insee_com"]))}"><title>'
                    f'{html.escape(str(c["nom"]))}</title></path>')
-    for i, row in g.sort_values("code_qp").iterrows():
+    for _, d in (departements.to_crs(2154).sort_values("dep").iterrows() if departements is not None else []):
+        out.append(f'<path d="{path(d.geometry)}" fill="none" stroke="#4d4d4d" stroke-width="1.2" '
+                   f'data-departement="{html.escape(str(d["dep"]))}"><title>Département {html.escape(str(d["dep"]))}'
+                   "</title></path>")
+    if departements is not None and len(departements) > 1:  # the region's outline, over its départements'
+        out.append(f'<path d="{path(departements.to_crs(2154).union_all())}" fill="none" stroke="#1a1a1a" '
+                   'stroke-width="2" data-region="1"/>')
+    ordered = g.sort_values("code_qp")
+    anchors = [((pt.x - minx) * scale, (maxy - pt.y) * scale, str(code)) for pt, code in
+               zip(ordered.geometry.representative_point(), ordered["code_qp"], strict=True)]
+    spots = _place_labels(sorted(anchors, key=lambda a: (a[1], a[0])))
+    label_at = {a[2]: s for a, s in zip(sorted(anchors, key=lambda a: (a[1], a[0])), spots, strict=True)}
+    for i, row in ordered.iterrows():
         v = row[column]
         secret = flags is not None and isinstance(flags.loc[i], str) and bool(flags.loc[i])
         label = f"{row['code_qp']} {row.get('lib_qp', '')} : " + (
@@ -102,8 +136,11 @@ def choropleth_svg(gdf: gpd.GeoDataFrame, column: str, title: str, unit: str = "
         pt = row.geometry.representative_point()
         cx, cy = (pt.x - minx) * scale, (maxy - pt.y) * scale
         out.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="6" fill="{colour(v, secret)}" stroke="#333333" '
-                   f'stroke-width="1"><title>{html.escape(label)}</title></circle>'
-                   f'<text x="{cx + 8:.1f}" y="{cy + 4:.1f}" font-size="10">{html.escape(row["code_qp"])}</text>')
+                   f'stroke-width="1"><title>{html.escape(label)}</title></circle>')
+        spot = label_at.get(str(row["code_qp"]))
+        if spot is not None:
+            out.append(f'<text x="{spot[0]:.1f}" y="{spot[1]:.1f}" font-size="10" paint-order="stroke" '
+                       f'stroke="#ffffff" stroke-width="2.5">{html.escape(row["code_qp"])}</text>')
     y = height + 18
     out.append(f'<text x="8" y="{y}" font-weight="bold">{html.escape(title)}</text>')
     lower = min(values) if values else 0.0
@@ -208,6 +245,25 @@ def _api_section(region, api_url: str | None) -> list[str]:
             f"<code>{e(base)}/collections/{e(layer)}/tiles/WebMercatorQuad/{{z}}/{{x}}/{{y}}</code>.</p></section>"]
 
 
+def _coverage_and_secrecy(region, catalog: dict, packages: dict[str, dict]) -> list[str]:
+    """Two sentences a partner needs before reading the page: which départements the loaded data covers (a
+    département without QPV loaded has no product), and the statistical secrecy rule the files apply."""
+    with_product = sorted(p["product"].rsplit("_dep", 1)[1] for p in catalog["products"] if "_dep" in p["product"])
+    missing = [d for d in region.departements if d not in with_product]
+    out = []
+    if missing and with_product:
+        out.append(f"Les données chargées couvrent {len(with_product)} des {len(region.departements)} départements "
+                   f"de la région ({', '.join(with_product)}) : pas de produit pour {', '.join(missing)}, où aucun "
+                   "QPV de la liste publiée n'est chargé.")
+    secrecy = next((pkg["qpvhub"]["statistical_secrecy"] for pkg in packages.values()
+                    if pkg.get("qpvhub", {}).get("statistical_secrecy")), None)
+    if secrecy:
+        out.append(f"Secret statistique : un effectif de moins de {secrecy['threshold']} personnes n'est pas diffusé, "
+                   "ni aucune valeur calculée sur lui ou qui permettrait de le retrouver ; la cellule est vide et sa "
+                   f"colonne <colonne>__secret dit « {secrecy['flag']} ».")
+    return out
+
+
 def portal_html(region, catalog: dict, packages: dict[str, dict], quality_href: str | None,
                 maps: list[dict] | None = None, api_url: str | None = None) -> str:
     """The region's portal page from its catalog.json and each product's latest datapackage.json: the map of
@@ -227,7 +283,8 @@ figure img{{max-width:100%;height:auto}}.sr{{position:absolute;left:-9999px}}</s
 <p class="note">{e(catalog.get("note", ""))}</p>
 <p>Licence : {e(catalog.get("licence", ""))}. Catalogue machine : <a href="catalog.json">catalog.json</a>.
 """ + (f' Qualité des données : <a href="{e(quality_href)}">rapport de contrôle</a>.' if quality_href else "")
-             + "</p></header><main>"]
+             + "</p>" + "".join(f'<p class="note">{e(t)}</p>' for t in _coverage_and_secrecy(region, catalog, packages))
+             + "</header><main>"]
     parts += _maps_section([{**m, "region": region.code} for m in maps or []])
     parts += _fiches_section(catalog, packages)
     parts += _api_section(region, api_url)

@@ -67,7 +67,7 @@ def publish_product(env, region: Region, product: str, gdf: gpd.GeoDataFrame, ti
                      sources, airflow_run_id, keep: int, threshold: int, quality_key: str,
                      lists: QpvLists, generation: int, qpv_maps: dict[str, str] | None = None,
                      fiches: list[dict] | None = None, communes: gpd.GeoDataFrame | None = None,
-                     past: pd.DataFrame | None = None) -> PublishResult:
+                     departements: gpd.GeoDataFrame | None = None, past: pd.DataFrame | None = None) -> PublishResult:
     """Write one product's files, verify them, flip `latest/`; skip when the content is unchanged."""
     stamp = data_stamp(runs)
     layer = f"{product}_{region.code}" if "_dep" not in product else product
@@ -115,13 +115,17 @@ def publish_product(env, region: Region, product: str, gdf: gpd.GeoDataFrame, ti
                               "path": f["path"], "title": f["title"]})
         column = map_indicator(gdf)
         mine = None if communes is None else communes[communes["insee_com"].isin(set(gdf["insee_com"]))]
+        # the frame: the region's départements (a département's product: its own)
+        deps = None if departements is None or departements.empty else (
+            departements[departements["dep"].isin(set(gdf["dep"]))] if "_dep" in product else departements)
         # the product's map (a choropleth of one indicator), then one per key indicator for the region page
         for ind, name in ([(column, f"{layer}_carte.svg")] if column else []) + [
                 (k, f"{layer}_carte_indicateur_{k}.svg") for k in key_maps(gdf)]:
             label = next((f"{fd['description'].split('. ')[0]}" for fd in fields if fd["name"] == ind), ind)
             unit = next((fd.get("unit", "") for fd in fields if fd["name"] == ind), "")
             path = work / name
-            path.write_text(choropleth_svg(gdf, ind, f"{label} — {title}", unit, communes=mine), encoding="utf-8")
+            path.write_text(choropleth_svg(gdf, ind, f"{label} — {title}", unit, communes=mine,
+                                           departements=deps), encoding="utf-8")
             files.append({"name": path.name, "format": "svg", "mediatype": "image/svg+xml",
                           "bytes": path.stat().st_size, "sha256": sha256_file(path), "path": path})
         sums = "".join(f"{f['sha256']}  {f['name']}\n" for f in files)
@@ -210,7 +214,8 @@ def write_catalog(env, region: Region) -> dict:
     for entry in products.values():
         entry["versions"].sort(key=lambda v: v["version"])
         entry["latest"] = entry["versions"][-1]["version"] if entry["versions"] else None
-    doc = {"region": region.code, "name": region.name, "licence": "etalab-2.0 (see each source)",
+    doc = {"region": region.code, "name": region.name,
+           "licence": "Licence Ouverte / Open Licence 2.0 (etalab-2.0) ; voir la licence de chaque source",
            "note": INDICATIVE_NOTE, "products": sorted(products.values(), key=lambda e: e["product"])}
     key = root + "catalog.json"
     env.store.put_bytes(key, (json.dumps(doc, ensure_ascii=False, indent=2) + "\n").encode(), "application/json")
@@ -266,8 +271,8 @@ def _datapackage(region, product, title, version, files, fields, runs, sources, 
         "description": INDICATIVE_NOTE,
         "version": version,
         "created": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
-        "licenses": [{"name": "etalab-2.0", "title": "Licence Ouverte / Open Licence 2.0 (qpvhub's own work); "
-                      "see each source for its licence"}],
+        "licenses": [{"name": "etalab-2.0", "title": "Licence Ouverte / Open Licence 2.0 (le travail de qpvhub) ; "
+                      "voir la licence de chaque source"}],
         "sources": [{"title": sources[s].title if s in sources else s,
                      "publisher": sources[s].publisher if s in sources else None,
                      "licence": sources[s].licence if s in sources else None,
@@ -281,19 +286,21 @@ def _datapackage(region, product, title, version, files, fields, runs, sources, 
                 "threshold": threshold,
                 "method": METHOD,
                 "flag": PUBLIC_FLAG,
-                "rule": "counts below the threshold, and every value computed on a hidden count, are empty with "
-                        f"'{PUBLIC_FLAG}' in the <column>__secret column; further cells are hidden until no hidden "
-                        "count can be bounded within less than the threshold's range from the published cells "
-                        "(commune = commune hors QPV + sum of its QPV; value = per x numerator / denominator)"},
+                "rule": "les effectifs inférieurs au seuil, et toute valeur calculée sur un effectif caché, sont vides "
+                        f"avec « {PUBLIC_FLAG} » dans la colonne <colonne>__secret ; d'autres cellules sont cachées "
+                        "jusqu'à ce qu'aucun effectif caché ne puisse être encadré, à partir des cellules publiées, "
+                        "dans un intervalle plus étroit que le seuil (commune = commune hors QPV + somme de ses QPV ; "
+                        "valeur = numérateur / dénominateur × base)"},
             "csv_formulas": FORMULA_RULE,
-            "csv_fr": "the .fr.csv file is the same table for French spreadsheets: ';', UTF-8 with BOM, "
-                      "decimal comma",
+            "csv_fr": "le fichier .fr.csv est la même table pour les tableurs français : séparateur « ; », UTF-8 "
+                      "avec BOM, virgule décimale",
             "code_version": __version__,
             "airflow_run_id": airflow_run_id,
-            "lineage": [{k: r[k] for k in ("run_id", "source_id", "urls", "sha256", "finished_at", "rows_loaded")}
+            "lineage": [{k: r.get(k) for k in ("run_id", "source_id", "urls", "sha256", "finished_at", "rows_loaded",
+                                               "millesime", "data_from", "data_until")}
                         for r in runs],
             "quality": [{"source_id": r["source_id"], "run_id": r["run_id"], **(r["validation"] or {})} for r in runs],
-            "csv_geometry": "no geometry column; lon/lat of a point inside each QPV (EPSG:4326)",
+            "csv_geometry": "pas de colonne de géométrie ; lon/lat d'un point intérieur à chaque QPV (EPSG:4326)",
             "crs": {"geojson": "EPSG:4326", "parquet": "EPSG:4326", "gpkg": "EPSG:2154"},
         },
     }

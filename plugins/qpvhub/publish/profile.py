@@ -81,10 +81,15 @@ def read_profile(conn, region: Region, families, threshold: int, lists: QpvLists
     for c in ordered:
         if c not in wide.columns:
             wide[c] = pd.NA
+    # counts (people, stops, facilities) as integers in every format, where every value is whole
+    counts = {i.id for f in families for i in f.header.indicators if i.is_count or i.secrecy == "count"}
+    whole = {c for c, ind in zip(cols["col"], cols["indicator_id"], strict=True) if ind in counts
+             and c in wide.columns and bool((wide[c].dropna().astype("float64") % 1 == 0).all())}
     df = df.join(wide[ordered].astype({c: "float64" for c in ordered if not c.endswith("__secret")}),
                  on=["code_qp", "generation"])
     geom = shapely.from_wkb([bytes(w) for w in df.pop("__wkb")])
     gdf = gpd.GeoDataFrame(df, geometry=geom, crs=2154)
+    gdf.attrs["integers"] = sorted(whole)  # the writers write them as integers (qpvhub.publish.writers)
     base_doc = {
         "code_qp": ("string", f"Code du QPV ({lists.describe_codes()})"),
         "generation": ("integer", "Liste des QPV (son année) : " + ", ".join(map(str, lists.years))),
@@ -99,7 +104,8 @@ def read_profile(conn, region: Region, families, threshold: int, lists: QpvLists
             continue
         _, label, unit, method, mill, _ = catalog[ind]
         theme = catalog[ind][5]
-        fields.append({"name": c, "type": "number", "description": f"{label}{SCOPE_LABEL.get(scope, '')}. {method}",
+        fields.append({"name": c, "type": "integer" if c in whole else "number",
+                       "description": f"{label}{SCOPE_LABEL.get(scope, '')}. {method}",
                        "unit": unit, "millesime": mill, "theme": theme})
         if ind in rules:
             fields.append({"name": c + "__secret", "type": "string", "theme": theme,
@@ -113,13 +119,14 @@ def read_profile(conn, region: Region, families, threshold: int, lists: QpvLists
     qpv_run = conn.execute("SELECT DISTINCT source_run_id FROM ref.qpv WHERE dep = ANY(%s) AND generation = %s",
                            (region.departements, generation)).fetchall()
     run_ids = sorted(set(run_ids) | {r[0] for r in qpv_run if r[0]})  # the perimeters, even with no indicator
-    runs = [dict(zip(("run_id", "source_id", "urls", "sha256", "finished_at", "rows_loaded", "validation"), r,
-                     strict=True))
-            for r in conn.execute(
-                "SELECT run_id, source_id, urls, sha256, finished_at, rows_loaded, validation FROM meta.source_runs "
-                "WHERE run_id = ANY(%s) ORDER BY source_id", (run_ids,)).fetchall()]
-    for r in runs:
-        r["finished_at"] = r["finished_at"].isoformat() if r["finished_at"] else None
+    keys = ("run_id", "source_id", "urls", "sha256", "finished_at", "rows_loaded", "validation", "millesime",
+            "data_from", "data_until")
+    runs = [dict(zip(keys, r, strict=True)) for r in conn.execute(
+        "SELECT run_id, source_id, urls, sha256, finished_at, rows_loaded, validation, millesime, data_from, "
+        "data_until FROM meta.source_runs WHERE run_id = ANY(%s) ORDER BY source_id, run_id", (run_ids,)).fetchall()]
+    for r in runs:  # ISO text in the data package; data_from/data_until: a GTFS feed's timetable period
+        for k in ("finished_at", "data_from", "data_until"):
+            r[k] = r[k].isoformat() if r[k] else None
     return gdf, fields, runs
 
 

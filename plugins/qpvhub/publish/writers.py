@@ -19,8 +19,9 @@ FLOAT_DIGITS = 6
 # OWASP's CSV injection rule: a text cell a spreadsheet would read as a formula (=, +, -, @, tab, carriage
 # return first) is written after an apostrophe, which spreadsheets show as text and do not display.
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-FORMULA_RULE = ("text cells starting with =, +, -, @, a tab or a carriage return are written after an apostrophe "
-                "(') so that no spreadsheet evaluates them (OWASP, CSV injection); numbers are written as numbers")
+FORMULA_RULE = ("les cellules de texte qui commencent par =, +, -, @, une tabulation ou un retour chariot sont écrites "
+                "après une apostrophe (') pour qu'aucun tableur ne les évalue (OWASP, injection CSV) ; les nombres "
+                "restent des nombres")
 
 
 def formula_safe(df: pd.DataFrame) -> pd.DataFrame:
@@ -38,8 +39,11 @@ def formula_safe(df: pd.DataFrame) -> pd.DataFrame:
 
 def _round(gdf: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
     out = gdf.copy()
+    integers = set(gdf.attrs.get("integers", ()))
     for c in out.columns:
-        if c != "geometry" and out[c].dtype.kind == "f":
+        if c in integers:  # counts: 8883, not 8883.0, in every format
+            out[c] = out[c].round().astype("Int64")
+        elif c != "geometry" and out[c].dtype.kind == "f":
             out[c] = out[c].round(FLOAT_DIGITS)
     return out
 
@@ -51,11 +55,13 @@ def write_geojson(gdf: gpd.GeoDataFrame, path: Path, *, layer: str, description:
 
 
 def write_gpkg(gdf: gpd.GeoDataFrame, path: Path, *, layer: str, description: str, stamp: str) -> None:
-    """GeoPackage in EPSG:2154 (Lambert-93), with the layer's description."""
+    """GeoPackage 1.2 in EPSG:2154 (Lambert-93), with the layer's description: the version Debian stable's GDAL 3.6
+    and QGIS LTR read without warning (GDAL 3.8+ writes 1.4 by default)."""
     before = pyogrio.get_gdal_config_option("OGR_CURRENT_DATE")
     pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": stamp})
     try:
         pyogrio.write_dataframe(_round(gdf.to_crs(2154)), path, driver="GPKG", layer=layer,
+                                dataset_options={"VERSION": "1.2"},
                                 layer_options={"DESCRIPTION": description, "IDENTIFIER": layer})
     finally:
         pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": before})

@@ -51,7 +51,8 @@ def api_environment(env: Env) -> dict[str, str]:
         TIPG_NAME="qpvhub — quartiers prioritaires (OGC API)", TIPG_MAX_FEATURES_PER_QUERY="10000",
         TIPG_DEFAULT_FEATURES_LIMIT="10", TIPG_DB_ONLY_SPATIAL_TABLES="true",
         # the extents tipg would read from pg_stat_user_tables, which the API's role may not read (015_api_bounds)
-        TIPG_DB_SPATIAL_EXTENT="false")
+        TIPG_DB_SPATIAL_EXTENT="false",
+        TIPG_SET_MVT_LAYERNAME="true")  # a tile layer named after its collection (pub.qpv_profil_53), not "default"
 
 
 log = logging.getLogger(__name__)
