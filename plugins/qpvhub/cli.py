@@ -34,6 +34,22 @@ def _env(args: argparse.Namespace):
     return Env.from_settings(args.settings)
 
 
+def _url_argument(url: str | None) -> str | None:
+    """`--url` as the run will record it: a path (relative to the working directory) or file:// URL becomes the
+    file:// URL of an existing file; a typo stops the command here, before any run is recorded for the source."""
+    from urllib.parse import unquote, urlsplit
+
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme not in ("", "file"):
+        return url  # http(s), s3: fetched (and a wrong scheme named) by the run
+    path = Path(unquote(parts.path) if parts.scheme == "file" else url).expanduser().resolve()
+    if not path.is_file():
+        raise QpvhubError(f"--url {url}: no such file ({path}); nothing fetched, no run recorded")
+    return path.as_uri()
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     """Apply pending migrations (an explicit step: no command or task migrates on its own)."""
     from qpvhub.platform.db import migrate, resolve_uri
@@ -47,6 +63,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from qpvhub.catalog.loader import load_catalog, load_order, resolve_source
     from qpvhub.ingest.parts import run_parts
 
+    url = _url_argument(args.url)
     env = _env(args)
     if args.all:
         sources = load_order(load_catalog(env.settings.sources_dir))
@@ -64,7 +81,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
                   "for the demo's products")
             continue
         print(f"→ {source.id}: ingesting into {source.target.qualified} …", flush=True)
-        run = run_parts(env, source, url=args.url, sample=args.sample, force=args.force,
+        run = run_parts(env, source, url=url, sample=args.sample, force=args.force,
                         release=getattr(args, "release", None), feed=getattr(args, "feed", None))
         for line in run.lines():
             print("  " + line.replace("\n", "\n  "))
@@ -87,7 +104,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     path = Path(args.file).resolve() if args.file else None
     if path is not None and not path.is_file():
         raise QpvhubError(f"no such file: {path}")
-    staged, report = validate_only(env, source, path=path, url=args.url, sample=args.sample,
+    staged, report = validate_only(env, source, path=path, url=_url_argument(args.url), sample=args.sample,
                                    release=getattr(args, "release", None))
     print(f"{source.id}: {staged.rows_read} rows read, {staged.rows_loaded} would load, "
           f"{staged.rows_rejected} rejected, {staged.rows_repaired} geometries repaired")
@@ -164,6 +181,16 @@ def cmd_publish(args: argparse.Namespace) -> int:
     for code in wanted:
         if code not in regions:
             raise QpvhubError(f"unknown region {code!r}; known: {', '.join(sorted(regions))}")
+    if not args.region:  # every region: those with no QPV loaded (a national deployment's partial data) are said
+        from qpvhub.platform.db import connect
+        from qpvhub.publish.profile import generations
+
+        with connect(env.uri) as conn:
+            empty = [c for c in wanted if not generations(conn, regions[c])]
+        if empty:
+            print(f"  no QPV loaded for region(s) {', '.join(empty)}: nothing to publish there")
+        wanted = [c for c in wanted if c not in empty]
+    for code in wanted:
         res = publish_region(env, regions[code], keep=args.keep, threshold=args.secrecy_threshold,
                              generation=getattr(args, "generation", None))
         for r in [res, *res.parts]:
@@ -199,10 +226,22 @@ def cmd_share(args: argparse.Namespace) -> int:
 
 
 def cmd_region_add(args: argparse.Namespace) -> int:
-    """Scaffold include/regions/<code>.yml from the COG (name, départements) and a bounding box."""
-    from qpvhub.catalog.regions import scaffold_region
+    """Scaffold include/regions/<code>.yml from the COG (name, départements) and a bounding box; with --all, every
+    region of the COG not served yet (a national deployment)."""
+    from qpvhub.catalog.regions import scaffold_all, scaffold_region
 
     settings = args.settings
+    if args.all:
+        if args.code or args.bbox:
+            raise QpvhubError("--all scaffolds every region from the COG: give no code and no --bbox")
+        paths = scaffold_all(settings.regions_dir, settings.reference_dir, uri=_env(args).uri, contact=args.contact)
+        boxed = sum("bbox:" in p.read_text(encoding="utf-8") for p in paths)
+        print(f"wrote {len(paths)} region file(s) in {settings.regions_dir}: {', '.join(p.stem for p in paths)}"
+              + (f" ({len(paths) - boxed} without a box: no commune outline loaded there)" if boxed < len(paths)
+                 else ""))
+        return 0
+    if not args.code:
+        raise QpvhubError("name a region code (e.g. 28), or use --all")
     bbox = None
     if args.bbox:
         try:
@@ -223,12 +262,12 @@ def cmd_region_add(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     """Freshness of every source against its schedule: state, last run, last confirmed load, age, rows."""
     from qpvhub.catalog.loader import load_catalog
-    from qpvhub.ops.monitor import freshness, status_table
+    from qpvhub.ops.monitor import freshness, needs_attention, status_table
 
     env = _env(args)
     rows = freshness(env.uri, load_catalog(env.settings.sources_dir), stale_factor=env.settings.monitoring.stale_factor)
     print(status_table(rows))
-    bad = [f for f in rows if f.state in ("stale", "never", "failing", "expired", "outdated", "unchanged")]
+    bad = needs_attention(rows)
     if bad:
         print(f"\n{len(bad)} source(s) need attention: " + ", ".join(f"{f.source_id} ({f.state})" for f in bad))
     return 0
@@ -269,16 +308,16 @@ def cmd_sources_check(args: argparse.Namespace) -> int:
 def cmd_health(args: argparse.Namespace) -> int:
     """Exit 1 when a source is stale (or never loaded, unless --ignore-never): for cron and monitoring."""
     from qpvhub.catalog.loader import load_catalog
-    from qpvhub.ops.monitor import freshness
+    from qpvhub.ops.monitor import freshness, needs_attention
 
     env = _env(args)
-    bad = [f for f in freshness(env.uri, load_catalog(env.settings.sources_dir),
-                                stale_factor=env.settings.monitoring.stale_factor)
-           if f.state in ("stale", "expired", "outdated", "unchanged")
-           or (f.state == "never" and not args.ignore_never)]
+    bad = needs_attention(freshness(env.uri, load_catalog(env.settings.sources_dir),
+                                    stale_factor=env.settings.monitoring.stale_factor), ignore_never=args.ignore_never)
     for f in bad:
-        print(f"{f.source_id}: {f.state}" + (f" (last confirmed {f.age} ago, tolerance {f.tolerance})"
-                                              if f.state == "stale" else f" ({f.data_note})" if f.data_note else ""))
+        print(f"{f.source_id}: {f.state}" + (
+            f" (last confirmed {f.age} ago, tolerance {f.tolerance})" if f.state == "stale" else
+            f" ({f.last_error})" if f.state == "failing" and f.last_error else
+            f" ({f.data_note})" if f.data_note else ""))
     print("healthy" if not bad else f"{len(bad)} source(s) not fresh")
     return 1 if bad else 0
 
@@ -473,7 +512,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("region", help="manage the regions served (include/regions/)")
     rsub = s.add_subparsers(dest="region_command", required=True)
     r = rsub.add_parser("add", help="scaffold include/regions/<code>.yml from the COG")
-    r.add_argument("code", help="INSEE region code, e.g. 28")
+    r.add_argument("code", nargs="?", help="INSEE region code, e.g. 28")
+    r.add_argument("--all", action="store_true", help="every region of the COG not served yet (national deployment)")
     r.add_argument("--bbox", help="lon_min,lat_min,lon_max,lat_max (EPSG:4326); default: from the commune "
                                   "outlines loaded in PostGIS")
     r.add_argument("--contact", help="contact e-mail of the regional data pole")

@@ -110,3 +110,31 @@ def test_validate_without_loading(cli_env, db_uri, tmp_path) -> None:
         assert conn.execute("SELECT count(*) FROM ref.qpv").fetchone()[0] == 0
         assert conn.execute("SELECT count(*) FROM meta.source_runs WHERE source_id = 'qpv_2015'").fetchone()[0] == 0
         assert conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'staging'").fetchone()[0] == 0
+
+
+def test_relative_url_is_read_and_a_typo_is_not_a_failed_run(cli_env, db_uri, tmp_path) -> None:
+    """`--url` takes a path relative to the working directory (recorded as its file:// URL); a path that does not
+    exist, like a wrong release or feed, stops the command before any run is recorded: `status` stays clean."""
+    work = tmp_path / "work"
+    (work / "files").mkdir(parents=True)
+    (work / "files" / "QPV.geojson").write_bytes(QPV_SAMPLE.read_bytes())
+    for args in (["ingest", "qpv_2015", "--url", "files/QPV.geojsn"],
+                 ["ingest", "qpv_2015", "--url", "file:///nowhere/QPV.geojson"],
+                 ["ingest", "sigville_demo", "--sample", "--release", "20222"],
+                 ["ingest", "gtfs", "--sample", "--feed", "stra"]):
+        res = subprocess.run([sys.executable, "-m", "qpvhub.cli", *args], capture_output=True, text=True,
+                             env=cli_env, cwd=work, timeout=300)
+        assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    assert "no such file (" + str(work / "files" / "QPV.geojsn") + ")" in _qpvhub(
+        "ingest", "qpv_2015", "--url", str(work / "files" / "QPV.geojsn"), env=cli_env).stderr
+    with psycopg.connect(db_uri) as conn:
+        assert conn.execute("SELECT count(*) FROM meta.source_runs").fetchone()[0] == 0
+    status = _qpvhub("status", env=cli_env).stdout
+    assert "FAILING" not in status and "failed" not in status
+    assert _qpvhub("ingest", "cog_communes", "--sample", env=cli_env).returncode == 0
+    res = subprocess.run([sys.executable, "-m", "qpvhub.cli", "ingest", "qpv_2015", "--url", "files/QPV.geojson"],
+                         capture_output=True, text=True, env=cli_env, cwd=work, timeout=300)
+    assert res.returncode == 0, res.stderr
+    with psycopg.connect(db_uri) as conn:
+        urls = conn.execute("SELECT urls FROM meta.source_runs WHERE source_id = 'qpv_2015'").fetchone()[0]
+    assert urls == ["file://…/QPV.geojson"]  # resolved; the record keeps a local file's name, not the server's paths

@@ -14,6 +14,7 @@ import pytest
 
 from qpvhub.ingest.pipeline import ingest
 from qpvhub.ops.monitor import freshness, notify_failure, schedule_interval, status_table
+from qpvhub.platform.errors import InputError
 from qpvhub.platform.settings import Settings
 
 pytestmark = pytest.mark.postgis
@@ -57,6 +58,29 @@ def test_health_command_exit_status(env, catalog, monkeypatch) -> None:
     with psycopg.connect(env.uri) as conn:
         conn.execute("UPDATE meta.source_runs SET finished_at = now()")
     assert main(["health", "--ignore-never"]) == 0
+
+
+def test_status_and_health_agree_on_a_failing_source_and_an_empty_one(env, catalog, capsys, tmp_path) -> None:
+    """A failed last run is "failing" for both commands; a source whose file has nothing in the regions is
+    "empty", shown, not "ok" and not an alarm."""
+    from qpvhub.cli import main
+
+    assert ingest(env, catalog["cog_communes"], sample=True).status == "success"
+    broken = tmp_path / "v_commune.csv"
+    broken.write_text("COM|LIBELLE\n35238|Rennes\n", encoding="utf-8")
+    with pytest.raises(InputError, match="wrong separator"):  # recorded as the source's failed run
+        ingest(env, catalog["cog_communes"], url=broken.as_uri(), force=True)
+    assert ingest(env, catalog["qpv_2024"], sample=True).status == "skipped"  # PACA's QPV, regions 52 and 53
+    capsys.readouterr()
+    main(["status"])
+    status = capsys.readouterr().out
+    line = next(x for x in status.splitlines() if x.startswith("qpv_2024 "))
+    assert line.split()[1:3] == ["EMPTY", "skipped"]
+    attention = status.split("need attention: ")[1]
+    assert "cog_communes (failing)" in attention and "qpv_2024" not in attention
+    assert main(["health", "--ignore-never"]) == 1
+    health = capsys.readouterr().out
+    assert health.splitlines()[0].startswith("cog_communes: failing (") and "qpv_2024" not in health
 
 
 @pytest.fixture

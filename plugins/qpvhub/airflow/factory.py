@@ -284,20 +284,21 @@ def build_health_dag(settings: Settings, sources: dict[str, Source]) -> DAG:
     with _monitoring_dag(
         settings, "qpvhub_health", "@daily", "health check",
         "### Health\nFails when a source's last confirmed load (success, or unchanged check) is older "
-        "than its tolerance (QPVHUB_STALE_FACTOR × its schedule's interval + 1 day), it never loaded, or its "
-        "data expired or is outdated; the table is in the task log and `qpvhub status`.",
+        "than its tolerance (QPVHUB_STALE_FACTOR × its schedule's interval + 1 day), it never loaded, its last "
+        "run failed, or its data expired or is outdated; the table is in the task log and `qpvhub status`.",
     ) as dag:
 
         @task
         def freshness() -> dict:
             from qpvhub.ops.monitor import freshness as check
-            from qpvhub.ops.monitor import status_table
+            from qpvhub.ops.monitor import needs_attention, status_table
 
             env = _env()
             rows = check(env.uri, sources, stale_factor=env.settings.monitoring.stale_factor)
             log.info("source freshness:\n%s", status_table(rows))
-            bad = [f"{f.source_id} ({f.state}{': ' + f.data_note if f.data_note else ''})" for f in rows
-                   if f.state in ("stale", "never", "expired", "outdated", "unchanged")]
+            why = {f.source_id: f.data_note or f.last_error for f in rows}
+            bad = [f"{f.source_id} ({f.state}{': ' + why[f.source_id] if why[f.source_id] else ''})"
+                   for f in needs_attention(rows)]  # what `qpvhub status` and `qpvhub health` list
             if bad:
                 raise RuntimeError(f"{len(bad)} source(s) not fresh: {', '.join(bad)}")
             return {f.source_id: f.state for f in rows}

@@ -19,12 +19,14 @@ from qpvhub.platform.settings import Settings
 
 
 class Region(Strict):
-    """A region served by the deployment: its départements and bounding box (EPSG:4326)."""
+    """A region served by the deployment: its départements and, when known, its bounding box (EPSG:4326)."""
 
     code: str
     name: str
     departements: list[str]
-    bbox: tuple[float, float, float, float]
+    # where a source carries coordinates but no code (a GTFS feed of a national catalogue), rows outside every
+    # region's box are dropped; a region without one (scaffolded before any outline was loaded) turns that cut off
+    bbox: tuple[float, float, float, float] | None = None
     contact: str | None = None
 
     @field_validator("code")
@@ -66,8 +68,10 @@ def region_departements(settings: Settings) -> frozenset[str]:
 
 
 def region_bboxes(settings: Settings) -> list[tuple[float, float, float, float]]:
-    """Bounding boxes (EPSG:4326) of the regions this deployment serves."""
-    return [r.bbox for r in deployment_regions(settings).values()]
+    """Bounding boxes (EPSG:4326) of the regions this deployment serves; none when one region has no box (what
+    lies in it is unknown: nothing is cut by coordinates)."""
+    boxes = [r.bbox for r in deployment_regions(settings).values()]
+    return [] if any(b is None for b in boxes) else boxes  # type: ignore[misc]
 
 
 @cache
@@ -105,9 +109,9 @@ def _bbox_from_db(uri: str, deps: list[str]) -> tuple[float, float, float, float
 
 def scaffold_region(code: str, regions_dir: Path, reference: Path, *,
                     bbox: tuple[float, float, float, float] | None = None, contact: str | None = None,
-                    uri: str | None = None) -> Path:
+                    uri: str | None = None, require_bbox: bool = True) -> Path:
     """Write include/regions/<code>.yml from the COG (name, départements); the box from `bbox`, else from
-    the commune outlines loaded in PostGIS. Refuses to overwrite."""
+    the commune outlines loaded in PostGIS, else (`require_bbox=False`) none. Refuses to overwrite."""
     path = regions_dir / f"{code}.yml"
     if path.exists():
         raise ConfigError(f"{path} already exists: edit it instead")
@@ -117,15 +121,20 @@ def scaffold_region(code: str, regions_dir: Path, reference: Path, *,
     deps = sorted(d for d, info in cog_departements(reference).items() if info["region"] == code)
     if bbox is None and uri is not None:
         bbox = _bbox_from_db(uri, deps)
-    if bbox is None:
+    if bbox is None and require_bbox:
         raise ConfigError(f"region {code}: no commune outlines loaded for départements {deps}; give --bbox "
                           "lon_min,lat_min,lon_max,lat_max (EPSG:4326)")
-    doc = {"code": code, "name": regions[code]["nom"], "departements": deps, "bbox": list(bbox)}
+    doc: dict = {"code": code, "name": regions[code]["nom"], "departements": deps}
+    if bbox is not None:
+        doc["bbox"] = list(bbox)
     if contact:
         doc["contact"] = contact
+    box_note = ("bbox in EPSG:4326 (lon min, lat min, lon max,\n# lat max) with a margin" if bbox is not None else
+                "no bbox: no commune outline of the region was\n# loaded (`qpvhub ingest commune_contours`, then add "
+                "one); sources are cut by their codes")
     text = ("# yaml-language-server: $schema=schema.json\n"
-            "# Scaffolded by `qpvhub region add` from the COG 2026; bbox in EPSG:4326 (lon min, lat min, lon max,\n"
-            "# lat max) with a margin. Review it, then add the region's sources and restart the dag-processor.\n"
+            f"# Scaffolded by `qpvhub region add` from the COG 2026; {box_note}. Review it, then add the region's\n"
+            "# sources and restart the dag-processor.\n"
             + yaml.safe_dump(doc, allow_unicode=True, sort_keys=False, default_flow_style=None))
     regions_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
@@ -135,3 +144,14 @@ def scaffold_region(code: str, regions_dir: Path, reference: Path, *,
         path.unlink()
         raise
     return path
+
+
+def scaffold_all(regions_dir: Path, reference: Path, *, uri: str | None = None,
+                 contact: str | None = None) -> list[Path]:
+    """Every region of the COG not yet served — the 13 of metropolitan France and the 5 overseas (DROM); not the
+    overseas collectivités, which the COG lists beside them but which are no regions: a national deployment in one
+    step. Boxes from the commune outlines loaded, where any."""
+    have = {p.stem for p in regions_dir.glob("*.yml")} if regions_dir.exists() else set()
+    return [scaffold_region(code, regions_dir, reference, uri=uri, contact=contact, require_bbox=False)
+            for code, info in sorted(cog_regions(reference).items())
+            if info.get("zone") in ("metro", "drom") and code not in have]

@@ -71,7 +71,20 @@ class Freshness:
             return "stale"
         if self.last_status == "failed":
             return "failing"
-        return self.data_state or "ok"
+        if self.data_state:
+            return self.data_state
+        if self.last_status == "skipped" and not self.rows:  # every run found nothing in the regions: not "ok"
+            return "empty"
+        return "ok"
+
+
+# the states `status` lists under "need attention" and `health` exits 1 on: one list, so that they agree
+ATTENTION = ("stale", "never", "failing", "expired", "outdated", "unchanged")
+
+
+def needs_attention(rows: list[Freshness], *, ignore_never: bool = False) -> list[Freshness]:
+    """The sources to look at; "empty" (nothing of the file in the deployment's regions) is shown, not alarmed."""
+    return [f for f in rows if f.state in ATTENTION and not (ignore_never and f.state == "never")]
 
 
 def data_age(src: Source, data_until: dt.date | None, millesime: str | None, last_change: dt.datetime | None,
