@@ -48,16 +48,18 @@ def key_maps(gdf: gpd.GeoDataFrame) -> list[str]:
 
 
 def _place_labels(anchors: list[tuple[float, float, str]], size: float = 10) -> list[tuple[float, float] | None]:
-    """A position for each label beside its point where it overlaps no label already placed (right, left, above,
-    below, then further out); None when every candidate overlaps: the marker keeps its tooltip, the text is left out
-    rather than drawn over another."""
-    placed: list[tuple[float, float, float, float]] = []
+    """A position for each label beside its point where it overlaps no marker and no label already placed (right,
+    left, above, below, then further out); None when every candidate overlaps: the marker keeps its tooltip, the text
+    is left out rather than drawn over another."""
+    placed = [(cx - 7, cy - 7, cx + 7, cy + 7) for cx, cy, _ in anchors]  # every marker: no label over one
     out: list[tuple[float, float] | None] = []
     for cx, cy, text in anchors:
         w, h = 0.62 * size * len(text), size
         spot = None
-        for dx, dy in ((8, 4), (-8 - w, 4), (-w / 2, -9), (-w / 2, 4 + h + 4), (8, -8), (8, 16), (-8 - w, -8),
-                       (-8 - w, 16), (14, 4), (-14 - w, 4)):
+        near = [(8, 4), (-8 - w, 4), (-w / 2, -9), (-w / 2, 4 + h + 4), (8, -8), (8, 16), (-8 - w, -8), (-8 - w, 16)]
+        far = [(dx * r, dy * r) for r in (20, 32, 44) for dx, dy in ((1, 0), (-1, 0), (0, -1), (0, 1), (1, -1),
+                                                                      (-1, -1), (1, 1), (-1, 1))]
+        for dx, dy in near + [(x if x > 0 else x - w if x < 0 else -w / 2, y + 4) for x, y in far]:
             x0, y1 = cx + dx, cy + dy  # text's baseline-left corner
             box = (x0 - 1, y1 - h, x0 + w + 1, y1 + 2)
             if not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in placed):
@@ -139,6 +141,10 @@ def choropleth_svg(gdf: gpd.GeoDataFrame, column: str, title: str, unit: str = "
                    f'stroke-width="1"><title>{html.escape(label)}</title></circle>')
         spot = label_at.get(str(row["code_qp"]))
         if spot is not None:
+            lx, ly = min(max(cx, spot[0]), spot[0] + 0.62 * 10 * len(str(row["code_qp"]))), spot[1] - 4
+            if abs(lx - cx) + abs(ly - cy) > 18:  # placed away from a crowded spot: a leader line to its marker
+                out.append(f'<line x1="{cx:.1f}" y1="{cy:.1f}" x2="{lx:.1f}" y2="{ly:.1f}" stroke="#666666" '
+                           'stroke-width="0.6"/>')
             out.append(f'<text x="{spot[0]:.1f}" y="{spot[1]:.1f}" font-size="10" paint-order="stroke" '
                        f'stroke="#ffffff" stroke-width="2.5">{html.escape(row["code_qp"])}</text>')
     y = height + 18
