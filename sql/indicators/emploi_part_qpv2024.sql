@@ -41,7 +41,7 @@ WITH d AS (
 )
 SELECT indicator_id, code_qp, generation, scope, CASE WHEN secret THEN NULL ELSE value END AS value,
        NULL::double precision AS numerator, NULL::double precision AS denominator,
-       meta.millesime_of(run) || ' ; population ' || meta.millesime_of(run_e) AS millesime,
+       meta.millesime_of(run) || ' ; population : ' || meta.millesime_of(run_e) AS millesime,
        ARRAY[run, run_e] AS source_run_ids, CASE WHEN secret THEN 'secret' END AS status
 FROM rows
 WHERE value IS NOT NULL OR secret

@@ -41,13 +41,13 @@ WITH iso AS (
 )
 SELECT 'offres_emploi_tc_30min' AS indicator_id, code_qp, generation, 'qpv' AS scope,
        in_iso::double precision AS value, NULL::double precision AS numerator, NULL::double precision AS denominator,
-       meta.millesime_of(iso_run) || ' ; offres ' || meta.millesime_of(off_run) AS millesime,
+       meta.millesime_of(iso_run) || ' ; offres : ' || meta.millesime_of(off_run) AS millesime,
        ARRAY[qpv_run, iso_run, off_run] AS source_run_ids
 FROM n
 UNION ALL
 SELECT 'part_offres_tc_30min', code_qp, generation, 'qpv',
        round((100.0 * near_in_iso / near)::numeric, 1)::double precision, near_in_iso, near,
-       meta.millesime_of(iso_run) || ' ; offres ' || meta.millesime_of(off_run),
+       meta.millesime_of(iso_run) || ' ; offres : ' || meta.millesime_of(off_run),
        ARRAY[qpv_run, iso_run, off_run]
 FROM n
 WHERE near > 0

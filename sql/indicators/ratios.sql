@@ -21,7 +21,7 @@
 SELECT 'demandeurs_par_offre_5km' AS indicator_id, d.code_qp, d.generation, 'qpv' AS scope,
        round((d.value / o.value)::numeric, 2)::double precision AS value,
        d.value AS numerator, o.value AS denominator,
-       d.millesime || ' ; offres ' || o.millesime AS millesime,
+       d.millesime || ' ; offres : ' || o.millesime AS millesime,
        ARRAY(SELECT DISTINCT unnest(d.source_run_ids || o.source_run_ids) ORDER BY 1) AS source_run_ids
 FROM staging.qpv_indicator_next d
 JOIN staging.qpv_indicator_next o ON o.code_qp = d.code_qp AND o.generation = d.generation AND o.scope = 'qpv'

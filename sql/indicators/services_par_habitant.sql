@@ -53,7 +53,7 @@ WITH run AS (
 SELECT i.indicator_id, qpv.code_qp, qpv.generation, i.scope,
        round((1000.0 * i.num / i.den)::numeric, 2)::double precision AS value,
        i.num::double precision AS numerator, i.den::double precision AS denominator,
-       meta.millesime_of(r.run_id) || ' ; population ' || meta.millesime_of(qpv.demo_run) AS millesime,
+       meta.millesime_of(r.run_id) || ' ; population : ' || meta.millesime_of(qpv.demo_run) AS millesime,
        ARRAY[qpv.qpv_run, r.run_id, qpv.demo_run] AS source_run_ids
 FROM qpv
 JOIN inside USING (generation, code_qp)

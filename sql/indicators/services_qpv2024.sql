@@ -67,6 +67,6 @@ WITH run AS (
 SELECT indicator_id, code_qp, generation, scope,
        CASE WHEN secret THEN NULL ELSE round((1000.0 * num / den)::numeric, 2)::double precision END AS value,
        NULL::double precision AS numerator, NULL::double precision AS denominator,
-       meta.millesime_of(runs[2]) || ' ; population ' || meta.millesime_of(pop_run) AS millesime,
+       meta.millesime_of(runs[2]) || ' ; population : ' || meta.millesime_of(pop_run) AS millesime,
        runs AS source_run_ids, CASE WHEN secret THEN 'secret' END AS status
 FROM rows

@@ -131,6 +131,12 @@ def test_pdf_prints_on_two_pages_at_most_with_the_name_and_code(published) -> No
                           capture_output=True, text=True, check=True).stdout
     assert "Villejean" in text and "8 883" in text.replace("\u202f", " ")
     assert len(list((root / "qpv_profil" / "latest" / "qpv").glob("*.pdf"))) == 6
+    # page 1 as a person sees it printed, kept for a human to look at (poppler's rasteriser, 100 dpi)
+    ARTEFACTS.mkdir(parents=True, exist_ok=True)
+    pdf = root / "qpv_profil" / "latest" / "qpv" / "QP035002.pdf"
+    subprocess.run(["pdftoppm", "-png", "-r", "100", "-f", "1", "-l", "1", "-singlefile", str(pdf),
+                    str(ARTEFACTS / "fiche_QP035002_pdf_p1")], check=True)
+    assert (ARTEFACTS / "fiche_QP035002_pdf_p1.png").stat().st_size > 20_000
 
 
 def _pdf_text(pdf: Path) -> tuple[str, str]:
