@@ -180,9 +180,12 @@ def test_region_page_links_every_fiche_and_maps_key_indicators(published, tmp_pa
         svg = (root / "qpv_profil" / "latest" / f"qpv_profil_53_carte_indicateur_{m}.svg").read_text()
         assert "data-commune=" in svg  # commune outlines under the QPV
         assert 'data-departement="35"' in svg  # the département's outline (the only one the sample loads)
+        # Rennes' five QPV, a few pixels apart at the region's scale, drawn again in an inset at 1 km scale
+        assert 'data-inset="35238"' in svg and "Zoom 1 : Rennes (5 QPV)" in svg
+        assert sorted(re.findall(r'data-inset-code="(QP\d+)"', svg)) == [f"QP03500{i}" for i in range(2, 7)]
         labels = [(float(x), float(y), t) for x, y, t in re.findall(
             r'<text x="([0-9.-]+)" y="([0-9.-]+)" font-size="10"[^>]*>(QP\d+)</text>', svg)]
-        assert labels and len({t for *_, t in labels}) == len(labels)
+        assert {t for *_, t in labels} == {f"QP03500{i}" for i in range(1, 7)}  # every code, on the map or zoomed
         for k, (x, y, t) in enumerate(labels):  # no two QPV labels overlap (Rennes' five are close)
             w = 0.62 * 10 * len(t)
             assert not any(x < x2 + 0.62 * 10 * len(t2) and x2 < x + w and y - 10 < y2 and y2 - 10 < y

@@ -97,17 +97,31 @@ def choropleth_svg(gdf: gpd.GeoDataFrame, column: str, title: str, unit: str = "
             return MISSING
         return PALETTE[next(i for i, b in enumerate(bounds) if v <= b) * (len(PALETTE) - 1) // max(len(bounds) - 1, 1)]
 
-    def path(geom) -> str:
+    def path(geom, view: tuple[float, float, float, float, float] | None = None) -> str:
+        """SVG path of a polygon in the main map, or in an inset (`view`: its x0, y0 in pixels, minx, maxy, scale)."""
+        ox, oy, mx, my, k = view or (0.0, 0.0, minx, maxy, scale)
         parts = []
         for poly in getattr(geom, "geoms", [geom]):
             for ring in [poly.exterior, *poly.interiors]:
                 xy = shapely.get_coordinates(ring)
-                pts = " L".join(f"{(x - minx) * scale:.1f} {(maxy - y) * scale:.1f}" for x, y in xy)
+                pts = " L".join(f"{ox + (x - mx) * k:.1f} {oy + (my - y) * k:.1f}" for x, y in xy)
                 parts.append(f"M{pts} Z")
         return " ".join(parts)
 
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + legend_h}" '
-           f'viewBox="0 0 {width} {height + legend_h}" font-family="sans-serif" font-size="12">',
+    # A commune with three QPV or more that the regional scale squeezes into a few pixels gets an inset under the
+    # map, at a scale where its perimeters show (two at most: the densest)
+    insets = []
+    if departements is not None and not departements.empty and "insee_com" in g.columns:
+        per = g.groupby("insee_com").size().sort_values(ascending=False, kind="stable")
+        for com, n in per[per >= 3].items():
+            b = g[g["insee_com"] == com].total_bounds
+            if max(b[2] - b[0], b[3] - b[1]) < 0.1 * (maxx - minx) and len(insets) < 2:
+                insets.append((str(com), int(n), b))
+    inset_w, inset_h = 280, 210
+    map_h = height + (inset_h + 34 if insets else 0)
+
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{map_h + legend_h}" '
+           f'viewBox="0 0 {width} {map_h + legend_h}" font-family="sans-serif" font-size="12">',
            f"<title>{html.escape(title)}</title>",
            f'<rect width="{width}" height="{height}" fill="#ffffff" stroke="#999999"/>']
     for _, c in (communes.to_crs(2154).sort_values("insee_com").iterrows() if communes is not None else []):
@@ -147,7 +161,45 @@ def choropleth_svg(gdf: gpd.GeoDataFrame, column: str, title: str, unit: str = "
                            'stroke-width="0.6"/>')
             out.append(f'<text x="{spot[0]:.1f}" y="{spot[1]:.1f}" font-size="10" paint-order="stroke" '
                        f'stroke="#ffffff" stroke-width="2.5">{html.escape(row["code_qp"])}</text>')
-    y = height + 18
+    names = {} if communes is None else dict(zip(communes["insee_com"].astype(str), communes["nom"], strict=True))
+    for k_inset, (com, n, b) in enumerate(insets):
+        ix, iy = 8 + k_inset * (inset_w + 16), height + 24
+        pad_m = max(b[2] - b[0], b[3] - b[1]) * 0.08 + 150
+        bx0, by0, bx1, by1 = b[0] - pad_m, b[1] - pad_m, b[2] + pad_m, b[3] + pad_m
+        k = min(inset_w / (bx1 - bx0), inset_h / (by1 - by0))
+        view = (ix, iy, bx0, by1, k)
+        name = names.get(com, com)
+        # where the inset is, on the map: a dashed box with its number
+        out.append(f'<rect x="{(bx0 - minx) * scale:.1f}" y="{(maxy - by1) * scale:.1f}" '
+                   f'width="{(bx1 - bx0) * scale:.1f}" height="{(by1 - by0) * scale:.1f}" fill="none" '
+                   f'stroke="#b35806" stroke-dasharray="3 2"/>')
+        out.append(f'<text x="{ix}" y="{iy - 6}" font-weight="bold">Zoom {k_inset + 1} : {html.escape(name)} '
+                   f"({n} QPV)</text>"
+                   f'<rect x="{ix}" y="{iy}" width="{inset_w}" height="{inset_h}" fill="#ffffff" stroke="#b35806" '
+                   f'data-inset="{html.escape(com)}"/>'
+                   f'<clipPath id="zoom{k_inset + 1}"><rect x="{ix}" y="{iy}" width="{inset_w}" height="{inset_h}"/>'
+                   f'</clipPath><g clip-path="url(#zoom{k_inset + 1})">')  # the commune's outline stays inside
+        if communes is not None:
+            for _, c in communes[communes["insee_com"].astype(str) == com].to_crs(2154).iterrows():
+                out.append(f'<path d="{path(c.geometry, view)}" fill="#f7f7f7" stroke="#8c8c8c" stroke-width="0.5"/>')
+        mine = ordered[ordered["insee_com"].astype(str) == com]
+        pts = [(ix + (p.x - bx0) * k, iy + (by1 - p.y) * k, str(c)) for p, c in
+               zip(mine.geometry.representative_point(), mine["code_qp"], strict=True)]
+        for i, row in mine.iterrows():
+            v = row[column]
+            secret = flags is not None and isinstance(flags.loc[i], str) and bool(flags.loc[i])
+            out.append(f'<path d="{path(row.geometry, view)}" fill="{colour(v, secret)}" fill-rule="evenodd" '
+                       f'stroke="#333333" stroke-width="0.8" data-inset-code="{html.escape(row["code_qp"])}"/>')
+        for (_, _, code), spot in zip(pts, _place_labels(pts), strict=True):
+            if spot is not None:
+                out.append(f'<text x="{spot[0]:.1f}" y="{spot[1]:.1f}" font-size="10" paint-order="stroke" '
+                           f'stroke="#ffffff" stroke-width="2.5">{html.escape(code)}</text>')
+        out.append("</g>")
+        bar = 1000 * k  # 1 km
+        out.append(f'<line x1="{ix + inset_w - 10 - bar:.1f}" y1="{iy + inset_h - 8}" x2="{ix + inset_w - 10}" '
+                   f'y2="{iy + inset_h - 8}" stroke="#000000" stroke-width="2"/><text x="{ix + inset_w - 10 - bar:.1f}"'
+                   f' y="{iy + inset_h - 13}">1 km</text>')
+    y = map_h + 18
     out.append(f'<text x="8" y="{y}" font-weight="bold">{html.escape(title)}</text>')
     lower = min(values) if values else 0.0
     for i, b in enumerate(bounds):
