@@ -360,7 +360,7 @@ col.e-ind{width:27%}col.e-evo{width:20%}col.e-sp{width:12%}
  th,td{padding:0 .3em}
  .def{font-size:6pt}.why{font-size:6pt}td.m{font-size:6pt}
  figure,tr,.pair{break-inside:avoid}  /* a theme may continue on the next page, row by row */
- section.map figure svg{max-height:44mm;width:auto}
+ section.map figure svg{max-height:58mm;width:auto}
  .pub{display:none}
  .def.ref{display:none}
  ul.runs{columns:2;column-gap:6mm;font-size:6pt;padding-left:1em;margin:.2em 0}
