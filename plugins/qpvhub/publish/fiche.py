@@ -319,7 +319,7 @@ def _history_table(rows: pd.DataFrame, docs: dict[str, Doc]) -> str:
 
 def _map_caption(svg: str) -> str:
     """The map's text alternative: what it draws and how many stops and facilities (from its own legend)."""
-    counts = re.findall(r"<text[^>]*>(\d+ [^<]+)</text>", svg)
+    counts = re.findall(r"<text[^>]*>(\d+ [^<]{4,})</text>", svg)  # the counts, not the scale bar (« 200 m »)
     title = re.search(r"<title>([^<]+)</title>", svg)
     what = html.unescape(title.group(1)) if title else "Carte du quartier"
     return what + (" : " + ", ".join(html.unescape(c) for c in counts) if counts else "") + "."

@@ -445,8 +445,10 @@ def qpv_maps_svg(conn, gdf: gpd.GeoDataFrame, width: int = 480) -> dict[str, str
                            f'stroke-width="0.8" data-neighbour="{html.escape(c)}"><title>{html.escape(c)} '
                            f"{html.escape(str(n))} (quartier voisin)</title></path>")
         title = f"{code} {row.get('lib_qp', '')} — arrêts et équipements à moins de 500 m (indicatif)"
-        out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{h + 76}" '
-               f'viewBox="0 0 {width} {h + 76}" font-family="sans-serif" font-size="11">',
+        # the legend in 17 px type under a 480 px map: about 5 pt when the fiche prints the map 58 mm high
+        leg = 17
+        out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{h + 6 * leg + 30}" '
+               f'viewBox="0 0 {width} {h + 6 * leg + 30}" font-family="sans-serif" font-size="11">',
                f"<title>{html.escape(title)}</title>",
                f'<rect width="{width}" height="{h}" fill="#ffffff" stroke="#999999"/>', *context,
                f'<path d="{d(row.geometry)}" fill="#fde0c5" fill-rule="evenodd" stroke="#b35806" stroke-width="1.2"/>']
@@ -465,16 +467,22 @@ def qpv_maps_svg(conn, gdf: gpd.GeoDataFrame, width: int = 480) -> dict[str, str
                 n_s += 1
         bar = 200 * scale
         out.append(f'<line x1="10" y1="{h - 10}" x2="{10 + bar:.1f}" y2="{h - 10}" stroke="#000" stroke-width="2"/>'
-                   f'<text x="10" y="{h - 14}">200 m</text>')
-        out.append(f'<text x="8" y="{h + 16}" font-weight="bold">{html.escape(title)}</text>')
-        out.append(f'<circle cx="14" cy="{h + 32}" r="3" fill="#2166ac"/><text x="24" y="{h + 36}">'
-                   f"{n_s} arrêt(s) de transport en commun</text>")
-        out.append(f'<rect x="11" y="{h + 42}" width="6" height="6" fill="#e08214"/><text x="24" y="{h + 50}">'
-                   f"{n_f} équipement(s) BPE</text>")
-        out.append(f'<rect x="10" y="{h + 56}" width="8" height="8" fill="#e0e0e0" stroke="#737373"/>'
-                   f'<text x="24" y="{h + 64}">{len(others)} quartier(s) voisin(s)</text>'
-                   f'<line x1="160" y1="{h + 60}" x2="176" y2="{h + 60}" stroke="#595959" stroke-dasharray="5 3"/>'
-                   f'<text x="182" y="{h + 64}">limite communale</text></svg>')
+                   f'<text x="10" y="{h - 14}" font-size="{leg}">200 m</text>')
+        rows = [('<circle cx="14" cy="{y}" r="5" fill="#2166ac"/>', f"{n_s} arrêt(s) de transport en commun"),
+                ('<rect x="9" y="{y5}" width="10" height="10" fill="#e08214"/>', f"{n_f} équipement(s) BPE"),
+                ('<rect x="8" y="{y6}" width="12" height="12" fill="#e0e0e0" stroke="#737373"/>',
+                 f"{len(others)} quartier(s) voisin(s)"),
+                ('<line x1="4" y1="{y}" x2="24" y2="{y}" stroke="#595959" stroke-dasharray="5 3"/>',
+                 "limite communale"),
+                ('<rect x="8" y="{y6}" width="12" height="12" fill="#fde0c5" stroke="#b35806"/>',
+                 "périmètre du quartier")]
+        out.append(f'<text x="8" y="{h + leg + 6}" font-weight="bold" font-size="{leg - 3}">arrêts et équipements '
+                   "à moins de 500 m (indicatif)</text>")
+        for k, (mark, text) in enumerate(rows):
+            y = h + leg + 14 + (k + 1) * leg  # the row's middle
+            out.append(mark.format(y=y, y5=y - 5, y6=y - 6)
+                       + f'<text x="32" y="{y + leg // 3}" font-size="{leg}">{html.escape(text)}</text>')
+        out[-1] += "</svg>"
         maps[code] = "\n".join(out) + "\n"
     return maps
 
