@@ -83,6 +83,9 @@ def environment(settings: Settings, home: Path, port: int, qpvhub_uri: str, meta
         # dag-processor log grows by a few lines an hour, not by a parse report every 30 s
         "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "300",
         "AIRFLOW__DAG_PROCESSOR__PRINT_STATS_INTERVAL": "1800",
+        # each parse wrote three INFO lines per DAG (bulk-write, next run info): warnings and errors stay
+        "AIRFLOW__LOGGING__NAMESPACE_LEVELS":
+            "airflow.models.dag=WARNING,airflow.serialization.definitions.dag=WARNING",
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
         "QPVHUB_DB_POOL": "qpvhub_db",
         "AIRFLOW_CONN_QPVHUB_POSTGIS": qpvhub_uri,
