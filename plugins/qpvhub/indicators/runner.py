@@ -148,7 +148,7 @@ class Counts(dict):
         super().__init__()
         self.absent: dict[str, str] = {}
         self.checks: list[Agreement] = []
-        self.seconds: dict[str, float] = {}  # per family, and per step (`derived`, `suite`, `series`, `swap`)
+        self.seconds: dict[str, float] = {}  # per family, and per step (`derived`, `series`, `suite`)
 
 
 def mart_expectations(families: list[Family], lists: QpvLists) -> list[tuple[str, dict]]:
