@@ -251,3 +251,41 @@ def test_many_small_members_are_one_bomb(tmp_path) -> None:
     with pytest.raises(InputError, match=r"archive expands \d+× in total .*archive bomb refused"):
         safe_extract(path, tmp_path / "out", source="bpe")
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def _active_by_day(cal: pd.DataFrame, ex: pd.DataFrame, day: str) -> set[str]:
+    """The services running on `day` (YYYYMMDD), the GTFS reference's way, one day at a time."""
+    import datetime as dt
+
+    wd = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")[
+        dt.datetime.strptime(day, "%Y%m%d").weekday()]
+    on = set(cal[(cal[wd] == "1") & (cal.start_date <= day) & (cal.end_date >= day)].service_id)
+    on |= set(ex[(ex.date == day) & (ex.exception_type == "1")].service_id)
+    return on - set(ex[(ex.date == day) & (ex.exception_type == "2")].service_id)
+
+
+@pytest.mark.parametrize("feed", ["gtfs_star_rennes_20160419.zip", "gtfs_sailcoop_glenan_2025.zip", "edited"])
+def test_gtfs_services_counted_per_day_as_the_reference_says(feed: str) -> None:
+    """The week search counts every day's services at once (a matrix): the same count as a day-by-day set, on both
+    real feeds and on STAR's with a removal, an addition, a service only in calendar_dates and a blank bound."""
+    import datetime as dt
+
+    from qpvhub.ingest.readers.gtfs import _active_counts
+
+    with zipfile.ZipFile(SAMPLES / (feed if feed != "edited" else "gtfs_star_rennes_20160419.zip")) as z:
+        cal = pd.read_csv(z.open("calendar.txt"), dtype=str, keep_default_na=False, na_values=[""])
+        names = z.namelist()
+        ex = (pd.read_csv(z.open("calendar_dates.txt"), dtype=str, keep_default_na=False, na_values=[""])
+              if "calendar_dates.txt" in names else pd.DataFrame(columns=["service_id", "date", "exception_type"]))
+    if feed == "edited":
+        first = cal.iloc[0]
+        ex = pd.concat([ex, pd.DataFrame({"service_id": [first.service_id, "EXTRA", first.service_id],
+                                          "date": ["20160510", "20160511", "20160512"],
+                                          "exception_type": ["2", "1", "1"]})], ignore_index=True)
+        cal.loc[1, "end_date"] = None
+    bounds = sorted(d for d in [*cal.start_date.dropna(), *cal.end_date.dropna(), *ex.date.dropna()])
+    start = dt.datetime.strptime(bounds[0], "%Y%m%d").date()
+    n = (dt.datetime.strptime(bounds[-1], "%Y%m%d").date() - start).days + 1
+    expected = [len(_active_by_day(cal.fillna({"start_date": "~", "end_date": ""}), ex,
+                                   (start + dt.timedelta(days=i)).strftime("%Y%m%d"))) for i in range(n)]
+    assert _active_counts(cal, ex, start, n).tolist() == expected and max(expected) > 0

@@ -29,6 +29,31 @@ OPTIONAL_STOP_FIELDS = ("stop_code", "stop_desc", "zone_id", "stop_url", "locati
                         "stop_timezone", "wheelchair_boarding", "level_id", "platform_code")
 
 
+def _active_counts(cal: pd.DataFrame, dates: pd.DataFrame, first: dt.date, n_days: int) -> np.ndarray:
+    """How many service_ids run on each of the `n_days` days from `first`: a service × day matrix from calendar.txt
+    (weekday flag and validity), then calendar_dates.txt's additions and removals (a removal wins) — the week
+    search's count at once, where a pandas filter per day took 0.4 s of a small feed's 0.5 s read."""
+    days = pd.date_range(first, periods=n_days, freq="D")
+    ymd = days.strftime("%Y%m%d").to_numpy(dtype=object)
+    services = pd.Index(pd.concat([cal["service_id"], dates["service_id"]]).dropna().unique())
+    on = np.zeros((len(services), n_days), dtype=bool)
+    if len(cal):
+        flags = np.stack([cal[d].to_numpy() == "1" for d in DAYS], axis=1)[:, days.weekday]  # rows × days
+        # a missing bound never matches (as pandas compares NaN): "~" sorts after digits, "" before
+        valid = (cal["start_date"].fillna("~").to_numpy(dtype=object)[:, None] <= ymd) & \
+            (cal["end_date"].fillna("").to_numpy(dtype=object)[:, None] >= ymd)
+        row = services.get_indexer(cal["service_id"])
+        np.logical_or.at(on, row[row >= 0], (flags & valid)[row >= 0])
+    if len(dates):
+        col = pd.Index(ymd).get_indexer(dates["date"])
+        row = services.get_indexer(dates["service_id"])
+        inside = (col >= 0) & (row >= 0)
+        for kind, value in (("1", True), ("2", False)):
+            pick = inside & (dates["exception_type"].to_numpy() == kind)
+            on[row[pick], col[pick]] = value
+    return on.sum(axis=0)
+
+
 class GtfsReader(Reader):
     format = "gtfs"
     expected = "a GTFS feed (zip)"
@@ -105,16 +130,11 @@ class GtfsReader(Reader):
                 raise self.error("calendar.txt and calendar_dates.txt define no date")
             start, end = min(bounds), min(max(bounds), min(bounds) + dt.timedelta(days=400))
             first = start + dt.timedelta(days=(7 - start.weekday()) % 7)
-            best, best_n = None, -1
-            monday = first
-            while monday + dt.timedelta(days=6) <= end:
-                n = sum(len(active_on(monday + dt.timedelta(days=i))) for i in range(7))
-                if n > best_n:
-                    best, best_n = monday, n
-                monday += dt.timedelta(days=7)
-            if best is None:
+            weeks = ((end - first).days + 1) // 7
+            if weeks < 1:
                 raise self.error(f"the feed is valid {start}–{end}: no full Monday–Sunday week to count on")
-            monday = best
+            per_day = _active_counts(cal, dates, first, weeks * 7)
+            monday = first + dt.timedelta(days=7 * int(np.argmax(per_day.reshape(weeks, 7).sum(axis=1))))
         return monday, [active_on(monday + dt.timedelta(days=i)) for i in range(7)]
 
     def batches(self) -> Iterator[pd.DataFrame]:
