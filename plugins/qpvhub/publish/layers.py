@@ -2,9 +2,10 @@
 
 `pub.qpv_profil_<region>` holds exactly the rows of the region's extract (statistical secrecy applied,
 `…__secret` flags), so that no count the files hide can be read through the API; `pub.arrets_transport`
-and `pub.equipements` are snapshots of the public point layers (GTFS stops, BPE facilities) of the
-region. Each table is built beside the live one and swapped in one transaction, documented from the
-extract's field descriptions. The API server's role reads this schema only (migration 011).
+and `pub.equipements` are national snapshots of the loaded public point layers (GTFS stops, BPE facilities),
+rebuilt only when their source has had a new load (meta.pub_layer_builds). Each table is built beside the
+live one and swapped in one transaction, documented from the extract's field descriptions. The API server's
+role reads this schema only (migration 011).
 """
 
 from __future__ import annotations
@@ -28,6 +29,12 @@ POINTS = {  # layer → (source table, columns, filter, order, comment)
                     "Équipements de la Base permanente des équipements (INSEE) chargés ; Lambert-93 (EPSG:2154) en "
                     "base, WGS84 (CRS84) dans l'API OGC"),
 }
+
+
+# which loads a layer copies: the source's relation and its partitions' (a load swaps them in: new oid, new file)
+LOADS = ("SELECT string_agg(c.oid::text || ':' || c.relfilenode::text, ',' ORDER BY c.oid) FROM pg_class c "
+         "WHERE c.oid = to_regclass(%s) "
+         "OR c.oid IN (SELECT inhrelid FROM pg_inherits WHERE inhparent = to_regclass(%s))")
 
 
 def _replace(conn, name: str, comment: str) -> None:
@@ -77,6 +84,15 @@ def write_layers(conn, region, gdf: gpd.GeoDataFrame, fields: list[dict], title:
     for layer, (table, cols, where, order, comment) in POINTS.items():
         if not conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()[0]:
             continue
+        # national layers: one region's publication builds them, the others (running beside it, or after) wait for
+        # it and keep what it built while their source has had no new load
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"pub.{layer}",))
+        loads = conn.execute(LOADS, (table, table)).fetchone()[0]
+        if conn.execute("SELECT to_regclass(%s) IS NOT NULL AND EXISTS (SELECT 1 FROM meta.pub_layer_builds "
+                        "WHERE layer = %s AND source_loads = %s)", (f"pub.{layer}", layer, loads)).fetchone()[0]:
+            log.info("pub.%s: %s has had no new load since it was built, kept", layer, table)
+            names.append(layer)
+            continue
         schema, tname = table.split(".")
         nxt = sql.Identifier("pub", f"{layer}__next")
         conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(nxt))
@@ -95,5 +111,10 @@ def write_layers(conn, region, gdf: gpd.GeoDataFrame, fields: list[dict], title:
                 conn.execute(sql.SQL("COMMENT ON COLUMN {}.{} IS {}").format(nxt, sql.Identifier(c),
                                                                              sql.Literal(texts[c])))
         _replace(conn, layer, comment)
+        conn.execute(sql.SQL("INSERT INTO meta.pub_layer_builds (layer, source_table, source_loads, rows) "
+                             "SELECT %s, %s, %s, count(*) FROM {} ON CONFLICT (layer) DO UPDATE SET "
+                             "source_table = excluded.source_table, source_loads = excluded.source_loads, "
+                             "built_at = now(), rows = excluded.rows").format(sql.Identifier("pub", layer)),
+                     (layer, table, loads))
         names.append(layer)
     return names
