@@ -386,26 +386,32 @@ figure img{{max-width:100%;height:auto}}.sr{{position:absolute;left:-9999px}}</s
     return "\n".join(parts)
 
 
-def _points(conn, table: str, where: str) -> list[tuple[str, float, float, str]]:
-    """(code_qp, x, y, label) of a point table's rows within 500 m of each QPV, when the table exists."""
+def _points(conn, table: str, where: str, codes: list[str]) -> dict[str, list[tuple[float, float, str]]]:
+    """code_qp → (x, y, label) of a point table's rows within 500 m of each of these QPV, when the table exists."""
     from psycopg import sql
 
     schema, name = table.split(".")
     if not conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()[0]:
-        return []
+        return {}
     label = sql.SQL("p.stop_name" if name == "gtfs_stops" else "p.typequ")
-    return conn.execute(sql.SQL(
+    out: dict[str, list[tuple[float, float, str]]] = {}
+    for code, x, y, text in conn.execute(sql.SQL(
         "SELECT q.code_qp, ST_X(p.geom), ST_Y(p.geom), {label} FROM ref.qpv q JOIN {t} p "
-        "ON ST_DWithin(p.geom, q.geom, 500) WHERE {where} ORDER BY 1, 2, 3, 4"
-    ).format(t=sql.Identifier(schema, name), label=label, where=sql.SQL(where))).fetchall()
+        "ON ST_DWithin(p.geom, q.geom, 500) WHERE q.code_qp = ANY(%s) AND {where} ORDER BY 1, 2, 3, 4"
+    ).format(t=sql.Identifier(schema, name), label=label, where=sql.SQL(where)), (codes,)):
+        out.setdefault(code, []).append((x, y, text))
+    return out
 
 
 def qpv_maps_svg(conn, gdf: gpd.GeoDataFrame, width: int = 480) -> dict[str, str]:
     """One SVG per QPV: its perimeter, the neighbouring QPV (grey) and commune limits (dashed) in the frame,
     the transit stops (blue dots) and BPE facilities (orange squares) within 500 m, a 200 m scale bar.
     Indicative: not a regulatory map."""
-    stops = _points(conn, "src.gtfs_stops", "coalesce(p.location_type, 0) = 0")
-    facilities = _points(conn, "src.bpe", "true")
+    # the region's QPV only, grouped by QPV: every region's page read the points near every QPV of the country and
+    # scanned them for each of its own (a 200-QPV region: 20 M comparisons)
+    codes = sorted(gdf["code_qp"])
+    stops = _points(conn, "src.gtfs_stops", "coalesce(p.location_type, 0) = 0", codes)
+    facilities = _points(conn, "src.bpe", "true", codes)
     communes = [(c, n, shapely.from_wkb(bytes(w))) for c, n, w in conn.execute(
         "SELECT insee_com, nom, ST_AsBinary(ST_Boundary(geom)) FROM ref.commune_contour WHERE insee_com = ANY(%s) "
         "ORDER BY 1", (sorted(set(gdf["insee_com"])) if "insee_com" in gdf.columns else [],)).fetchall()]
@@ -453,18 +459,16 @@ def qpv_maps_svg(conn, gdf: gpd.GeoDataFrame, width: int = 480) -> dict[str, str
                f'<rect width="{width}" height="{h}" fill="#ffffff" stroke="#999999"/>', *context,
                f'<path d="{d(row.geometry)}" fill="#fde0c5" fill-rule="evenodd" stroke="#b35806" stroke-width="1.2"/>']
         n_f = n_s = 0
-        for c, x, y, label in facilities:
-            if c == code:
-                p = xy(x, y).split()
-                out.append(f'<rect x="{float(p[0]) - 3:.1f}" y="{float(p[1]) - 3:.1f}" width="6" height="6" '
-                           f'fill="#e08214" data-kind="facility"><title>{html.escape(str(label))}</title></rect>')
-                n_f += 1
-        for c, x, y, label in stops:
-            if c == code:
-                p = xy(x, y).split()
-                out.append(f'<circle cx="{p[0]}" cy="{p[1]}" r="3" fill="#2166ac" data-kind="stop">'
-                           f"<title>{html.escape(str(label))}</title></circle>")
-                n_s += 1
+        for x, y, label in facilities.get(code, []):
+            p = xy(x, y).split()
+            out.append(f'<rect x="{float(p[0]) - 3:.1f}" y="{float(p[1]) - 3:.1f}" width="6" height="6" '
+                       f'fill="#e08214" data-kind="facility"><title>{html.escape(str(label))}</title></rect>')
+            n_f += 1
+        for x, y, label in stops.get(code, []):
+            p = xy(x, y).split()
+            out.append(f'<circle cx="{p[0]}" cy="{p[1]}" r="3" fill="#2166ac" data-kind="stop">'
+                       f"<title>{html.escape(str(label))}</title></circle>")
+            n_s += 1
         bar = 200 * scale
         out.append(f'<line x1="10" y1="{h - 10}" x2="{10 + bar:.1f}" y2="{h - 10}" stroke="#000" stroke-width="2"/>'
                    f'<text x="10" y="{h - 14}" font-size="{leg}">200 m</text>')
