@@ -444,8 +444,9 @@ def qpv_maps_svg(conn, gdf: gpd.GeoDataFrame, width: int = 480) -> dict[str, str
             if not cut.is_empty:
                 context.append(f'<path d="{d(cut, closed=False)}" fill="none" stroke="#595959" stroke-width="1" '
                                f'stroke-dasharray="5 3"><title>limite de la commune {html.escape(n)}</title></path>')
-        others = [(r["code_qp"], r.get("lib_qp", ""), r.geometry.intersection(box)) for _, r in g.iterrows()
-                  if r["code_qp"] != code and r.geometry.intersects(box)]
+        near = g.iloc[g.sindex.query(box, predicate="intersects")]  # the spatial index, not every QPV of the region
+        others = [(r["code_qp"], r.get("lib_qp", ""), r.geometry.intersection(box)) for _, r in near.iterrows()
+                  if r["code_qp"] != code]
         for c, n, geom in sorted(others, key=lambda t: t[0]):
             context.append(f'<path d="{d(geom)}" fill="#e0e0e0" fill-rule="evenodd" stroke="#737373" '
                            f'stroke-width="0.8" data-neighbour="{html.escape(c)}"><title>{html.escape(c)} '
