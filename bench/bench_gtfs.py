@@ -59,14 +59,16 @@ print(json.dumps({"seconds": time.perf_counter() - t, "feeds": len(feeds)}))
 """
 
 
-def make_feed(path: Path, k: int, n_stops: int, n_stop_times: int, seed: int = 14) -> None:
-    """One synthetic feed in the GTFS layout: stops around a centre, trips of 20 stops, a year's calendar."""
+def make_feed(path: Path, k: int, n_stops: int, n_stop_times: int, seed: int = 14,
+              box: tuple[float, float, float, float] = BOX, spread: tuple[float, float] = (0.05, 0.07)) -> None:
+    """One synthetic feed in the GTFS layout: stops around a centre inside `box` (WGS84; standard deviation
+    `spread` in degrees of latitude, longitude), trips of 20 stops, a year's calendar."""
     rng = np.random.default_rng(seed + k)
-    cx, cy = rng.uniform(BOX[0] + 0.2, BOX[2] - 0.2), rng.uniform(BOX[1] + 0.2, BOX[3] - 0.2)
+    cx, cy = rng.uniform(box[0] + 0.2, box[2] - 0.2), rng.uniform(box[1] + 0.2, box[3] - 0.2)
     stops = pd.DataFrame({"stop_id": [f"S{k}_{i}" for i in range(n_stops)], "stop_name": [f"Arrêt {i}"
                                                                                           for i in range(n_stops)],
-                          "stop_lat": np.round(cy + rng.normal(0, 0.05, n_stops), 6),
-                          "stop_lon": np.round(cx + rng.normal(0, 0.07, n_stops), 6)})
+                          "stop_lat": np.round(cy + rng.normal(0, spread[0], n_stops), 6),
+                          "stop_lon": np.round(cx + rng.normal(0, spread[1], n_stops), 6)})
     per_trip = 20
     n_trips = n_stop_times // per_trip
     trip = np.repeat(np.arange(n_trips), per_trip)
