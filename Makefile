@@ -93,10 +93,11 @@ lint: setup
 
 # Airflow without Docker: PostgreSQL metadata database, LocalExecutor; waits until healthy. Installs what the demo
 # needs (Airflow is a core dependency), plus the Celery provider and Redis client with EXECUTOR=CeleryExecutor: not
-# the test and bench extras nor axe-core.
+# the test and bench extras nor axe-core. WORKERS=2: two Celery workers on this host.
 airflow: setup-demo
 	$(if $(filter CeleryExecutor,$(EXECUTOR)),$(PY) -m pip install -q -c constraints.txt -e '.[celery]',)
-	$(PY) -m qpvhub.airflow.native start $(if $(PORT),--port $(PORT),) $(if $(EXECUTOR),--executor $(EXECUTOR),)
+	$(PY) -m qpvhub.airflow.native start $(if $(PORT),--port $(PORT),) $(if $(EXECUTOR),--executor $(EXECUTOR),) \
+		$(if $(WORKERS),--workers $(WORKERS),)
 
 airflow-stop:
 	$(PY) -m qpvhub.airflow.native stop

@@ -68,6 +68,7 @@ def test_celery_profile_adds_redis_and_scalable_workers(compose: dict) -> None:
     assert worker["profiles"] == ["celery"] and redis["profiles"] == ["celery"]
     assert worker["command"] == "celery worker" and "healthcheck" in worker and "healthcheck" in redis
     assert "container_name" not in worker and "ports" not in worker  # `--scale airflow-worker=N`
+    assert worker["deploy"]["replicas"] == 2  # two workers share a national run's per-region publish tasks
     assert worker["depends_on"]["redis"]["condition"] == "service_healthy"
     env = worker["environment"]
     assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"  # CeleryExecutor with AIRFLOW_EXECUTOR=…

@@ -61,7 +61,6 @@ def environment(settings: Settings, home: Path, port: int, qpvhub_uri: str, meta
     celery = {
         "AIRFLOW__CELERY__BROKER_URL": broker or "redis://127.0.0.1:6379/0",
         "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + meta.replace("+psycopg2", "", 1),
-        "AIRFLOW__CELERY__WORKER_CONCURRENCY": "2",
     } if executor == "CeleryExecutor" else {}
     return {
         **celery,
@@ -105,9 +104,10 @@ def _healthy(h: dict) -> bool:
 
 
 def start(port: int | None = None, timeout: float = 180, *, executor: str = "LocalExecutor",
-          broker: str | None = None) -> dict:
-    """Start the processes (refuses if they already run) and wait until healthy. With CeleryExecutor, a
-    Celery worker is started too (broker: Redis on 127.0.0.1:6379 unless `broker`)."""
+          broker: str | None = None, workers: int = 1, concurrency: int = 2) -> dict:
+    """Start the processes (refuses if they already run) and wait until healthy. With CeleryExecutor, `workers`
+    Celery workers are started too, each running `concurrency` tasks at once (broker: Redis on 127.0.0.1:6379
+    unless `broker`); several workers on one host each get their own name and log-server port."""
     settings = Settings.load()
     home = settings.home / "airflow"
     home.mkdir(parents=True, exist_ok=True)
@@ -126,14 +126,18 @@ def start(port: int | None = None, timeout: float = 180, *, executor: str = "Loc
     subprocess.run([*airflow, "pools", "set", "qpvhub_db", "2", "heavy qpvhub database tasks"], env=env,
                    check=True, capture_output=True, timeout=120)
     pids = {}
-    commands = {name: [name] for name in PROCESSES}
-    commands["api-server"] += ["--port", str(port)]
+    commands: dict[str, tuple[list[str], dict[str, str]]] = {name: ([name], {}) for name in PROCESSES}
+    commands["api-server"][0].extend(["--port", str(port)])
     if executor == "CeleryExecutor":
-        commands["celery-worker"] = ["celery", "worker", "--concurrency", "2"]
-    for name, cmd in commands.items():
+        for i in range(1, workers + 1):
+            name = "celery-worker" if workers == 1 else f"celery-worker-{i}"
+            commands[name] = (["celery", "worker", "--concurrency", str(concurrency),
+                               "--celery-hostname", f"qpvhub{i}@%h"],
+                              {"AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(_free_port())} if i > 1 else {})
+    for name, (cmd, extra) in commands.items():
         log = (home / f"{name}.log").open("ab")
         args = [*airflow, *cmd]
-        pids[name] = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT,
+        pids[name] = subprocess.Popen(args, env={**env, **extra}, stdout=log, stderr=subprocess.STDOUT,
                                       start_new_session=True).pid
     base = f"http://127.0.0.1:{port}"
     pids_file.write_text(json.dumps({"pids": pids, "url": base}))
@@ -198,11 +202,14 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--port", type=int, default=None)
     s.add_argument("--executor", default="LocalExecutor", choices=["LocalExecutor", "CeleryExecutor"])
     s.add_argument("--broker", default=None, help="Celery broker URL (default redis://127.0.0.1:6379/0)")
+    s.add_argument("--workers", type=int, default=1, help="Celery workers on this host (CeleryExecutor)")
+    s.add_argument("--concurrency", type=int, default=2, help="tasks each Celery worker runs at once")
     sub.add_parser("stop")
     args = ap.parse_args(argv)
     try:
         if args.cmd == "start":
-            info = start(args.port, executor=args.executor, broker=args.broker)
+            info = start(args.port, executor=args.executor, broker=args.broker, workers=args.workers,
+                         concurrency=args.concurrency)
             print(f"Airflow is up: {info['url']}  (user {info['user']}, password {info['password']})\n"
                   f"CLI: source {info['home']}/env.sh && airflow dags list\nStop: make airflow-stop")
         else:
