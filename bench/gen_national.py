@@ -11,7 +11,8 @@ format as the catalogue reads it:
 - Filosofi IRIS 2021 (`BASE_TD_FILO_IRIS_2021_DISP.csv`, zipped): 4 IRIS in each of a département's 40 largest
   communes, about 16,000 rows, some cells under secrecy (`ns`, `s`);
 - 500 small GTFS feeds (60 stops, 2,400 stop_times each), five per département.
-Deterministic; written once into bench/data/national/ (a marker names what is there).
+Deterministic; written once into the benches' data folder (its `national` subfolder, not versioned), with a
+MANIFEST.json that names what is there.
 """
 
 from __future__ import annotations
