@@ -80,15 +80,20 @@ def api_session(info: dict) -> tuple[str, dict]:
     return info["url"], {"Authorization": f"Bearer {token}"}
 
 
-def wait_for_dag(base: str, headers: dict, dag_id: str, timeout: float = 120) -> None:
-    """Wait until the dag-processor has parsed `dag_id` (polls the REST API)."""
+def wait_for_dag(base: str, headers: dict, *dag_ids: str, timeout: float = 120) -> None:
+    """Wait until the dag-processor has parsed every one of `dag_ids` (polls the REST API).
+
+    The processor parses the DAG files one by one: one DAG being served says nothing of another file's."""
     import time
 
     import requests
 
     deadline = time.monotonic() + timeout
+    missing = list(dag_ids)
     while time.monotonic() < deadline:
-        if requests.get(f"{base}/api/v2/dags/{dag_id}", headers=headers, timeout=10).status_code == 200:
+        missing = [d for d in missing
+                   if requests.get(f"{base}/api/v2/dags/{d}", headers=headers, timeout=10).status_code != 200]
+        if not missing:
             return
         time.sleep(2)
-    raise AssertionError(f"{dag_id} not parsed after {timeout}s")
+    raise AssertionError(f"{', '.join(missing)} not parsed after {timeout}s")

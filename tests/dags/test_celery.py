@@ -71,8 +71,7 @@ def test_two_workers_share_the_regions_publish_tasks_of_one_run(native, catalog,
     assert {"celery-worker-1", "celery-worker-2"} <= set(info["pids"])
     base, h = api_session(info)
     publish = ["qpvhub_publish_52", "qpvhub_publish_53"]
-    for dag_id in [*publish, "qpvhub_indicators"]:
-        wait_for_dag(base, h, dag_id)
+    wait_for_dag(base, h, *publish, "qpvhub_indicators")
     for dag_id in publish:  # scheduled by the mart's asset: unpaused, not triggered
         requests.patch(f"{base}/api/v2/dags/{dag_id}", json={"is_paused": False}, headers=h,
                        timeout=10).raise_for_status()

@@ -48,7 +48,8 @@ def test_native_deployment_runs_the_chain_through_the_rest_api(native) -> None:
     health = requests.get(f"{base}/api/v2/monitor/health", timeout=10).json()
     assert {k: health[k]["status"] for k in ("metadatabase", "scheduler", "dag_processor")} == dict.fromkeys(
         ["metadatabase", "scheduler", "dag_processor"], "healthy")
-    wait_for_dag(base, h, "qpvhub_publish_53")
+    wait_for_dag(base, h, "qpvhub_ingest_cog_communes", "qpvhub_ingest_qpv_2015", "qpvhub_indicators",
+                 "qpvhub_publish_53", "qpvhub_locate")
     for dag_id in ("qpvhub_ingest_cog_communes", "qpvhub_ingest_qpv_2015"):
         # forced: unpausing also starts the latest scheduled run (catchup off), which may load first
         run_id = trigger(base, h, dag_id, {"sample": True, "force": True})
