@@ -16,7 +16,7 @@ from qpvhub.catalog.regions import region_departements
 from qpvhub.ingest.locate import Located, discover_feeds
 from qpvhub.ingest.pipeline import NO_FILE, IngestResult, ingest
 from qpvhub.ingest.runs import skip_run, start_run
-from qpvhub.platform.db import connect
+from qpvhub.platform.db import connect, reusing_connections
 from qpvhub.platform.env import Env
 from qpvhub.platform.errors import FetchError, QpvhubError
 
@@ -82,7 +82,15 @@ def ingest_collection(env: Env, source: Source, *, sample: bool = False, force: 
                       airflow_run_id: str | None = None, only: str | None = None,
                       notes: list[str] | None = None) -> list[tuple[Any, IngestResult | BaseException]]:
     """Every feed of a collection, each its own run: a failing feed is reported and the others still load; what a
-    person should know of the feeds not loaded goes to `notes` (and the log)."""
+    person should know of the feeds not loaded goes to `notes` (and the log). The feeds' loads share their
+    database connections."""
+    with reusing_connections():
+        return _ingest_feeds(env, source, sample=sample, force=force, airflow_run_id=airflow_run_id, only=only,
+                             notes=notes)
+
+
+def _ingest_feeds(env: Env, source: Source, *, sample: bool, force: bool, airflow_run_id: str | None,
+                  only: str | None, notes: list[str] | None) -> list[tuple[Any, IngestResult | BaseException]]:
     results: list[tuple[Any, IngestResult | BaseException]] = []
     feeds = collection_feeds(env, source, sample=sample)
     for note in feeds.notes:

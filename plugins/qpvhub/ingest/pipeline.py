@@ -24,7 +24,7 @@ from qpvhub.ingest.steps import (
     stage_step,
     validate_step,
 )
-from qpvhub.platform.db import connect
+from qpvhub.platform.db import connect, reusing_connections
 from qpvhub.platform.env import Env
 from qpvhub.platform.errors import FetchError, NothingForRegions, QpvhubError
 from qpvhub.quality.gx import ValidationReport, validate_table
@@ -86,7 +86,15 @@ def _for_run(source: Source, release: Any = None, *, sample: bool = False, feed:
 def ingest(env: Env, source: Source, *, url: str | None = None, sample: bool = False, force: bool = False,
            airflow_run_id: str | None = None, release: Any = None, feed: Any = None,
            located: Located | None = None) -> IngestResult:
-    """The whole chain for one source (one release of a series, one feed of a collection), as the CLI runs it."""
+    """The whole chain for one source (one release of a series, one feed of a collection), as the CLI runs it.
+    Its steps share their database connections (a small source's load opened 14)."""
+    with reusing_connections():
+        return _ingest(env, source, url=url, sample=sample, force=force, airflow_run_id=airflow_run_id,
+                       release=release, feed=feed, located=located)
+
+
+def _ingest(env: Env, source: Source, *, url: str | None, sample: bool, force: bool, airflow_run_id: str | None,
+            release: Any, feed: Any, located: Located | None) -> IngestResult:
     source = for_run(source, release, sample=sample, feed=feed, url=url)
     where = located or locate(env, source, sample=sample, url=url)
     run_id = start_run(env, source, airflow_run_id=airflow_run_id)
