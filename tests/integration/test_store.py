@@ -44,6 +44,23 @@ def test_roundtrip_list_delete(store, tmp_path: Path) -> None:
 
 
 @pytest.mark.s3
+def test_a_listing_is_every_key_with_the_prefix_whatever_its_folder(store) -> None:
+    """A prefix is a string, not a folder (S3's listing): the local store walks the prefix's folder only, and
+    answers the same."""
+    keys = ["published/53/qpv_profil/latest/SHA256SUMS", "published/53/qpv_profil/v1/a.csv",
+            "published/53/qpv_profil_dep35/latest/SHA256SUMS", "published/52/qpv_profil/latest/SHA256SUMS",
+            "quality/sources/gtfs/r1/docs/index.html", "top.txt"]
+    for key in keys:
+        store.put_bytes(key, b"x")
+    assert store.list("published/53/qpv_profil/") == keys[:2]
+    assert store.list("published/53/qpv_profil") == keys[:3]  # and the départements' products
+    assert store.list("published/5") == sorted([*keys[:3], keys[3]])
+    assert store.list("published/53/qpv_profil/latest/SHA256SUMS") == keys[:1]
+    assert store.list("published/54/") == [] and store.list("nowhere/at/all/") == []
+    assert store.list("") == sorted(keys) and store.list("t") == ["top.txt"]
+
+
+@pytest.mark.s3
 @pytest.mark.parametrize("key", ["", "/abs", "a/../b", "a//b"])
 def test_bad_keys_are_refused(store, key: str) -> None:
     with pytest.raises(StoreError, match="invalid object key"):
