@@ -7,7 +7,7 @@ do, in their order: `qpvhub region add --all`, each source ingested once from it
 read, GX validation, COPY, index, promote; one after the other, in their dependency order, then the GTFS
 collection's 500 feeds), the indicators, then
 `qpvhub publish --region R` for every region with QPV, two at a time (the 2-core deployment's parallelism), each
-its own process as an Airflow task is.
+its own process as an Airflow task is, larger regions first as the publish DAGs' priority weights order them.
 Then every region's products are checked: `sha256sum -c` passes and the profile holds that region's QPV only.
 Merges `national_*` into bench/results.json: the end-to-end time, each stage's time and share, the peak RSS (the
 largest process of the run: Python, or a Chromium printing fiches) and the counts.
@@ -76,7 +76,9 @@ stages["ingest"] = round(sum(v for k, v in stages.items() if k.startswith("inges
 timed("indicators", lambda: run_indicators(env))
 regions = deployment_regions(env.settings)
 with connect(env.uri) as conn:
-    served = [c for c in sorted(regions) if generations(conn, regions[c])]
+    # in the publish DAGs' priority order (factory: the regions with more départements first)
+    served = [c for c in sorted(regions, key=lambda c: (-len(regions[c].departements), c))
+              if generations(conn, regions[c])]
 per_region = {}
 
 def publish(code):

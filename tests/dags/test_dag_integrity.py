@@ -85,6 +85,9 @@ def test_assets_chain_ingest_to_indicators_to_publish(parsed) -> None:
     assert [a.uri for a in ind.get_task("compute").outlets] == ["qpvhub://mart/qpv_indicator"]
     pub = bag.dags["qpvhub_publish_53"]
     assert pub.timetable.asset_condition.uri == "qpvhub://mart/qpv_indicator"
+    # the mart starts every region's publication: the larger regions (more départements) are queued first
+    weights = {c: bag.dags[f"qpvhub_publish_{c}"].get_task("publish").priority_weight for c in ("52", "53")}
+    assert weights == {"52": 5, "53": 4}
 
 
 def test_reload_all_and_health_dags(parsed) -> None:

@@ -260,7 +260,9 @@ def build_publish_dag(settings: Settings, region: Region) -> DAG:
                f"GeoParquet) to `published/{region.code}/`, versioned, checksummed, then `latest/`.",
     ) as dag:
 
-        @task
+        # bigger regions first when the mart's asset starts every publication at once: with two slots, the
+        # largest region started last would leave a slot idle while it alone prints its fiches
+        @task(priority_weight=len(region.departements), weight_rule="absolute")
         def publish(**context: Any) -> dict:
             from qpvhub.publish import publish_region
 
