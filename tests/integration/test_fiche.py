@@ -139,6 +139,33 @@ def test_pdf_prints_on_two_pages_at_most_with_the_name_and_code(published) -> No
     assert (ARTEFACTS / "fiche_QP035002_pdf_p1.png").stat().st_size > 20_000
 
 
+def test_a_fiche_set_as_the_document_prints_as_the_same_fiche_loaded_from_its_file(published, tmp_path) -> None:
+    """The printer sets each fiche as the tab's document instead of navigating to its file: the PDF is the same,
+    byte for byte, as the loaded page's, and as the published one."""
+    import base64
+
+    from qpvhub.publish import pdf as printer
+
+    root, _ = published
+    fiche = root / "qpv_profil" / "latest" / "qpv" / "QP035002.html"
+    html = printer._HREF.sub("<a", fiche.read_text(encoding="utf-8"))
+    page = tmp_path / fiche.name
+    page.write_text(html, encoding="utf-8")
+    chromium = printer.Chromium(printer.browser(), tmp_path / "profile")
+    try:
+        chromium.call("Page.navigate", {"url": page.as_uri()}, session=chromium.session, until="Page.loadEventFired")
+        loaded = base64.b64decode(chromium.call("Page.printToPDF", {
+            "printBackground": True, "preferCSSPageSize": True, "displayHeaderFooter": False,
+            "generateTaggedPDF": True}, session=chromium.session)["data"])
+        chromium.frame = chromium.call("Page.getFrameTree", session=chromium.session)["frameTree"]["frame"]["id"]
+        set_twice = [chromium.print(html, fiche.name) for _ in range(2)]
+    finally:
+        chromium.close()
+    stamp = re.search(rb"/CreationDate \(D:(\d{8})", fiche.with_suffix(".pdf").read_bytes()).group(1).decode()
+    stable = [printer._stable_ids(printer._fixed_dates(d, stamp)) for d in (loaded, *set_twice)]
+    assert stable[0] == stable[1] == stable[2] == fiche.with_suffix(".pdf").read_bytes()
+
+
 def _pdf_text(pdf: Path) -> tuple[str, str]:
     """A PDF's page count and laid-out text, as poppler reads them."""
     info = subprocess.run(["pdfinfo", str(pdf)], capture_output=True, text=True, check=True).stdout

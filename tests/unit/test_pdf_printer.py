@@ -32,7 +32,7 @@ def test_every_page_printed_tagged_dated_and_without_local_links(tmp_path) -> No
         data = path.read_bytes()
         assert data.startswith(b"%PDF-") and b"/StructTreeRoot" in data  # tagged
         assert b"(D:20261206000000" in data  # dated with the data's date
-        assert b"file://" not in data  # links removed before printing
+        assert b"file://" not in data and b"about:blank" not in data  # links removed before printing
         info = subprocess.run(["pdfinfo", str(path)], capture_output=True, text=True, check=True).stdout
         assert "Pages:           1" in info
         text = subprocess.run(["pdftotext", str(path), "-"], capture_output=True, text=True, check=True).stdout

@@ -95,7 +95,7 @@ class Chromium:
     Starting Chromium costs about 0.7 s on a 2-core host and a fiche's print about 0.3 s: a national run's 1,600
     fiches spent most of their time starting browsers when each had its own (`--print-to-pdf`). The print is the one
     `--print-to-pdf` makes (its headless handler's parameters: backgrounds, the page's CSS size, no header or
-    footer, tagged PDF) after the page's load event. `--no-pdf-header-footer` is not passed: with the pipe it crashes
+    footer, tagged PDF) of the page set as the tab's document. `--no-pdf-header-footer` is not passed: with the pipe it crashes
     the renderer (Chromium 156), and `displayHeaderFooter: false` says the same.
     """
 
@@ -122,6 +122,7 @@ class Chromium:
             target = self.call("Target.createTarget", {"url": "about:blank"})["targetId"]
             self.session = self.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
             self.call("Page.enable", session=self.session)
+            self.frame = self.call("Page.getFrameTree", session=self.session)["frameTree"]["frame"]["id"]
         except BaseException:
             self.close()
             raise
@@ -164,10 +165,11 @@ class Chromium:
                 seen = True
         return result
 
-    def print(self, page: Path) -> bytes:
-        """The PDF of an HTML file."""
-        self.doing = page.name
-        self.call("Page.navigate", {"url": page.as_uri()}, session=self.session, until="Page.loadEventFired")
+    def print(self, html: str, name: str) -> bytes:
+        """The PDF of a self-contained HTML page (`name` for messages), set as the tab's document rather than
+        loaded from a file: the same PDF, byte for byte, without a navigation's cost (a fifth of a fiche's)."""
+        self.doing = name
+        self.call("Page.setDocumentContent", {"frameId": self.frame, "html": html}, session=self.session)
         out = self.call("Page.printToPDF", {"printBackground": True, "preferCSSPageSize": True,
                                             "displayHeaderFooter": False, "generateTaggedPDF": True},
                         session=self.session)
@@ -206,10 +208,8 @@ def print_pdfs(pages: dict[str, Path], out_dir: Path, stamp: str, *, exe: str | 
             chromium = Chromium(exe, Path(tmp) / "profile")
             try:
                 for name, page in part:
-                    # printed without its links: Chromium would write them as absolute file:// paths of this machine
-                    copy = Path(tmp) / page.name
-                    copy.write_text(_HREF.sub("<a", page.read_text(encoding="utf-8")), encoding="utf-8")
-                    data = chromium.print(copy)
+                    # printed without its links: Chromium would write them as links to about:blank
+                    data = chromium.print(_HREF.sub("<a", page.read_text(encoding="utf-8")), page.name)
                     if not data:
                         raise QpvhubError(f"Chromium printed {page.name} to an empty PDF")
                     target = out_dir / f"{name}.pdf"
