@@ -102,7 +102,9 @@ airflow: setup-demo
 airflow-stop:
 	$(PY) -m qpvhub.airflow.native stop
 
+# the GTFS and OGC API benches use the configured (or embedded) database: migrated first, as on a fresh clone
 bench: setup $(API_STAMP)
+	$(VENV)/bin/qpvhub migrate
 	$(PY) bench/run_all.py
 
 # Not part of `make test` (it takes minutes): mutmut on the core, bench/mutation.json with the survivors.

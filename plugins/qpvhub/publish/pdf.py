@@ -92,11 +92,11 @@ class Printed:
 class Chromium:
     """One headless Chromium printing page after page over the DevTools protocol on a pipe (fds 3 and 4).
 
-    Starting Chromium costs about 0.7 s on a 2-core host and a fiche's print about 0.3 s: a national run's 1,600
+    Starting Chromium costs about 0.7 s on a 2-core host and a fiche's print about 0.2 s: a national run's 1,600
     fiches spent most of their time starting browsers when each had its own (`--print-to-pdf`). The print is the one
     `--print-to-pdf` makes (its headless handler's parameters: backgrounds, the page's CSS size, no header or
-    footer, tagged PDF) of the page set as the tab's document. `--no-pdf-header-footer` is not passed: with the pipe it crashes
-    the renderer (Chromium 156), and `displayHeaderFooter: false` says the same.
+    footer, tagged PDF) of the page set as the tab's document. `--no-pdf-header-footer` is not passed: with the
+    pipe it crashes the renderer (Chromium 156), and `displayHeaderFooter: false` says the same.
     """
 
     def __init__(self, exe: str, profile: Path, timeout: float = 180.0) -> None:
