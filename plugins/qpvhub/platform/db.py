@@ -131,11 +131,12 @@ class _IdleConnections:
     def leave(self) -> None:
         with self.lock:
             self.blocks -= 1
-            idle = [c for stack in self.idle.values() for c in stack] if not self.blocks else []
-            if not self.blocks:
-                self.idle.clear()
-        for conn in idle:
-            conn.close()
+            if self.blocks:
+                return
+            idle, self.idle = self.idle, {}
+        for stack in idle.values():
+            for conn in stack:
+                conn.close()
 
     def _before_fork(self) -> None:
         """Close the idle connections (a child would share their sockets) and hold the lock across the fork."""
